@@ -1,0 +1,133 @@
+//! Frames a client sends: JSON text, route chosen by `action`.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// The routes of SUMU's API Gateway WebSocket API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAction {
+    Ping,
+    /// SNS `Publish` to the messages topic.
+    Publish,
+    /// SQS `SendMessage` to the messages queue.
+    Send,
+}
+
+/// A parsed client frame. `message` is kept as the raw JSON text the client
+/// sent, so it is forwarded without re-serialization.
+#[derive(Debug)]
+pub struct ClientFrame {
+    pub action: ClientAction,
+    pub message: Option<Box<RawValue>>,
+    /// Optional client correlation id, echoed in the `ack` frame.
+    pub id: Option<Box<RawValue>>,
+}
+
+/// Why a frame was refused. The text becomes the error frame's `message`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("missing field 'action'")]
+    MissingAction,
+    #[error("unknown action '{0}'")]
+    UnknownAction(String),
+    #[error("missing field 'message'")]
+    MissingMessage,
+    #[error("field 'id' must be a string or a number")]
+    BadId,
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    action: Option<&'a RawValue>,
+    #[serde(default)]
+    message: Option<Box<RawValue>>,
+    #[serde(default)]
+    id: Option<Box<RawValue>>,
+}
+
+impl ClientFrame {
+    pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+        let wire: Wire<'_> =
+            serde_json::from_str(text).map_err(|e| FrameError::InvalidJson(e.to_string()))?;
+        let action_raw = wire.action.ok_or(FrameError::MissingAction)?;
+        let action_name: String = serde_json::from_str(action_raw.get())
+            .map_err(|_| FrameError::UnknownAction(action_raw.get().to_string()))?;
+        let action = match action_name.as_str() {
+            "ping" => ClientAction::Ping,
+            "publish" => ClientAction::Publish,
+            "send" => ClientAction::Send,
+            _ => return Err(FrameError::UnknownAction(action_name)),
+        };
+        let message = wire.message.filter(|m| m.get() != "null");
+        if matches!(action, ClientAction::Publish | ClientAction::Send) && message.is_none() {
+            return Err(FrameError::MissingMessage);
+        }
+        if let Some(id) = &wire.id {
+            let first = id.get().as_bytes().first().copied().unwrap_or(b' ');
+            if !(first == b'"' || first == b'-' || first.is_ascii_digit()) {
+                return Err(FrameError::BadId);
+            }
+        }
+        Ok(ClientFrame {
+            action,
+            message,
+            id: wire.id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_action_and_keeps_message_raw() {
+        let f = ClientFrame::parse(r#"{"action":"publish","message":{"b": 1,"a":[2]}}"#).unwrap();
+        assert_eq!(f.action, ClientAction::Publish);
+        assert_eq!(f.message.unwrap().get(), r#"{"b": 1,"a":[2]}"#);
+        let f = ClientFrame::parse(r#"{"action":"ping"}"#).unwrap();
+        assert_eq!(f.action, ClientAction::Ping);
+        let f = ClientFrame::parse(r#"{"action":"send","message":"hi","id":"c1"}"#).unwrap();
+        assert_eq!(f.action, ClientAction::Send);
+        assert_eq!(f.id.unwrap().get(), r#""c1""#);
+    }
+
+    #[test]
+    fn refuses_bad_frames_with_a_reason() {
+        assert!(matches!(
+            ClientFrame::parse("{nope"),
+            Err(FrameError::InvalidJson(_))
+        ));
+        assert_eq!(
+            ClientFrame::parse(r#"{"message":1}"#).unwrap_err(),
+            FrameError::MissingAction
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"action":"dance"}"#).unwrap_err(),
+            FrameError::UnknownAction("dance".into())
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"action":5}"#).unwrap_err(),
+            FrameError::UnknownAction("5".into())
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"action":"publish"}"#).unwrap_err(),
+            FrameError::MissingMessage
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"action":"send","message":null}"#).unwrap_err(),
+            FrameError::MissingMessage
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"action":"send","message":1,"id":{}}"#).unwrap_err(),
+            FrameError::BadId
+        );
+        assert!(matches!(
+            ClientFrame::parse(r#"[1,2]"#),
+            Err(FrameError::InvalidJson(_))
+        ));
+    }
+}

@@ -1,0 +1,19 @@
+//! Wire types of sumu, the SUMU-compatible WebSocket gateway.
+//!
+//! Everything that crosses a process boundary lives here so that the node,
+//! the load tester and the tests agree on one definition: client frames,
+//! server frames, notification requests, presence events, mesh envelopes,
+//! message attributes and JWT claims.
+
+pub mod attributes;
+pub mod claims;
+pub mod client;
+pub mod mesh;
+pub mod notification;
+pub mod presence;
+pub mod server;
+
+pub use client::{ClientAction, ClientFrame, FrameError};
+pub use notification::{NotificationError, NotificationRequest};
+pub use presence::{PresenceEvent, PresenceStatus};
+pub use server::ServerFrame;

@@ -1,0 +1,59 @@
+//! Node ↔ node envelopes carried by the per-node SQS inboxes and the mesh
+//! SNS topic.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// What a router asks another node (or every node) to deliver.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MeshEnvelope {
+    /// The notification request id, for deduplicating redeliveries.
+    pub request_id: String,
+    /// The node that routed the request.
+    pub from_node: String,
+    #[serde(flatten)]
+    pub target: MeshTarget,
+    pub data: Box<RawValue>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "target", rename_all = "snake_case")]
+pub enum MeshTarget {
+    /// Deliver to these connections (held by the receiving node).
+    Connections { connections: Vec<MeshConnection> },
+    /// Deliver to every local connection but those of the excluded users.
+    Broadcast {
+        #[serde(default)]
+        exclude_users: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshConnection {
+    pub user_id: String,
+    pub connection_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_with_raw_data() {
+        let env = MeshEnvelope {
+            request_id: "r1".into(),
+            from_node: "n1".into(),
+            target: MeshTarget::Connections {
+                connections: vec![MeshConnection {
+                    user_id: "u".into(),
+                    connection_id: "c".into(),
+                }],
+            },
+            data: RawValue::from_string(r#"{"k": [1, 2]}"#.into()).unwrap(),
+        };
+        let text = serde_json::to_string(&env).unwrap();
+        let back: MeshEnvelope = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.data.get(), r#"{"k": [1, 2]}"#);
+        assert!(matches!(back.target, MeshTarget::Connections { .. }));
+    }
+}
