@@ -1,0 +1,87 @@
+# Network Load Balancer: TLS terminates here (wss://), the node speaks plain
+# HTTP/WebSocket on node_port. An NLB keeps long-lived TCP connections without
+# an idle timeout of its own that the node's pings do not cover (350 s TCP
+# idle timeout; sumu pings clients well inside it).
+
+resource "aws_lb" "nlb" {
+  #checkov:skip=CKV2_AWS_20:this is a Network Load Balancer: it has no HTTP listener to redirect; clients use the TLS listener (wss), the plain TCP listener is opt-in
+  name                             = substr("${lower(local.prefix)}-nlb", 0, 32)
+  load_balancer_type               = "network"
+  internal                         = var.internal_nlb
+  subnets                          = var.public_subnet_ids
+  security_groups                  = [aws_security_group.nlb.id]
+  enable_cross_zone_load_balancing = true
+  enable_deletion_protection       = var.deletion_protection
+
+  dynamic "access_logs" {
+    for_each = var.nlb_access_logs_bucket == null ? [] : [var.nlb_access_logs_bucket]
+    content {
+      bucket  = access_logs.value
+      prefix  = lower(local.prefix)
+      enabled = true
+    }
+  }
+
+  tags = local.tags
+}
+
+resource "aws_lb_target_group" "nodes" {
+  name                 = substr("${lower(local.prefix)}-nodes", 0, 32)
+  port                 = var.node_port
+  protocol             = "TCP"
+  target_type          = "instance"
+  vpc_id               = var.vpc_id
+  preserve_client_ip   = true
+  # Matches the node's drain: a deregistered node keeps its sockets until it
+  # has closed them itself (SUMU_DRAIN_SECS); only then does the NLB cut the rest.
+  deregistration_delay   = var.drain_seconds
+  connection_termination = true
+
+  health_check {
+    enabled             = true
+    protocol            = "HTTP"
+    path                = "/readyz"
+    port                = "traffic-port"
+    matcher             = "200"
+    interval            = 10
+    timeout             = 5
+    healthy_threshold   = 2
+    unhealthy_threshold = 2
+  }
+
+  tags = local.tags
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_lb_listener" "tls" {
+  load_balancer_arn = aws_lb.nlb.arn
+  port              = var.tls_port
+  protocol          = "TLS"
+  certificate_arn   = var.certificate_arn
+  ssl_policy        = var.ssl_policy
+  alpn_policy       = "HTTP1Only" # WebSocket upgrades are HTTP/1.1
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.nodes.arn
+  }
+
+  tags = local.tags
+}
+
+resource "aws_lb_listener" "plain" {
+  count             = var.enable_plain_tcp_listener ? 1 : 0
+  load_balancer_arn = aws_lb.nlb.arn
+  port              = var.plain_tcp_port
+  protocol          = "TCP"
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.nodes.arn
+  }
+
+  tags = local.tags
+}
