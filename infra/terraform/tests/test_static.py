@@ -1,0 +1,924 @@
+"""Static tests of infra/terraform (no terraform binary, no AWS).
+
+Every .tf file is parsed with python-hcl2; the tests then check that the
+resources DESIGN.md needs are declared with the right keys, and evaluate each
+variable's validation condition (a small HCL-expression subset translated to
+Python) against values it must accept and values it must reject.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+import subprocess
+from pathlib import Path
+
+import hcl2
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TF_FILES = sorted(ROOT.glob("*.tf"))
+
+
+# ---------------------------------------------------------------------------
+# Loading and normalising python-hcl2 (v8) output
+# ---------------------------------------------------------------------------
+
+
+def _decode_literal(text: str) -> str:
+    """Turn an HCL quoted string literal body into its value."""
+    try:
+        return json.loads('"' + text + '"')
+    except json.JSONDecodeError:
+        return text
+
+
+def _norm(value):
+    if isinstance(value, dict):
+        return {_norm_key(k): _norm(v) for k, v in value.items() if not k.startswith("__")}
+    if isinstance(value, list):
+        return [_norm(v) for v in value]
+    if isinstance(value, str) and len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        return _decode_literal(value[1:-1])
+    return value
+
+
+def _norm_key(key: str) -> str:
+    if len(key) >= 2 and key[0] == '"' and key[-1] == '"':
+        return key[1:-1]
+    return key
+
+
+def _load_all():
+    model = {"resource": {}, "data": {}, "variable": {}, "output": {}, "locals": {}, "terraform": []}
+    for path in TF_FILES:
+        with path.open() as fh:
+            doc = hcl2.load(fh)
+        for kind in ("resource", "data"):
+            for entry in doc.get(kind, []):
+                for rtype, named in entry.items():
+                    for name, body in named.items():
+                        key = (_norm_key(rtype), _norm_key(name))
+                        assert key not in model[kind], f"duplicate {kind} {key}"
+                        model[kind][key] = _norm(body)
+        for kind in ("variable", "output"):
+            for entry in doc.get(kind, []):
+                for name, body in entry.items():
+                    model[kind][_norm_key(name)] = _norm(body)
+        for entry in doc.get("locals", []):
+            for name, value in entry.items():
+                if not name.startswith("__"):
+                    model["locals"][name] = _norm(value)
+        model["terraform"].extend(_norm(doc.get("terraform", [])))
+    return model
+
+
+@pytest.fixture(scope="session")
+def tf():
+    return _load_all()
+
+
+def res(tf, rtype, name):
+    key = (rtype, name)
+    assert key in tf["resource"], f"resource {rtype}.{name} is not declared"
+    return tf["resource"][key]
+
+
+def data(tf, dtype, name):
+    key = (dtype, name)
+    assert key in tf["data"], f"data {dtype}.{name} is not declared"
+    return tf["data"][key]
+
+
+def block(body, name):
+    """The single nested block `name` of a resource body."""
+    blocks = body.get(name)
+    assert isinstance(blocks, list) and len(blocks) == 1, f"expected one {name} block, got {blocks!r}"
+    return blocks[0]
+
+
+def expr(value) -> str:
+    """Strip ${...} from a pure expression."""
+    assert isinstance(value, str), value
+    m = re.fullmatch(r"\$\{(.*)\}", value, re.S)
+    return m.group(1) if m else value
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+# ---------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", TF_FILES, ids=[p.name for p in TF_FILES])
+def test_every_tf_file_parses(path):
+    with path.open() as fh:
+        doc = hcl2.load(fh)
+    assert doc, f"{path.name} is empty"
+
+
+def test_expected_files_exist():
+    names = {p.name for p in TF_FILES}
+    for required in ("versions.tf", "variables.tf", "outputs.tf", "dynamodb.tf", "messaging.tf", "iam.tf", "fleet.tf", "nlb.tf", "dns.tf", "alarms.tf", "kms.tf"):
+        assert required in names
+    assert (ROOT / "templates" / "user-data.sh.tftpl").is_file()
+    assert (ROOT / "README.md").is_file()
+
+
+def test_provider_pinned_to_aws_v5(tf):
+    providers = {}
+    for t in tf["terraform"]:
+        for rp in t.get("required_providers", []):
+            providers.update(rp)
+    assert providers["aws"]["source"] == "hashicorp/aws"
+    assert "< 6.0.0" in providers["aws"]["version"] and ">= 5." in providers["aws"]["version"]
+
+
+def test_module_configures_no_provider():
+    # A reusable module must leave provider configuration to the root module.
+    for path in TF_FILES:
+        with path.open() as fh:
+            assert "provider" not in hcl2.load(fh), f"{path.name} configures a provider"
+
+
+# ---------------------------------------------------------------------------
+# Naming
+# ---------------------------------------------------------------------------
+
+
+def test_default_resource_names(tf):
+    loc = tf["locals"]
+    assert tf["variable"]["name_prefix"]["default"] == "Sumu"
+    expected = {
+        "connections_table_name": "${local.prefix}Connections",
+        "cluster_table_name": "${local.prefix}Cluster",
+        "messages_topic_name": "${local.prefix}Messages",
+        "notifications_topic_name": "${local.prefix}Notifications",
+        "mesh_topic_name": "${local.prefix}Mesh",
+        "messages_queue_name": "${local.prefix}Messages",
+        "notifications_queue_name": "${local.prefix}Notifications",
+        "messages_dlq_name": "${local.prefix}MessagesDLQ",
+        "notifications_dlq_name": "${local.prefix}NotificationsDLQ",
+    }
+    for name, value in expected.items():
+        assert loc[name] == value, name
+    assert expr(loc["prefix"]) == "var.name_prefix"
+    assert res(tf, "aws_dynamodb_table", "connections")["name"] == "${local.connections_table_name}"
+    assert res(tf, "aws_dynamodb_table", "cluster")["name"] == "${local.cluster_table_name}"
+    assert res(tf, "aws_sns_topic", "messages")["name"] == "${local.messages_topic_name}"
+    assert res(tf, "aws_sns_topic", "notifications")["name"] == "${local.notifications_topic_name}"
+    assert res(tf, "aws_sns_topic", "mesh")["name"] == "${local.mesh_topic_name}"
+    assert res(tf, "aws_sqs_queue", "messages")["name"] == "${local.messages_queue_name}"
+    assert res(tf, "aws_sqs_queue", "notifications")["name"] == "${local.notifications_queue_name}"
+    assert res(tf, "aws_sqs_queue", "messages_dlq")["name"] == "${local.messages_dlq_name}"
+    assert res(tf, "aws_sqs_queue", "notifications_dlq")["name"] == "${local.notifications_dlq_name}"
+
+
+def test_inbox_queues_are_not_created_by_terraform(tf):
+    for (rtype, name), body in tf["resource"].items():
+        if rtype == "aws_sqs_queue":
+            assert "Inbox" not in str(body.get("name", "")), f"{name}: inbox queues are created by the nodes"
+
+
+# ---------------------------------------------------------------------------
+# DynamoDB
+# ---------------------------------------------------------------------------
+
+
+def _attributes(body):
+    return {a["name"]: a["type"] for a in body["attribute"]}
+
+
+def test_connections_table_keys_and_gsi(tf):
+    t = res(tf, "aws_dynamodb_table", "connections")
+    assert t["hash_key"] == "user_id"
+    assert t["range_key"] == "connection_id"
+    assert t["billing_mode"] == "PAY_PER_REQUEST"
+    # Only key attributes may be declared, and each must be a string.
+    assert _attributes(t) == {"user_id": "S", "connection_id": "S", "node_id": "S"}
+    gsi = block(t, "global_secondary_index")
+    assert gsi["name"] == "by_node"
+    assert gsi["hash_key"] == "node_id"
+    assert gsi["range_key"] == "connection_id"
+    assert gsi["projection_type"] in ("ALL", "KEYS_ONLY")
+
+
+def test_connections_table_stream_ttl_pitr_encryption(tf):
+    t = res(tf, "aws_dynamodb_table", "connections")
+    assert t["stream_enabled"] is True
+    assert t["stream_view_type"] == "NEW_AND_OLD_IMAGES"
+    ttl = block(t, "ttl")
+    assert ttl == {"attribute_name": "delete_at", "enabled": True}
+    assert block(t, "point_in_time_recovery")["enabled"] is True
+    sse = block(t, "server_side_encryption")
+    assert sse["enabled"] is True
+    assert sse["kms_key_arn"] == "${aws_kms_key.sumu.arn}"
+    assert t["deletion_protection_enabled"] == "${var.deletion_protection}"
+
+
+def test_cluster_table(tf):
+    t = res(tf, "aws_dynamodb_table", "cluster")
+    assert t["hash_key"] == "pk"
+    assert "range_key" not in t
+    assert _attributes(t) == {"pk": "S"}
+    assert t["billing_mode"] == "PAY_PER_REQUEST"
+    ttl = block(t, "ttl")
+    assert ttl["enabled"] is True and ttl["attribute_name"] == "delete_at"
+    assert block(t, "point_in_time_recovery")["enabled"] is True
+    assert block(t, "server_side_encryption")["kms_key_arn"] == "${aws_kms_key.sumu.arn}"
+
+
+# ---------------------------------------------------------------------------
+# SNS / SQS
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["messages", "notifications", "mesh"])
+def test_topics_encrypted_with_cmk(tf, name):
+    assert res(tf, "aws_sns_topic", name)["kms_master_key_id"] == "${aws_kms_key.sumu.arn}"
+
+
+@pytest.mark.parametrize("name", ["messages", "notifications", "messages_dlq", "notifications_dlq"])
+def test_queues_encrypted_with_cmk(tf, name):
+    q = res(tf, "aws_sqs_queue", name)
+    assert q["kms_master_key_id"] == "${aws_kms_key.sumu.arn}"
+    assert "sqs_managed_sse_enabled" not in q
+
+
+@pytest.mark.parametrize("queue,dlq", [("messages", "messages_dlq"), ("notifications", "notifications_dlq")])
+def test_redrive_to_dlq(tf, queue, dlq):
+    q = res(tf, "aws_sqs_queue", queue)
+    policy = squash(expr(q["redrive_policy"]))
+    assert policy.startswith("jsonencode(")
+    assert f"deadLetterTargetArn=aws_sqs_queue.{dlq}.arn" in policy
+    assert "maxReceiveCount=var.max_receive_count" in policy
+    allow = res(tf, "aws_sqs_queue_redrive_allow_policy", dlq)
+    assert allow["queue_url"] == f"${{aws_sqs_queue.{dlq}.id}}"
+    allow_policy = squash(expr(allow["redrive_allow_policy"]))
+    assert 'redrivePermission="byQueue"' in allow_policy
+    assert f"sourceQueueArns=[aws_sqs_queue.{queue}.arn]" in allow_policy
+    # DLQs keep messages the maximum time so that operators can inspect them.
+    assert res(tf, "aws_sqs_queue", dlq)["message_retention_seconds"] == 1209600
+
+
+def test_max_receive_count_default(tf):
+    v = tf["variable"]["max_receive_count"]
+    assert v["default"] == 5
+    assert v["type"] == "${number}" or v["type"] == "number"
+
+
+def test_notifications_topic_subscribed_to_queue_raw(tf):
+    sub = res(tf, "aws_sns_topic_subscription", "notifications_to_queue")
+    assert sub["topic_arn"] == "${aws_sns_topic.notifications.arn}"
+    assert sub["protocol"] == "sqs"
+    assert sub["endpoint"] == "${aws_sqs_queue.notifications.arn}"
+    assert sub["raw_message_delivery"] is True
+    assert "${aws_sqs_queue_policy.notifications}" in sub["depends_on"]
+
+
+def test_notifications_queue_policy_allows_only_the_topic(tf):
+    qp = res(tf, "aws_sqs_queue_policy", "notifications")
+    assert qp["queue_url"] == "${aws_sqs_queue.notifications.id}"
+    assert qp["policy"] == "${data.aws_iam_policy_document.notifications_queue.json}"
+    doc = data(tf, "aws_iam_policy_document", "notifications_queue")
+    allows = [s for s in doc["statement"] if s["effect"] == "Allow"]
+    assert len(allows) == 1
+    allow = allows[0]
+    assert allow["actions"] == ["sqs:SendMessage"]
+    assert allow["resources"] == ["${aws_sqs_queue.notifications.arn}"]
+    assert block(allow, "principals") == {"type": "Service", "identifiers": ["sns.amazonaws.com"]}
+    cond = block(allow, "condition")
+    assert cond["variable"] == "aws:SourceArn"
+    assert cond["test"] in ("ArnEquals", "ArnLike")
+    assert cond["values"] == ["${aws_sns_topic.notifications.arn}"]
+
+
+def test_kms_key_rotation_and_sns_access(tf):
+    key = res(tf, "aws_kms_key", "sumu")
+    assert key["enable_key_rotation"] is True
+    assert key["policy"] == "${data.aws_iam_policy_document.kms.json}"
+    doc = data(tf, "aws_iam_policy_document", "kms")
+    services = [s for s in doc["statement"] if block(s, "principals")["type"] == "Service"]
+    assert services, "SNS needs the key to deliver to the encrypted notifications queue"
+    svc = services[0]
+    assert "sns.amazonaws.com" in block(svc, "principals")["identifiers"]
+    assert set(svc["actions"]) >= {"kms:Decrypt"} and any(a.startswith("kms:GenerateDataKey") for a in svc["actions"])
+    assert block(svc, "condition")["variable"] == "aws:SourceAccount"
+
+
+# ---------------------------------------------------------------------------
+# IAM: node role
+# ---------------------------------------------------------------------------
+
+
+def _node_statements(tf):
+    doc = data(tf, "aws_iam_policy_document", "node")
+    stmts = list(doc["statement"])
+    for dyn in doc.get("dynamic", []):
+        for _, d in dyn.items():
+            stmts.extend(d["content"])
+    return stmts
+
+
+def _statements_with(tf, action):
+    return [s for s in _node_statements(tf) if action in s["actions"]]
+
+
+def test_node_role_assumed_by_ec2_only(tf):
+    role = res(tf, "aws_iam_role", "node")
+    assert role["assume_role_policy"] == "${data.aws_iam_policy_document.node_assume.json}"
+    st = block(data(tf, "aws_iam_policy_document", "node_assume"), "statement")
+    assert st["actions"] == ["sts:AssumeRole"]
+    assert block(st, "principals") == {"type": "Service", "identifiers": ["ec2.amazonaws.com"]}
+    assert res(tf, "aws_iam_role_policy", "node")["policy"] == "${data.aws_iam_policy_document.node.json}"
+    assert res(tf, "aws_iam_instance_profile", "node")["role"] == "${aws_iam_role.node.name}"
+
+
+def test_node_policy_has_no_wildcard_actions_and_only_allows(tf):
+    for s in _node_statements(tf):
+        assert s.get("effect", "Allow") == "Allow"
+        for a in s["actions"]:
+            assert "*" not in a, f"wildcard action {a}"
+
+
+def test_node_policy_star_resources_are_unrestrictable_only(tf):
+    for s in _node_statements(tf):
+        if "*" in s["resources"]:
+            assert s["actions"] in (["dynamodb:ListStreams"], ["cloudwatch:PutMetricData"]), s
+
+
+def test_node_dynamodb_access(tf):
+    needed = {"dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query",
+              "dynamodb:BatchWriteItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}
+    [s] = _statements_with(tf, "dynamodb:Query")
+    assert set(s["actions"]) == needed
+    assert set(s["resources"]) == {
+        "${aws_dynamodb_table.connections.arn}",
+        "${aws_dynamodb_table.connections.arn}/index/by_node",
+        "${aws_dynamodb_table.cluster.arn}",
+    }
+    [streams] = _statements_with(tf, "dynamodb:GetRecords")
+    assert set(streams["actions"]) == {"dynamodb:DescribeStream", "dynamodb:GetShardIterator", "dynamodb:GetRecords"}
+    assert streams["resources"] == ["${aws_dynamodb_table.connections.arn}/stream/*"]
+    assert _statements_with(tf, "dynamodb:ListStreams")
+
+
+def test_node_sns_access(tf):
+    [pub] = _statements_with(tf, "sns:Publish")
+    assert set(pub["resources"]) == {"${aws_sns_topic.messages.arn}", "${aws_sns_topic.mesh.arn}"}
+    assert "${aws_sns_topic.notifications.arn}" not in pub["resources"]
+    [sub] = _statements_with(tf, "sns:Subscribe")
+    assert sub["resources"] == ["${aws_sns_topic.mesh.arn}"]
+    conds = {c["variable"]: c for c in sub["condition"]}
+    assert conds["sns:Protocol"]["values"] == ["sqs"]
+    assert conds["sns:Endpoint"]["test"] == "StringLike"
+    assert conds["sns:Endpoint"]["values"] == ["${local.inbox_queue_arn_pattern}"]
+    [unsub] = _statements_with(tf, "sns:Unsubscribe")
+    assert all(r.startswith("${aws_sns_topic.mesh.arn}") for r in unsub["resources"])
+
+
+def test_inbox_queue_prefix_restriction(tf):
+    pattern = tf["locals"]["inbox_queue_arn_pattern"]
+    assert pattern.startswith("arn:${local.partition}:sqs:${local.region}:${local.account_id}:")
+    assert pattern.endswith(":${local.prefix}Inbox-*")
+    for action in ("sqs:CreateQueue", "sqs:DeleteQueue", "sqs:SetQueueAttributes", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"):
+        stmts = _statements_with(tf, action)
+        assert stmts, f"{action} missing"
+        for s in stmts:
+            assert s["resources"] == ["${local.inbox_queue_arn_pattern}"], f"{action} must be limited to inbox queues"
+    [inbox] = _statements_with(tf, "sqs:CreateQueue")
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage"} <= set(inbox["actions"])
+
+
+def test_node_sqs_access(tf):
+    send = _statements_with(tf, "sqs:SendMessage")
+    resources = {r for s in send for r in s["resources"]}
+    assert resources == {"${aws_sqs_queue.messages.arn}", "${local.inbox_queue_arn_pattern}"}
+    receive = _statements_with(tf, "sqs:ReceiveMessage")
+    resources = {r for s in receive for r in s["resources"]}
+    assert resources == {"${aws_sqs_queue.notifications.arn}", "${local.inbox_queue_arn_pattern}"}
+    [consume] = [s for s in receive if s["resources"] == ["${aws_sqs_queue.notifications.arn}"]]
+    assert set(consume["actions"]) == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
+
+
+def test_node_kms_metrics_ssm(tf):
+    kms = [s for s in _node_statements(tf) if s["resources"] == ["${aws_kms_key.sumu.arn}"]]
+    assert len(kms) == 1 and set(kms[0]["actions"]) == {"kms:Decrypt", "kms:GenerateDataKey"}
+    [metrics] = _statements_with(tf, "cloudwatch:PutMetricData")
+    cond = block(metrics, "condition")
+    assert cond["variable"] == "cloudwatch:namespace"
+    assert cond["values"] == ["${var.metrics_namespace}"]
+    [ssm] = _statements_with(tf, "ssm:GetParameter")
+    assert ssm["resources"] == ["${local.api_key_parameter_arn}"]
+    [hook] = _statements_with(tf, "autoscaling:CompleteLifecycleAction")
+    assert hook["resources"][0].endswith("autoScalingGroupName/${local.asg_name}")
+
+
+def test_backend_policy(tf):
+    doc = data(tf, "aws_iam_policy_document", "backend")
+    by_action = {}
+    for s in doc["statement"]:
+        for a in s["actions"]:
+            by_action.setdefault(a, set()).update(s["resources"])
+    assert by_action["sqs:SendMessage"] == {"${aws_sqs_queue.notifications.arn}"}
+    assert by_action["sns:Publish"] == {"${aws_sns_topic.notifications.arn}"}
+    assert by_action["sqs:ReceiveMessage"] == {"${aws_sqs_queue.messages.arn}"}
+    assert by_action["sns:Subscribe"] == {"${aws_sns_topic.messages.arn}"}
+    assert res(tf, "aws_iam_policy", "backend")["policy"] == "${data.aws_iam_policy_document.backend.json}"
+
+
+# ---------------------------------------------------------------------------
+# Fleet, load balancer, DNS
+# ---------------------------------------------------------------------------
+
+REQUIRED_ENV = [
+    "SUMU_LISTEN", "SUMU_ENGINE", "SUMU_AWS_REGION", "SUMU_NAME_PREFIX", "SUMU_CONNECTIONS_TABLE",
+    "SUMU_CLUSTER_TABLE", "SUMU_MESSAGES_TOPIC_ARN", "SUMU_MESSAGES_QUEUE_URL",
+    "SUMU_NOTIFICATIONS_QUEUE_URL", "SUMU_MESH_TOPIC_ARN", "SUMU_PRESENCE_SOURCE", "SUMU_JWKS_URI",
+    "SUMU_JWT_AUDIENCES", "SUMU_JWT_ISSUER", "SUMU_VERIFY_TOKEN_EXPIRATION", "SUMU_DRAIN_SECS",
+    "SUMU_LOG_FORMAT",
+]
+
+
+def _split_top_level(text: str):
+    """Split an HCL object body on commas that are not nested or quoted."""
+    parts, depth, quoted, cur, i = [], 0, False, "", 0
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == "\\":
+                cur += text[i : i + 2]
+                i += 2
+                continue
+            if ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+            i += 1
+            continue
+        cur += ch
+        i += 1
+    if cur.strip():
+        parts.append(cur)
+    return parts
+
+
+def _node_env(tf):
+    text = expr(tf["locals"]["node_environment"])
+    prefix = "merge(var.extra_environment, {"
+    assert text.startswith(prefix) and text.endswith("})"), "the module's settings must win over extra_environment"
+    env = {}
+    for part in _split_top_level(text[len(prefix) : -2]):
+        key, value = part.split("=", 1)
+        env[key.strip()] = value.strip()
+    return env
+
+
+def test_node_environment(tf):
+    env = _node_env(tf)
+    for key in REQUIRED_ENV:
+        assert key in env, f"{key} not passed to the nodes"
+    assert "SUMU_API_KEY" not in env, "the API key must come from SSM, not plain user data"
+    assert env["SUMU_LISTEN"] == '"0.0.0.0:${var.node_port}"'
+    assert env["SUMU_ENGINE"] == '"aws"'
+    assert env["SUMU_LOG_FORMAT"] == '"json"'
+    assert env["SUMU_CONNECTIONS_TABLE"] == "aws_dynamodb_table.connections.name"
+    assert env["SUMU_CLUSTER_TABLE"] == "aws_dynamodb_table.cluster.name"
+    assert env["SUMU_MESSAGES_TOPIC_ARN"] == "aws_sns_topic.messages.arn"
+    assert env["SUMU_MESH_TOPIC_ARN"] == "aws_sns_topic.mesh.arn"
+    assert env["SUMU_MESSAGES_QUEUE_URL"] == "aws_sqs_queue.messages.url"
+    assert env["SUMU_NOTIFICATIONS_QUEUE_URL"] == "aws_sqs_queue.notifications.url"
+    assert env["SUMU_JWT_AUDIENCES"].replace(" ", "") == 'join(",",var.jwt_audiences)'
+    assert env["SUMU_DRAIN_SECS"].strip() == "tostring(var.drain_seconds)"
+    assert "var.verify_token_expiration" in env["SUMU_VERIFY_TOKEN_EXPIRATION"]
+
+
+def test_user_data_fetches_api_key_from_ssm_and_runs_aws_engine():
+    text = (ROOT / "templates" / "user-data.sh.tftpl").read_text()
+    assert "ssm get-parameter --with-decryption" in text
+    assert "--name '${api_key_parameter_name}'" in text
+    assert "export SUMU_API_KEY" in text
+    assert "exec /usr/local/bin/sumu-node --engine aws" in text
+    assert "EnvironmentFile=/etc/sumu/sumu.env" in text
+    assert "complete-lifecycle-action" in text and "target-lifecycle-state" in text
+    assert "TimeoutStopSec=${drain_seconds + 30}" in text
+
+
+def test_user_data_template_is_valid_bash(tmp_path):
+    text = (ROOT / "templates" / "user-data.sh.tftpl").read_text()
+    # Crude rendering: drop directive lines, replace interpolations.
+    lines = [l for l in text.splitlines() if not l.strip().startswith("%{")]
+    rendered = re.sub(r"\$\{[^}]*\}", "X", "\n".join(lines)) + "\n"
+    script = tmp_path / "user-data.sh"
+    script.write_text(rendered)
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    # bash only warns about an unterminated here-document; treat it as an error.
+    assert proc.stderr == "", proc.stderr
+
+
+def test_user_data_template_variables_are_passed(tf):
+    text = (ROOT / "templates" / "user-data.sh.tftpl").read_text()
+    ident = r"([a-z_][a-z0-9_]*)"
+    used = set(re.findall(r"\$\{\s*" + ident, text)) | set(re.findall(r"%\{\s*(?:if|for \w+, \w+ in)\s+" + ident, text))
+    loop_vars = {v for pair in re.findall(r"%\{\s*for (\w+), (\w+) in", text) for v in pair}
+    used -= {"replace"} | loop_vars
+    call = expr(tf["locals"]["user_data"])
+    passed = set(re.findall(r"(\w+)\s*=", call.split("{", 1)[1]))
+    assert used, "template uses no variables?"
+    assert used <= passed, f"template variables not passed: {used - passed}"
+
+
+def test_launch_template_hardening(tf):
+    lt = res(tf, "aws_launch_template", "node")
+    md = block(lt, "metadata_options")
+    assert md["http_tokens"] == "required"
+    assert md["http_put_response_hop_limit"] == 1
+    ebs = block(block(lt, "block_device_mappings"), "ebs")
+    assert ebs["encrypted"] is True
+    ni = block(lt, "network_interfaces")
+    assert ni["associate_public_ip_address"] is False
+    assert ni["security_groups"] == ["${aws_security_group.node.id}"]
+    assert block(lt, "iam_instance_profile")["arn"] == "${aws_iam_instance_profile.node.arn}"
+    assert expr(lt["user_data"]) == "base64encode(local.user_data)"
+
+
+def test_asg_behind_target_group_with_drain_hook(tf):
+    asg = res(tf, "aws_autoscaling_group", "nodes")
+    assert asg["target_group_arns"] == ["${aws_lb_target_group.nodes.arn}"]
+    assert asg["health_check_type"] == "ELB"
+    assert asg["vpc_zone_identifier"] == "${var.private_subnet_ids}"
+    assert asg["min_size"] == "${var.min_size}" and asg["max_size"] == "${var.max_size}"
+    lt = block(asg, "launch_template")
+    assert lt["id"] == "${aws_launch_template.node.id}"
+    hook = block(asg, "initial_lifecycle_hook")
+    assert hook["lifecycle_transition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+    assert hook["name"] == "${local.lifecycle_hook_name}"
+    assert hook["heartbeat_timeout"] == "${local.lifecycle_heartbeat_seconds}"
+    assert squash(expr(tf["locals"]["lifecycle_heartbeat_seconds"])).startswith("var.drain_seconds+")
+    assert block(asg, "instance_refresh")["strategy"] == "Rolling"
+    conds = [squash(p["condition"]) for p in block(asg, "lifecycle")["precondition"]]
+    assert "${var.min_size<=var.max_size}" in conds
+
+
+def test_target_group_health_check_and_deregistration(tf):
+    tg = res(tf, "aws_lb_target_group", "nodes")
+    assert tg["protocol"] == "TCP"
+    assert tg["port"] == "${var.node_port}"
+    assert tg["target_type"] == "instance"
+    assert tg["deregistration_delay"] == "${var.drain_seconds}"
+    hc = block(tg, "health_check")
+    assert hc["protocol"] == "HTTP"
+    assert hc["path"] == "/readyz"
+    assert hc["port"] == "traffic-port"
+    assert hc["matcher"] == "200"
+    # drain_seconds must fit the NLB's deregistration delay range.
+    cond = tf["variable"]["drain_seconds"]["validation"][0]["condition"]
+    assert "3600" in cond
+
+
+def test_nlb(tf):
+    lb = res(tf, "aws_lb", "nlb")
+    assert lb["load_balancer_type"] == "network"
+    assert lb["subnets"] == "${var.public_subnet_ids}"
+    assert lb["internal"] == "${var.internal_nlb}"
+    assert lb["security_groups"] == ["${aws_security_group.nlb.id}"]
+
+
+def test_tls_listener(tf):
+    l = res(tf, "aws_lb_listener", "tls")
+    assert l["load_balancer_arn"] == "${aws_lb.nlb.arn}"
+    assert l["protocol"] == "TLS"
+    assert l["port"] == "${var.tls_port}"
+    assert l["certificate_arn"] == "${var.certificate_arn}"
+    assert l["ssl_policy"] == "${var.ssl_policy}"
+    assert "count" not in l, "the TLS listener is always present"
+    action = block(l, "default_action")
+    assert action == {"type": "forward", "target_group_arn": "${aws_lb_target_group.nodes.arn}"}
+    assert tf["variable"]["tls_port"]["default"] == 443
+    assert tf["variable"]["ssl_policy"]["default"].startswith("ELBSecurityPolicy-TLS13-1-2")
+
+
+def test_plain_tcp_listener_is_opt_in(tf):
+    l = res(tf, "aws_lb_listener", "plain")
+    assert l["protocol"] == "TCP"
+    assert squash(expr(l["count"])) == "var.enable_plain_tcp_listener?1:0"
+    assert tf["variable"]["enable_plain_tcp_listener"]["default"] is False
+    assert block(l, "default_action")["target_group_arn"] == "${aws_lb_target_group.nodes.arn}"
+    ing = res(tf, "aws_vpc_security_group_ingress_rule", "nlb_plain")
+    assert "var.enable_plain_tcp_listener" in ing["for_each"]
+
+
+def test_security_groups(tf):
+    node_in = res(tf, "aws_vpc_security_group_ingress_rule", "node_from_nlb")
+    assert node_in["security_group_id"] == "${aws_security_group.node.id}"
+    assert node_in["referenced_security_group_id"] == "${aws_security_group.nlb.id}"
+    assert node_in["from_port"] == node_in["to_port"] == "${var.node_port}"
+    assert "cidr_ipv4" not in node_in, "nodes are reachable only through the NLB"
+    tls_in = res(tf, "aws_vpc_security_group_ingress_rule", "nlb_tls")
+    assert tls_in["from_port"] == tls_in["to_port"] == "${var.tls_port}"
+    assert "var.allowed_client_cidrs" in tls_in["for_each"]
+    ingress = [b for (t, _), b in tf["resource"].items() if t == "aws_vpc_security_group_ingress_rule"]
+    for rule in ingress:
+        assert rule.get("ip_protocol") != "-1", "no all-protocol ingress"
+
+
+def test_route53_alias(tf):
+    r = res(tf, "aws_route53_record", "nlb")
+    assert r["zone_id"] == "${var.route53_zone_id}"
+    assert r["name"] == "${var.domain_name}"
+    assert r["type"] == "A"
+    alias = block(r, "alias")
+    assert alias["name"] == "${aws_lb.nlb.dns_name}"
+    assert alias["zone_id"] == "${aws_lb.nlb.zone_id}"
+
+
+# ---------------------------------------------------------------------------
+# Alarms
+# ---------------------------------------------------------------------------
+
+
+def test_dlq_alarms(tf):
+    a = res(tf, "aws_cloudwatch_metric_alarm", "dlq_depth")
+    assert a["for_each"] == "${local.dlqs}"
+    dlqs = tf["locals"]["dlqs"]
+    assert set(dlqs.values()) == {"${aws_sqs_queue.messages_dlq.name}", "${aws_sqs_queue.notifications_dlq.name}"}
+    assert a["namespace"] == "AWS/SQS"
+    assert a["metric_name"] == "ApproximateNumberOfMessagesVisible"
+    assert a["dimensions"] == {"QueueName": "${each.value}"}
+    assert a["comparison_operator"] == "GreaterThanThreshold"
+    assert a["threshold"] == "${var.dlq_alarm_threshold}"
+    assert a["alarm_actions"] == "${var.alarm_actions}"
+
+
+def test_stream_lag_alarm_matches_node_permission(tf):
+    a = res(tf, "aws_cloudwatch_metric_alarm", "stream_lag")
+    assert a["namespace"] == "${var.metrics_namespace}"
+    assert a["metric_name"] == "PresenceStreamIteratorAge"
+    assert a["dimensions"] == {"TableName": "${local.connections_table_name}"}
+    assert a["comparison_operator"] == "GreaterThanThreshold"
+    assert squash(expr(a["threshold"])) == "var.stream_lag_alarm_threshold_seconds*1000"
+    assert a["treat_missing_data"] == "${var.stream_lag_treat_missing_data}"
+    assert tf["variable"]["stream_lag_treat_missing_data"]["default"] == "breaching"
+    readme = (ROOT / "README.md").read_text()
+    assert "PresenceStreamIteratorAge" in readme and "TableName" in readme
+
+
+def test_healthy_host_alarm(tf):
+    a = res(tf, "aws_cloudwatch_metric_alarm", "healthy_nodes")
+    assert a["namespace"] == "AWS/NetworkELB"
+    assert a["metric_name"] == "HealthyHostCount"
+    assert a["dimensions"]["TargetGroup"] == "${aws_lb_target_group.nodes.arn_suffix}"
+
+
+# ---------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------
+
+
+def test_outputs_for_backends(tf):
+    out = tf["output"]
+    assert out["wss_url"]["value"] == "wss://${var.domain_name}${local.wss_port_suffix}/push"
+    expected = {
+        "messages_topic_arn": "${aws_sns_topic.messages.arn}",
+        "notifications_topic_arn": "${aws_sns_topic.notifications.arn}",
+        "mesh_topic_arn": "${aws_sns_topic.mesh.arn}",
+        "messages_queue_url": "${aws_sqs_queue.messages.url}",
+        "notifications_queue_url": "${aws_sqs_queue.notifications.url}",
+        "messages_dlq_url": "${aws_sqs_queue.messages_dlq.url}",
+        "notifications_dlq_url": "${aws_sqs_queue.notifications_dlq.url}",
+        "kms_key_arn": "${aws_kms_key.sumu.arn}",
+        "backend_policy_arn": "${aws_iam_policy.backend.arn}",
+    }
+    for name, value in expected.items():
+        assert out[name]["value"] == value, name
+    for name, body in out.items():
+        assert body.get("description"), f"output {name} has no description"
+
+
+# ---------------------------------------------------------------------------
+# Variables: types, descriptions, and validations evaluated
+# ---------------------------------------------------------------------------
+
+
+class _Fail(Exception):
+    pass
+
+
+def _regex(pattern, s):
+    if not isinstance(s, str):
+        raise _Fail("regex on non-string")
+    m = re.search(pattern, s)
+    if not m:
+        raise _Fail("no match")
+    return m.group(0)
+
+
+def _can(fn):
+    try:
+        fn()
+        return True
+    except Exception:  # noqa: BLE001 - HCL can() swallows every error
+        return False
+
+
+def _try(fn, fallback):
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001
+        return fallback
+
+
+def _cidrhost(cidr, n):
+    if not isinstance(cidr, str) or "/" not in cidr:
+        raise _Fail("not a CIDR")
+    return str(ipaddress.ip_network(cidr, strict=False)[n])
+
+
+_FUNCS = {
+    "regex": _regex,
+    "can": _can,
+    "try_": _try,
+    "floor": math.floor,
+    "length": len,
+    "alltrue": all,
+    "contains": lambda lst, v: v in lst,
+    "keys": lambda m: sorted(m.keys()),
+    "startswith": lambda s, p: s.startswith(p),
+    "cidrhost": _cidrhost,
+}
+
+
+def hcl_condition_to_python(condition: str) -> str:
+    """Translate the HCL subset used by this module's validations to Python."""
+    text = expr(condition)
+    literals = []
+
+    def keep(m):
+        literals.append(_decode_literal(m.group(1)))
+        return f"__L{len(literals) - 1}__"
+
+    text = re.sub(r'"((?:[^"\\]|\\.)*)"', keep, text)
+    assert '"' not in text
+    text = re.sub(r"\[for (\w+) in (.+?) : (.+?)\]", r"[\3 for \1 in \2]", text)
+    text = text.replace("&&", " and ").replace("||", " or ")
+    text = re.sub(r"!(?!=)", " not ", text)
+    text = re.sub(r"\bvar\.(\w+)", r"V['\1']", text)
+    text = re.sub(r"\bnull\b", "None", text)
+    text = re.sub(r"\btrue\b", "True", text)
+    text = re.sub(r"\bfalse\b", "False", text)
+    text = re.sub(r"\bcan\(", "can(lambda: ", text)
+    text = re.sub(r"\btry\(", "try_(lambda: ", text)
+    for i, lit in enumerate(literals):
+        text = text.replace(f"__L{i}__", repr(lit))
+    return text
+
+
+def validation_passes(tf, name, value) -> bool:
+    var = tf["variable"][name]
+    for v in var["validation"]:
+        code = hcl_condition_to_python(v["condition"])
+        env = dict(_FUNCS)
+        env["V"] = {name: value}
+        env["__builtins__"] = {}
+        # One namespace as globals: lambdas and comprehensions resolve names there.
+        if not eval(code, env):  # noqa: S307 - our own .tf files
+            return False
+    return True
+
+
+# name -> (values that must be accepted, values that must be rejected)
+VALIDATION_CASES = {
+    "name_prefix": (["Sumu", "Prod_ws-1", "A"], ["", "1Sumu", "Su mu", "Sumu.", "S" * 33]),
+    "vpc_id": (["vpc-0123abcd"], ["vpc-", "subnet-0123", "VPC-0123"]),
+    "public_subnet_ids": ([["subnet-0a1b"], ["subnet-1", "subnet-2"]], [[], ["sg-123"], ["subnet-1", "vpc-1"]]),
+    "private_subnet_ids": ([["subnet-0a1b"]], [[], ["subnet-"]]),
+    "allowed_client_cidrs": ([["0.0.0.0/0"], ["10.0.0.0/8", "192.168.1.0/24"]], [[], ["10.0.0.0"], ["300.0.0.0/8"], ["nope"]]),
+    "certificate_arn": (["arn:aws:acm:eu-west-1:123456789012:certificate/abc-123"],
+                        ["arn:aws:iam::123456789012:server-certificate/x", "abc", "arn:aws:acm:eu-west-1:1234:certificate/x"]),
+    "tls_port": ([443, 8443, 1, 65535], [0, 65536, 443.5]),
+    "ssl_policy": (["ELBSecurityPolicy-TLS13-1-2-2021-06", "ELBSecurityPolicy-TLS13-1-3-2021-06", "ELBSecurityPolicy-TLS-1-2-2017-01"],
+                   ["ELBSecurityPolicy-2016-08", "ELBSecurityPolicy-TLS-1-1-2017-01", "ELBSecurityPolicy-TLS13-1-0-2021-06"]),
+    "plain_tcp_port": ([80, 8080], [0, 70000]),
+    "nlb_access_logs_bucket": ([None, "my-logs.bucket"], ["My_Bucket", "a"]),
+    "route53_zone_id": (["Z0123456789ABCDEFGHIJ"], ["0123", "zabc", ""]),
+    "domain_name": (["ws.example.com", "a-b.c.example.io"], ["example", "WS.example.com", "-ws.example.com", "ws.example.com."]),
+    "instance_type": (["c6i.large", "c7gn.2xlarge"], ["large", "c6i", "C6I.LARGE"]),
+    "architecture": (["x86_64", "arm64"], ["amd64", "aarch64"]),
+    "ami_id": ([None, "ami-0abc123"], ["ami-", "abc"]),
+    "node_binary_s3_uri": ([None, "s3://my-bucket/releases/sumu-node"], ["https://x/y", "s3://my-bucket", "s3://B/x"]),
+    "root_volume_size_gb": ([8, 20, 1024], [4, 2048]),
+    "min_size": ([1, 3], [0, -1, 1.5]),
+    "max_size": ([1, 1000], [0, 1001, 2.5]),
+    "desired_capacity": ([None, 1, 4], [0, 2.5]),
+    "target_cpu_utilization": ([None, 60, 100], [0, 101, -5]),
+    "node_port": ([8080, 1024, 65535], [80, 65536, 8080.5]),
+    "drain_seconds": ([1, 60, 3600], [0, 3601, 1.5]),
+    "extra_environment": ([{}, {"SUMU_ALLOWED_ORIGINS": "https://a"}],
+                          [{"PATH": "/bin"}, {"SUMU_API_KEY": "secret"}, {"sumu_x": "1"}]),
+    "jwks_uri": (["https://idp.example.com/.well-known/jwks.json"], ["http://idp.example.com/jwks", "idp.example.com", "https://a b"]),
+    "jwt_audiences": ([["api"], ["a", "b"]], [[], [""], ["a,b"]]),
+    "presence_source": (["topic", "queue", "none"], ["sns", "", "TOPIC"]),
+    "api_key_ssm_parameter_name": ([None, "/sumu/api-key", "/a/b_c.d"], ["sumu/api-key", "/bad key"]),
+    "api_key_kms_key_arn": ([None, "arn:aws:kms:us-east-1:123456789012:key/1234abcd"], ["alias/aws/ssm", "arn:aws:kms:us-east-1:1:key/x"]),
+    "kms_key_deletion_window_days": ([7, 30], [6, 31]),
+    "max_receive_count": ([1, 5, 1000], [0, 1001, 2.5]),
+    "queue_visibility_timeout_seconds": ([0, 30, 43200], [-1, 43201]),
+    "queue_message_retention_seconds": ([60, 1209600], [59, 1209601]),
+    "alarm_actions": ([[], ["arn:aws:sns:us-east-1:123456789012:ops"]], [["ops-topic"]]),
+    "dlq_alarm_threshold": ([0, 10], [-1]),
+    "metrics_namespace": (["Sumu", "Company/Sumu"], ["AWS/Sumu", "", "has space"]),
+    "stream_lag_alarm_threshold_seconds": ([1, 60, 86400], [0, 86401]),
+    "stream_lag_treat_missing_data": (["breaching", "notBreaching", "ignore", "missing"], ["yes", "Breaching"]),
+}
+
+
+def test_every_variable_has_type_and_description(tf):
+    for name, var in tf["variable"].items():
+        assert var.get("type"), f"variable {name} has no type"
+        assert var.get("description"), f"variable {name} has no description"
+
+
+def test_every_validated_variable_has_cases(tf):
+    validated = {n for n, v in tf["variable"].items() if v.get("validation")}
+    assert validated == set(VALIDATION_CASES), (
+        f"missing cases: {validated - set(VALIDATION_CASES)}, stale cases: {set(VALIDATION_CASES) - validated}")
+    for name in validated:
+        for v in tf["variable"][name]["validation"]:
+            assert v.get("error_message"), f"{name}: validation without error_message"
+
+
+@pytest.mark.parametrize("name", sorted(VALIDATION_CASES))
+def test_variable_validation(tf, name):
+    good, bad = VALIDATION_CASES[name]
+    for value in good:
+        assert validation_passes(tf, name, value), f"{name} should accept {value!r}"
+    for value in bad:
+        assert not validation_passes(tf, name, value), f"{name} should reject {value!r}"
+    default = tf["variable"][name].get("default", "__required__")
+    if default not in ("__required__", None):
+        assert validation_passes(tf, name, default), f"{name}: default {default!r} fails its own validation"
+
+
+def test_required_variables(tf):
+    required = {n for n, v in tf["variable"].items() if "default" not in v}
+    assert required == {
+        "vpc_id", "public_subnet_ids", "private_subnet_ids", "certificate_arn", "route53_zone_id",
+        "domain_name", "jwks_uri", "jwt_audiences",
+    }
+
+
+# ---------------------------------------------------------------------------
+# README example and checkov skips
+# ---------------------------------------------------------------------------
+
+
+def _readme_module_blocks():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:hcl|terraform)\n(.*?)```", readme, re.S)
+    modules = []
+    for text in blocks:
+        doc = hcl2.loads(text)
+        for entry in doc.get("module", []):
+            for name, body in entry.items():
+                modules.append((_norm_key(name), _norm(body)))
+    return modules
+
+
+def test_readme_example_root_module_sets_every_required_variable(tf):
+    modules = _readme_module_blocks()
+    assert modules, "README has no example module block"
+    required = {n for n, v in tf["variable"].items() if "default" not in v}
+    known = set(tf["variable"])
+    for name, body in modules:
+        args = set(body) - {"source", "providers", "depends_on", "count", "for_each"}
+        assert required <= args, f"module {name} misses {required - args}"
+        assert args <= known, f"module {name} sets unknown variables {args - known}"
+
+
+def test_readme_documents_every_variable(tf):
+    readme = (ROOT / "README.md").read_text()
+    for name in tf["variable"]:
+        assert f"`{name}`" in readme, f"README does not describe variable {name}"
+
+
+def test_checkov_skips_carry_reasons():
+    skips = []
+    for path in TF_FILES:
+        for line in path.read_text().splitlines():
+            if "checkov:skip" in line:
+                m = re.fullmatch(r"\s*#checkov:skip=(CKV2?_AWS_\d+):(.{20,})", line)
+                assert m, f"{path.name}: skip without a reason: {line.strip()}"
+                skips.append(m.group(1))
