@@ -1,0 +1,576 @@
+//! Configuration: a TOML file, `SUMU_*` environment variables and CLI flags,
+//! in rising order of precedence, resolved into a validated [`Config`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// One node, everything in-process (no AWS).
+    Memory,
+    /// A cluster on DynamoDB, DynamoDB Streams, SNS and SQS.
+    Aws,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceSource {
+    /// Presence events are published to the messages topic.
+    Topic,
+    /// Presence events are sent to the messages queue.
+    Queue,
+    /// No presence events.
+    None,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sumu-node",
+    version,
+    about = "sumu: a self-hosted, horizontally scaled WebSocket gateway (SUMU-compatible)",
+    long_about = "sumu: a self-hosted, horizontally scaled WebSocket gateway (SUMU-compatible).\n\n\
+Every option can also be given as a SUMU_* environment variable or in the TOML \
+file named by --config (keys are the long flag names with '_' for '-'). \
+Precedence: flag > environment > file > default."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// TOML configuration file.
+    #[arg(long, env = "SUMU_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: Options,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Create the AWS resources (tables, stream, TTL, topics, queues, DLQs,
+    /// subscriptions) idempotently, for local use and users without Terraform.
+    Bootstrap,
+}
+
+/// Every option, all optional: unset ones fall back to the file, then to the
+/// defaults shown in `--help`.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "SUMU_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// WebSocket path [default: /push]
+    #[arg(long, env = "SUMU_PATH", global = true)]
+    pub path: Option<String>,
+    /// Engine [default: memory]
+    #[arg(long, env = "SUMU_ENGINE", value_enum, global = true)]
+    pub engine: Option<EngineKind>,
+    /// This node's id [default: random]
+    #[arg(long, env = "SUMU_NODE_ID", global = true)]
+    pub node_id: Option<String>,
+    /// HTTP worker threads [default: number of CPUs]
+    #[arg(long, env = "SUMU_WORKERS", global = true)]
+    pub workers: Option<usize>,
+    /// Development mode: dev token issuer at /dev/token, demo page at /, API key `dev` unless --api-key [default: false]
+    #[arg(long, env = "SUMU_DEV", num_args = 0..=1, default_missing_value = "true", global = true)]
+    pub dev: Option<bool>,
+    /// Allow --dev on a non-loopback listen address [default: false]
+    #[arg(long, env = "SUMU_DEV_ALLOW_REMOTE", num_args = 0..=1, default_missing_value = "true", global = true)]
+    pub dev_allow_remote: Option<bool>,
+    /// API key for /api/* (sent as `Authorization: Bearer KEY`); without one the API is off
+    #[arg(long, env = "SUMU_API_KEY", global = true, hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Log format [default: text]
+    #[arg(long, env = "SUMU_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, tracing syntax [default: info]
+    #[arg(long, env = "SUMU_LOG", global = true)]
+    pub log: Option<String>,
+
+    /// JWKS URI (a standard {"keys":[...]} document or Firebase's {kid: PEM certificate} map)
+    #[arg(long, env = "SUMU_JWKS_URI", global = true)]
+    pub jwks_uri: Option<String>,
+    /// Local key file: JWKS JSON, Firebase x509 JSON, or a PEM public key/certificate
+    #[arg(long, env = "SUMU_JWKS_FILE", global = true)]
+    pub jwks_file: Option<PathBuf>,
+    /// HS256 shared secret
+    #[arg(long, env = "SUMU_HS256_SECRET", global = true, hide_env_values = true)]
+    pub hs256_secret: Option<String>,
+    /// Accepted audiences, comma separated, matched against `aud` or `client_id` [default: any]
+    #[arg(long, env = "SUMU_JWT_AUDIENCES", value_delimiter = ',', global = true)]
+    pub jwt_audiences: Option<Vec<String>>,
+    /// Required issuer (`iss`) [default: any]
+    #[arg(long, env = "SUMU_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+    /// Reject expired tokens [default: true]
+    #[arg(long, env = "SUMU_VERIFY_TOKEN_EXPIRATION", num_args = 0..=1, default_missing_value = "true", global = true)]
+    pub verify_token_expiration: Option<bool>,
+    /// Clock leeway for exp/nbf in seconds [default: 10]
+    #[arg(long, env = "SUMU_JWT_LEEWAY_SECS", global = true)]
+    pub jwt_leeway_secs: Option<u64>,
+    /// Key cache lifetime when the JWKS response has no Cache-Control max-age, seconds [default: 3600]
+    #[arg(long, env = "SUMU_JWKS_CACHE_SECS", global = true)]
+    pub jwks_cache_secs: Option<u64>,
+    /// Minimum seconds between refetches caused by an unknown `kid` [default: 30]
+    #[arg(long, env = "SUMU_JWKS_REFETCH_SECS", global = true)]
+    pub jwks_refetch_secs: Option<u64>,
+
+    /// Close a socket with no client data frame for this long, seconds [default: 600]
+    #[arg(long, env = "SUMU_IDLE_TIMEOUT_SECS", global = true)]
+    pub idle_timeout_secs: Option<u64>,
+    /// Close any socket after this long (code 1001), seconds [default: 7200]
+    #[arg(long, env = "SUMU_MAX_CONNECTION_SECS", global = true)]
+    pub max_connection_secs: Option<u64>,
+    /// Server WebSocket ping interval; no pong for two intervals closes the socket, seconds [default: 30]
+    #[arg(long, env = "SUMU_PING_INTERVAL_SECS", global = true)]
+    pub ping_interval_secs: Option<u64>,
+    /// Largest client frame in bytes, at most 65536 (close 1009 above) [default: 32768]
+    #[arg(long, env = "SUMU_MAX_FRAME_BYTES", global = true)]
+    pub max_frame_bytes: Option<usize>,
+    /// Largest client message (fragments joined) in bytes (close 1009 above) [default: 131072]
+    #[arg(long, env = "SUMU_MAX_MESSAGE_BYTES", global = true)]
+    pub max_message_bytes: Option<usize>,
+    /// Client frames per second per connection (token bucket refill) [default: 50]
+    #[arg(long, env = "SUMU_RATE_LIMIT_PER_SEC", global = true)]
+    pub rate_limit_per_sec: Option<f64>,
+    /// Token bucket size [default: 100]
+    #[arg(long, env = "SUMU_RATE_LIMIT_BURST", global = true)]
+    pub rate_limit_burst: Option<f64>,
+    /// Rate-limited frames in a row that close the socket with 1008 [default: 20]
+    #[arg(long, env = "SUMU_RATE_LIMIT_STRIKES", global = true)]
+    pub rate_limit_strikes: Option<u32>,
+    /// Bytes queued to one socket beyond which the slow reader is disconnected [default: 4194304]
+    #[arg(long, env = "SUMU_OUTBOUND_BUFFER_BYTES", global = true)]
+    pub outbound_buffer_bytes: Option<usize>,
+    /// Allowed Origin headers, comma separated; requests without Origin are allowed [default: any]
+    #[arg(
+        long,
+        env = "SUMU_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+    /// On SIGTERM, spread closing the sockets (1001) over this many seconds [default: 10]
+    #[arg(long, env = "SUMU_DRAIN_SECS", global = true)]
+    pub drain_secs: Option<u64>,
+
+    /// AWS endpoint override, e.g. http://127.0.0.1:4566 for the local emulator [default: AWS]
+    #[arg(long, env = "SUMU_AWS_ENDPOINT", global = true)]
+    pub aws_endpoint: Option<String>,
+    /// AWS region [default: from the AWS environment, else us-east-1]
+    #[arg(long, env = "SUMU_AWS_REGION", global = true)]
+    pub aws_region: Option<String>,
+    /// Prefix of every AWS resource name [default: Sumu]
+    #[arg(long, env = "SUMU_NAME_PREFIX", global = true)]
+    pub name_prefix: Option<String>,
+    /// Connections table [default: <prefix>Connections]
+    #[arg(long, env = "SUMU_CONNECTIONS_TABLE", global = true)]
+    pub connections_table: Option<String>,
+    /// Cluster table [default: <prefix>Cluster]
+    #[arg(long, env = "SUMU_CLUSTER_TABLE", global = true)]
+    pub cluster_table: Option<String>,
+    /// Messages SNS topic ARN (client `publish`) [default: looked up as <prefix>Messages]
+    #[arg(long, env = "SUMU_MESSAGES_TOPIC_ARN", global = true)]
+    pub messages_topic_arn: Option<String>,
+    /// Messages SQS queue URL (client `send`) [default: looked up as <prefix>Messages]
+    #[arg(long, env = "SUMU_MESSAGES_QUEUE_URL", global = true)]
+    pub messages_queue_url: Option<String>,
+    /// Notifications SQS queue URL [default: looked up as <prefix>Notifications]
+    #[arg(long, env = "SUMU_NOTIFICATIONS_QUEUE_URL", global = true)]
+    pub notifications_queue_url: Option<String>,
+    /// Mesh SNS topic ARN [default: looked up as <prefix>Mesh]
+    #[arg(long, env = "SUMU_MESH_TOPIC_ARN", global = true)]
+    pub mesh_topic_arn: Option<String>,
+    /// Where presence events go [default: topic]
+    #[arg(long, env = "SUMU_PRESENCE_SOURCE", value_enum, global = true)]
+    pub presence_source: Option<PresenceSource>,
+    /// Concurrent long-pollers of the notifications queue [default: 2]
+    #[arg(long, env = "SUMU_NOTIFICATION_POLLERS", global = true)]
+    pub notification_pollers: Option<usize>,
+    /// Receives before a notification request goes to the DLQ (bootstrap's redrive policy) [default: 5]
+    #[arg(long, env = "SUMU_MAX_RECEIVE_COUNT", global = true)]
+    pub max_receive_count: Option<u32>,
+    /// Linger before a batch of connection writes / publishes is flushed, milliseconds [default: 5]
+    #[arg(long, env = "SUMU_BATCH_LINGER_MS", global = true)]
+    pub batch_linger_ms: Option<u64>,
+}
+
+macro_rules! prefer {
+    ($hi:expr, $lo:expr; $($field:ident),* $(,)?) => {
+        Options { $($field: $hi.$field.or($lo.$field),)* }
+    };
+}
+
+impl Options {
+    /// `self` wins over `lower` field by field.
+    pub fn over(self, lower: Options) -> Options {
+        prefer!(self, lower;
+            listen, path, engine, node_id, workers, dev, dev_allow_remote, api_key,
+            log_format, log, jwks_uri, jwks_file, hs256_secret, jwt_audiences, jwt_issuer,
+            verify_token_expiration, jwt_leeway_secs, jwks_cache_secs, jwks_refetch_secs,
+            idle_timeout_secs, max_connection_secs, ping_interval_secs, max_frame_bytes,
+            max_message_bytes, rate_limit_per_sec, rate_limit_burst, rate_limit_strikes,
+            outbound_buffer_bytes, allowed_origins, drain_secs, aws_endpoint, aws_region,
+            name_prefix, connections_table, cluster_table, messages_topic_arn,
+            messages_queue_url, notifications_queue_url, mesh_topic_arn, presence_source,
+            notification_pollers, max_receive_count, batch_linger_ms,
+        )
+    }
+
+    pub fn from_file(path: &Path) -> Result<Options, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// Where the node's keys come from.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    pub jwks_uri: Option<String>,
+    pub jwks_file: Option<PathBuf>,
+    pub hs256_secret: Option<String>,
+    pub audiences: Vec<String>,
+    pub issuer: Option<String>,
+    pub verify_expiration: bool,
+    pub leeway: Duration,
+    pub cache_ttl: Duration,
+    pub refetch_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub idle_timeout: Duration,
+    pub max_connection: Duration,
+    pub ping_interval: Duration,
+    pub max_frame_bytes: usize,
+    pub max_message_bytes: usize,
+    pub rate_per_sec: f64,
+    pub rate_burst: f64,
+    pub rate_strikes: u32,
+    pub outbound_buffer_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            idle_timeout: Duration::from_secs(600),
+            max_connection: Duration::from_secs(7200),
+            ping_interval: Duration::from_secs(30),
+            max_frame_bytes: 32 * 1024,
+            max_message_bytes: 128 * 1024,
+            rate_per_sec: 50.0,
+            rate_burst: 100.0,
+            rate_strikes: 20,
+            outbound_buffer_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub name_prefix: String,
+    pub connections_table: String,
+    pub cluster_table: String,
+    pub messages_topic_arn: Option<String>,
+    pub messages_queue_url: Option<String>,
+    pub notifications_queue_url: Option<String>,
+    pub mesh_topic_arn: Option<String>,
+    pub presence_source: PresenceSource,
+    pub notification_pollers: usize,
+    pub max_receive_count: u32,
+    pub batch_linger: Duration,
+}
+
+/// The resolved configuration of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub path: String,
+    pub engine: EngineKind,
+    pub node_id: String,
+    pub workers: usize,
+    pub dev: bool,
+    pub api_key: Option<String>,
+    pub log_format: LogFormat,
+    pub log: String,
+    pub auth: AuthConfig,
+    pub limits: Limits,
+    pub allowed_origins: Vec<String>,
+    pub drain: Duration,
+    pub aws: AwsConfig,
+}
+
+/// The key `--dev` uses for the API when no --api-key is given.
+pub const DEV_API_KEY: &str = "dev";
+
+impl Config {
+    /// Reads the file named by `--config`/`SUMU_CONFIG` (if any) under the
+    /// flags and environment, then resolves and validates.
+    pub fn load(cli_config: Option<&Path>, options: Options) -> Result<Config, ConfigError> {
+        let merged = match cli_config {
+            Some(path) => options.over(Options::from_file(path)?),
+            None => options,
+        };
+        Config::resolve(merged)
+    }
+
+    pub fn resolve(o: Options) -> Result<Config, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let listen = o
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let dev = o.dev.unwrap_or(false);
+        if dev && !listen.ip().is_loopback() && !o.dev_allow_remote.unwrap_or(false) {
+            return invalid(format!(
+                "--dev exposes a token issuer that signs any user: refusing to listen on \
+                 non-loopback {listen}; pass --dev-allow-remote to force it"
+            ));
+        }
+        let path = o.path.unwrap_or_else(|| "/push".to_string());
+        if !path.starts_with('/') || path.len() < 2 {
+            return invalid(format!(
+                "--path must start with '/' and name a route: {path:?}"
+            ));
+        }
+        let d = Limits::default();
+        let limits = Limits {
+            idle_timeout: secs(o.idle_timeout_secs, d.idle_timeout),
+            max_connection: secs(o.max_connection_secs, d.max_connection),
+            ping_interval: secs(o.ping_interval_secs, d.ping_interval),
+            max_frame_bytes: o.max_frame_bytes.unwrap_or(d.max_frame_bytes),
+            max_message_bytes: o.max_message_bytes.unwrap_or(d.max_message_bytes),
+            rate_per_sec: o.rate_limit_per_sec.unwrap_or(d.rate_per_sec),
+            rate_burst: o.rate_limit_burst.unwrap_or(d.rate_burst),
+            rate_strikes: o.rate_limit_strikes.unwrap_or(d.rate_strikes),
+            outbound_buffer_bytes: o.outbound_buffer_bytes.unwrap_or(d.outbound_buffer_bytes),
+        };
+        if limits.max_frame_bytes == 0 || limits.max_frame_bytes > 65536 {
+            return invalid("--max-frame-bytes must be within 1..=65536".into());
+        }
+        if limits.max_message_bytes < limits.max_frame_bytes {
+            return invalid("--max-message-bytes must be at least --max-frame-bytes".into());
+        }
+        if limits.idle_timeout.is_zero()
+            || limits.max_connection.is_zero()
+            || limits.ping_interval.is_zero()
+        {
+            return invalid("timeouts and the ping interval must be positive".into());
+        }
+        if limits.rate_per_sec <= 0.0 || limits.rate_burst < 1.0 || limits.rate_strikes == 0 {
+            return invalid("rate limit: per-sec > 0, burst >= 1, strikes >= 1".into());
+        }
+        if limits.outbound_buffer_bytes < limits.max_message_bytes {
+            return invalid("--outbound-buffer-bytes must hold at least one max message".into());
+        }
+        let mut api_key = o.api_key.filter(|k| !k.is_empty());
+        if dev && api_key.is_none() {
+            api_key = Some(DEV_API_KEY.to_string());
+        }
+        let auth = AuthConfig {
+            jwks_uri: o.jwks_uri.filter(|s| !s.is_empty()),
+            jwks_file: o.jwks_file,
+            hs256_secret: o.hs256_secret.filter(|s| !s.is_empty()),
+            audiences: clean_list(o.jwt_audiences),
+            issuer: o.jwt_issuer.filter(|s| !s.is_empty()),
+            verify_expiration: o.verify_token_expiration.unwrap_or(true),
+            leeway: secs(o.jwt_leeway_secs, Duration::from_secs(10)),
+            cache_ttl: secs(o.jwks_cache_secs, Duration::from_secs(3600)),
+            refetch_interval: secs(o.jwks_refetch_secs, Duration::from_secs(30)),
+        };
+        if !dev
+            && auth.jwks_uri.is_none()
+            && auth.jwks_file.is_none()
+            && auth.hs256_secret.is_none()
+        {
+            return invalid(
+                "no token keys: give --jwks-uri, --jwks-file or --hs256-secret (or --dev)".into(),
+            );
+        }
+        let prefix = o.name_prefix.unwrap_or_else(|| "Sumu".to_string());
+        let aws = AwsConfig {
+            endpoint: o.aws_endpoint.filter(|s| !s.is_empty()),
+            region: o.aws_region.filter(|s| !s.is_empty()),
+            connections_table: o
+                .connections_table
+                .unwrap_or_else(|| format!("{prefix}Connections")),
+            cluster_table: o
+                .cluster_table
+                .unwrap_or_else(|| format!("{prefix}Cluster")),
+            name_prefix: prefix,
+            messages_topic_arn: o.messages_topic_arn,
+            messages_queue_url: o.messages_queue_url,
+            notifications_queue_url: o.notifications_queue_url,
+            mesh_topic_arn: o.mesh_topic_arn,
+            presence_source: o.presence_source.unwrap_or(PresenceSource::Topic),
+            notification_pollers: o.notification_pollers.unwrap_or(2).max(1),
+            max_receive_count: o.max_receive_count.unwrap_or(5).max(1),
+            batch_linger: Duration::from_millis(o.batch_linger_ms.unwrap_or(5)),
+        };
+        Ok(Config {
+            listen,
+            path,
+            engine: o.engine.unwrap_or(EngineKind::Memory),
+            node_id: o.node_id.unwrap_or_else(random_node_id),
+            workers: o
+                .workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+                .max(1),
+            dev,
+            api_key,
+            log_format: o.log_format.unwrap_or(LogFormat::Text),
+            log: o.log.unwrap_or_else(|| "info".to_string()),
+            auth,
+            limits,
+            allowed_origins: clean_list(o.allowed_origins),
+            drain: secs(o.drain_secs, Duration::from_secs(10)),
+            aws,
+        })
+    }
+}
+
+fn secs(v: Option<u64>, default: Duration) -> Duration {
+    v.map(Duration::from_secs).unwrap_or(default)
+}
+
+fn clean_list(v: Option<Vec<String>>) -> Vec<String> {
+    v.unwrap_or_default()
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn random_node_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("n-{}", &id[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev() -> Options {
+        Options {
+            dev: Some(true),
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn defaults_follow_api_gateway() {
+        let c = Config::resolve(dev()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.path, "/push");
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(600));
+        assert_eq!(c.limits.max_connection, Duration::from_secs(7200));
+        assert_eq!(c.limits.max_frame_bytes, 32768);
+        assert_eq!(c.limits.max_message_bytes, 131072);
+        assert_eq!(c.api_key.as_deref(), Some(DEV_API_KEY));
+        assert_eq!(c.aws.connections_table, "SumuConnections");
+        assert_eq!(c.aws.cluster_table, "SumuCluster");
+        assert!(c.auth.verify_expiration);
+    }
+
+    #[test]
+    fn flags_beat_file_values() {
+        let file: Options = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\nidle_timeout_secs = 5\njwt_audiences = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        let cli = Options {
+            idle_timeout_secs: Some(7),
+            ..dev()
+        };
+        let c = Config::resolve(cli.over(file)).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(7));
+        assert_eq!(c.auth.audiences, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        assert!(toml::from_str::<Options>("listne = \"x\"").is_err());
+    }
+
+    #[test]
+    fn refuses_dev_on_public_address_unless_forced() {
+        let o = Options {
+            listen: Some("0.0.0.0:8080".parse().unwrap()),
+            ..dev()
+        };
+        assert!(Config::resolve(o.clone()).is_err());
+        let o = Options {
+            dev_allow_remote: Some(true),
+            ..o
+        };
+        assert!(Config::resolve(o).is_ok());
+    }
+
+    #[test]
+    fn refuses_missing_keys_and_bad_limits() {
+        assert!(Config::resolve(Options::default()).is_err());
+        let o = Options {
+            max_frame_bytes: Some(70000),
+            ..dev()
+        };
+        assert!(Config::resolve(o).is_err());
+        let o = Options {
+            hs256_secret: Some("s".into()),
+            ..Options::default()
+        };
+        assert!(Config::resolve(o).is_ok());
+    }
+
+    #[test]
+    fn env_and_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "sumu-node",
+            "--dev",
+            "--jwt-audiences",
+            "x,y",
+            "--verify-token-expiration=false",
+        ])
+        .unwrap();
+        let c = Config::resolve(cli.options).unwrap();
+        assert_eq!(c.auth.audiences, vec!["x", "y"]);
+        assert!(!c.auth.verify_expiration);
+        assert!(c.dev);
+    }
+}

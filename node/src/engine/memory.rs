@@ -1,0 +1,217 @@
+//! The `memory` engine: one node, everything in-process. `publish`/`send`
+//! and presence events go to an in-process [`Bus`] that the HTTP API
+//! streams at `/api/events`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use sumu_shared::{NotificationRequest, PresenceEvent, PresenceStatus};
+use tokio::sync::broadcast;
+
+use super::{
+    now_ms, Background, ClientMessage, ClientOutput, ConnectionRecord, ConnectionStore, Engine,
+    EngineError, RouteOutcome, Router,
+};
+use crate::registry::LocalDelivery;
+
+/// One message on the bus, shaped like what a SUMU backend receives from
+/// SNS/SQS: the body plus the message attributes.
+#[derive(Debug, Clone, Serialize)]
+pub struct BusMessage {
+    /// `apigw.route.publish`, `apigw.route.send` or `lambda.presence.watchdog`.
+    pub source: &'static str,
+    /// `topic` (the SNS messages topic) or `queue` (the SQS messages queue).
+    pub destination: &'static str,
+    pub user_id: String,
+    pub timestamp: u64,
+    /// The message body (JSON text).
+    pub message: String,
+}
+
+/// In-process fan-out of [`BusMessage`]s to any number of subscribers. A
+/// subscriber that falls behind by more than the capacity loses the oldest
+/// messages (and is told how many).
+#[derive(Clone)]
+pub struct Bus {
+    tx: broadcast::Sender<Arc<BusMessage>>,
+}
+
+impl Bus {
+    pub fn new(capacity: usize) -> Bus {
+        Bus {
+            tx: broadcast::channel(capacity).0,
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BusMessage>> {
+        self.tx.subscribe()
+    }
+
+    fn emit(&self, msg: BusMessage) {
+        // No subscriber is fine: like a topic nobody subscribed to.
+        let _ = self.tx.send(Arc::new(msg));
+    }
+}
+
+/// Counts live connections per user to produce ONLINE on 0→1 and OFFLINE
+/// on 1→0.
+pub struct MemoryStore {
+    per_user: Mutex<HashMap<String, usize>>,
+    bus: Bus,
+}
+
+#[async_trait]
+impl ConnectionStore for MemoryStore {
+    async fn register(&self, record: &ConnectionRecord) -> Result<(), EngineError> {
+        let first = {
+            let mut map = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(record.user_id.clone()).or_insert(0);
+            *n += 1;
+            *n == 1
+        };
+        if first {
+            self.presence(&record.user_id, PresenceStatus::Online);
+        }
+        Ok(())
+    }
+
+    async fn unregister(&self, user_id: &str, _connection_id: &str) -> Result<(), EngineError> {
+        let last = {
+            let mut map = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get_mut(user_id) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    map.remove(user_id);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            self.presence(user_id, PresenceStatus::Offline);
+        }
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    fn presence(&self, user_id: &str, status: PresenceStatus) {
+        let timestamp = now_ms();
+        self.bus.emit(BusMessage {
+            source: sumu_shared::attributes::SOURCE_PRESENCE,
+            destination: "topic",
+            user_id: user_id.to_string(),
+            timestamp,
+            message: PresenceEvent::new(user_id, status, timestamp).to_json(),
+        });
+    }
+}
+
+pub struct MemoryOutput {
+    bus: Bus,
+}
+
+#[async_trait]
+impl ClientOutput for MemoryOutput {
+    async fn emit(&self, m: ClientMessage) -> Result<(), EngineError> {
+        self.bus.emit(BusMessage {
+            source: m.route.source(),
+            destination: match m.route {
+                super::OutputRoute::Publish => "topic",
+                super::OutputRoute::Send => "queue",
+            },
+            user_id: m.user_id,
+            timestamp: m.timestamp,
+            message: m.body,
+        });
+        Ok(())
+    }
+}
+
+/// Routes every request to this node's own sockets.
+pub struct MemoryRouter {
+    local: Mutex<Option<LocalDelivery>>,
+}
+
+#[async_trait]
+impl Router for MemoryRouter {
+    async fn route(
+        &self,
+        _request_id: &str,
+        request: NotificationRequest,
+    ) -> Result<RouteOutcome, EngineError> {
+        let local = self
+            .local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| EngineError::Unavailable("node is starting".into()))?;
+        let local_deliveries = local.deliver_request(&request).await?;
+        Ok(RouteOutcome {
+            local_deliveries,
+            remote_nodes: 0,
+        })
+    }
+}
+
+#[async_trait]
+impl Background for MemoryRouter {
+    async fn start(&self, local: LocalDelivery) -> Result<(), EngineError> {
+        *self.local.lock().unwrap_or_else(|e| e.into_inner()) = Some(local);
+        Ok(())
+    }
+
+    async fn stop(&self) {}
+}
+
+pub fn engine() -> Engine {
+    let bus = Bus::new(4096);
+    let router = Arc::new(MemoryRouter {
+        local: Mutex::new(None),
+    });
+    Engine {
+        store: Arc::new(MemoryStore {
+            per_user: Mutex::new(HashMap::new()),
+            bus: bus.clone(),
+        }),
+        output: Arc::new(MemoryOutput { bus: bus.clone() }),
+        router: router.clone(),
+        background: router,
+        bus: Some(bus),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(user: &str, conn: &str) -> ConnectionRecord {
+        ConnectionRecord {
+            user_id: user.into(),
+            connection_id: conn.into(),
+            node_id: "n".into(),
+            connected_at: 0,
+            delete_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn presence_on_first_and_last_connection_only() {
+        let e = engine();
+        let mut rx = e.bus.as_ref().unwrap().subscribe();
+        e.store.register(&rec("u", "c1")).await.unwrap();
+        e.store.register(&rec("u", "c2")).await.unwrap();
+        e.store.unregister("u", "c1").await.unwrap();
+        e.store.unregister("u", "c2").await.unwrap();
+        let first = rx.recv().await.unwrap();
+        assert!(first.message.contains("\"ONLINE\""));
+        let second = rx.recv().await.unwrap();
+        assert!(second.message.contains("\"OFFLINE\""));
+        assert!(rx.try_recv().is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! `/healthz`, `/readyz`, `/metrics`.
+
+use std::sync::atomic::Ordering;
+
+use actix_web::{web, HttpResponse};
+
+use super::AppState;
+use crate::metrics::METRICS;
+
+/// The process is up.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().body("ok")
+}
+
+/// The node takes new sockets (false while starting and draining).
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.ready.load(Ordering::Acquire) {
+        HttpResponse::Ok().body("ready")
+    } else {
+        HttpResponse::ServiceUnavailable().body("not ready")
+    }
+}
+
+pub async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(METRICS.render())
+}

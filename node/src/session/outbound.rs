@@ -1,0 +1,166 @@
+//! The bound on what one socket may have queued but not yet written.
+//!
+//! A session actor runs inside its socket's response stream, so while a slow
+//! reader's socket is full the actor is not polled at all: it cannot police
+//! itself. Everyone who queues a frame for a session therefore reserves its
+//! encoded size here first; the response stream releases bytes as the HTTP
+//! layer takes them. A reservation over the cap kills the socket from the
+//! outside (`shutdown(2)` with a zero linger), which frees what was queued.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub struct Outbound {
+    queued: AtomicUsize,
+    cap: usize,
+    killed: AtomicBool,
+    /// A duplicate of the connection's socket, so that a kill can never hit
+    /// a reused descriptor number.
+    socket: Option<OwnedFd>,
+}
+
+/// Size of an unmasked server frame carrying `payload` bytes.
+pub fn frame_len(payload: usize) -> usize {
+    let header = match payload {
+        0..=125 => 2,
+        126..=65535 => 4,
+        _ => 10,
+    };
+    payload + header
+}
+
+impl Outbound {
+    pub fn new(cap: usize, socket: Option<OwnedFd>) -> Outbound {
+        Outbound {
+            queued: AtomicUsize::new(0),
+            cap,
+            killed: AtomicBool::new(false),
+            socket,
+        }
+    }
+
+    /// Reserves room for a text frame of `payload` bytes; false (and the
+    /// socket killed) when that would pass the cap.
+    pub fn reserve(&self, payload: usize) -> bool {
+        if self.is_killed() {
+            return false;
+        }
+        let n = frame_len(payload);
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.cap {
+            self.kill();
+            return false;
+        }
+        true
+    }
+
+    /// Bytes the HTTP layer took.
+    pub fn released(&self, n: usize) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(n))
+            });
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    /// Drops the connection now, discarding unsent data. Idempotent.
+    pub fn kill(&self) {
+        if self.killed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        crate::metrics::METRICS
+            .connections_closed
+            .with_label_values(&["slow_reader"])
+            .inc();
+        if let Some(fd) = &self.socket {
+            let fd = fd.as_raw_fd();
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: `fd` is a descriptor we own (a dup of the socket) and the
+            // arguments are a valid `linger` struct of the size we pass.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+                libc::shutdown(fd, libc::SHUT_RDWR);
+            }
+        }
+    }
+}
+
+/// Wraps a session's response stream: releases bytes as they are taken and
+/// ends the stream once the socket was killed.
+pub struct Metered<S> {
+    inner: S,
+    outbound: Arc<Outbound>,
+}
+
+impl<S> Metered<S> {
+    pub fn new(inner: S, outbound: Arc<Outbound>) -> Metered<S> {
+        Metered { inner, outbound }
+    }
+}
+
+impl<S, E> Stream for Metered<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    type Item = Result<Bytes, E>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.outbound.is_killed() {
+            return Poll::Ready(None);
+        }
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(bytes))) = &polled {
+            self.outbound.released(bytes.len());
+        }
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_sizes_match_rfc6455_headers() {
+        assert_eq!(frame_len(0), 2);
+        assert_eq!(frame_len(125), 127);
+        assert_eq!(frame_len(126), 130);
+        assert_eq!(frame_len(65535), 65539);
+        assert_eq!(frame_len(65536), 65546);
+    }
+
+    #[test]
+    fn reservation_over_cap_kills_and_release_frees() {
+        let o = Outbound::new(100, None);
+        assert!(o.reserve(50)); // 52
+        o.released(52);
+        assert_eq!(o.queued(), 0);
+        assert!(o.reserve(90)); // 92
+        assert!(!o.reserve(10)); // 104 > 100
+        assert!(o.is_killed());
+        assert!(!o.reserve(1));
+    }
+}
