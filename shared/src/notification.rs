@@ -64,7 +64,9 @@ impl NotificationRequest {
 
 fn dedup(list: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::with_capacity(list.len());
-    list.into_iter().filter(|u| seen.insert(u.clone())).collect()
+    list.into_iter()
+        .filter(|u| seen.insert(u.clone()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -93,8 +95,9 @@ mod tests {
 
     #[test]
     fn exclusion_applies_to_multicast_targets() {
-        let r = NotificationRequest::parse(br#"{"users":["a","b"],"exclude_users":["b"],"data":1}"#)
-            .unwrap();
+        let r =
+            NotificationRequest::parse(br#"{"users":["a","b"],"exclude_users":["b"],"data":1}"#)
+                .unwrap();
         assert_eq!(r.targets().collect::<Vec<_>>(), vec!["a"]);
     }
 
