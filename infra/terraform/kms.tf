@@ -3,7 +3,7 @@
 
 data "aws_iam_policy_document" "kms" {
   #checkov:skip=CKV_AWS_109:key policy: "*" is this key only, and kms:* for the account root is AWS's default statement that delegates key access to IAM policies
-  #checkov:skip=CKV_AWS_111:key policy: "*" is this key only; write access is delegated to IAM of this account (root principal) and to SNS/CloudWatch of this account only
+  #checkov:skip=CKV_AWS_111:key policy: "*" is this key only; write access is delegated to IAM of this account (root principal) and to SNS for the notifications topic only
   #checkov:skip=CKV_AWS_356:key policy: a key policy's Resource must be "*" (it means the key the policy is attached to)
   statement {
     sid       = "AccountAdministers"
@@ -17,23 +17,30 @@ data "aws_iam_policy_document" "kms" {
     }
   }
 
-  # SNS must encrypt messages it delivers to the KMS-encrypted notifications
-  # queue, and CloudWatch alarms may publish to topics encrypted with this key.
+  # SNS must encrypt the messages it delivers from the notifications topic to
+  # the KMS-encrypted notifications queue. (The topic's ARN is built from its
+  # name: referencing the topic would be a cycle, the topic uses this key.)
   statement {
-    sid       = "ServicesUseKey"
+    sid       = "NotificationsTopicDeliversToQueue"
     effect    = "Allow"
     actions   = ["kms:GenerateDataKey*", "kms:Decrypt"]
     resources = ["*"]
 
     principals {
       type        = "Service"
-      identifiers = ["sns.amazonaws.com", "cloudwatch.amazonaws.com"]
+      identifiers = ["sns.amazonaws.com"]
     }
 
     condition {
       test     = "StringEquals"
       variable = "aws:SourceAccount"
       values   = [local.account_id]
+    }
+
+    condition {
+      test     = "ArnEquals"
+      variable = "aws:SourceArn"
+      values   = ["arn:${local.partition}:sns:${local.region}:${local.account_id}:${local.notifications_topic_name}"]
     }
   }
 }

@@ -19,6 +19,11 @@ locals {
   messages_dlq_name        = "${local.prefix}MessagesDLQ"
   notifications_dlq_name   = "${local.prefix}NotificationsDLQ"
   asg_name                 = "${local.prefix}Nodes"
+
+  # Load balancer and target group names: [a-z0-9-], at most 32 characters.
+  lb_name_base      = substr(trim(replace(lower(local.prefix), "_", "-"), "-"), 0, 26)
+  nlb_name          = "${local.lb_name_base}-nlb"
+  target_group_name = "${local.lb_name_base}-nodes"
   lifecycle_hook_name      = "${local.prefix}Drain"
 
   # Per-node inbox queues are created by the nodes at run time, never by

@@ -5,7 +5,7 @@
 
 resource "aws_lb" "nlb" {
   #checkov:skip=CKV2_AWS_20:this is a Network Load Balancer: it has no HTTP listener to redirect; clients use the TLS listener (wss), the plain TCP listener is opt-in
-  name                             = substr("${lower(local.prefix)}-nlb", 0, 32)
+  name                             = local.nlb_name
   load_balancer_type               = "network"
   internal                         = var.internal_nlb
   subnets                          = var.public_subnet_ids
@@ -26,16 +26,19 @@ resource "aws_lb" "nlb" {
 }
 
 resource "aws_lb_target_group" "nodes" {
-  name                 = substr("${lower(local.prefix)}-nodes", 0, 32)
+  name                 = local.target_group_name
   port                 = var.node_port
   protocol             = "TCP"
   target_type          = "instance"
   vpc_id               = var.vpc_id
   preserve_client_ip   = true
-  # Matches the node's drain: a deregistered node keeps its sockets until it
-  # has closed them itself (SUMU_DRAIN_SECS); only then does the NLB cut the rest.
+  # Matches the node's drain (SUMU_DRAIN_SECS). A deregistered node gets no
+  # new connections; its open sockets are never cut by the NLB (connection
+  # termination off): the node closes them itself with 1001 in waves, so
+  # clients reconnect to other nodes gracefully whichever of deregistration
+  # and the termination lifecycle hook comes first.
   deregistration_delay   = var.drain_seconds
-  connection_termination = true
+  connection_termination = false
 
   health_check {
     enabled             = true

@@ -308,7 +308,10 @@ def test_kms_key_rotation_and_sns_access(tf):
     svc = services[0]
     assert "sns.amazonaws.com" in block(svc, "principals")["identifiers"]
     assert set(svc["actions"]) >= {"kms:Decrypt"} and any(a.startswith("kms:GenerateDataKey") for a in svc["actions"])
-    assert block(svc, "condition")["variable"] == "aws:SourceAccount"
+    conds = {c["variable"]: c for c in svc["condition"]}
+    assert conds["aws:SourceAccount"]["values"] == ["${local.account_id}"]
+    assert conds["aws:SourceArn"]["values"] == [
+        "arn:${local.partition}:sns:${local.region}:${local.account_id}:${local.notifications_topic_name}"]
 
 
 # ---------------------------------------------------------------------------
@@ -579,6 +582,8 @@ def test_target_group_health_check_and_deregistration(tf):
     assert tg["port"] == "${var.node_port}"
     assert tg["target_type"] == "instance"
     assert tg["deregistration_delay"] == "${var.drain_seconds}"
+    # The node closes its own sockets while draining; the NLB must not cut them.
+    assert tg["connection_termination"] is False
     hc = block(tg, "health_check")
     assert hc["protocol"] == "HTTP"
     assert hc["path"] == "/readyz"
@@ -587,6 +592,21 @@ def test_target_group_health_check_and_deregistration(tf):
     # drain_seconds must fit the NLB's deregistration delay range.
     cond = tf["variable"]["drain_seconds"]["validation"][0]["condition"]
     assert "3600" in cond
+
+
+def test_lb_names_are_valid_for_every_allowed_prefix(tf):
+    # ELB names: [A-Za-z0-9-], 1-32 characters, no leading or trailing '-'.
+    # Evaluate the naming locals for the extremes name_prefix allows.
+    loc = tf["locals"]
+    assert squash(expr(loc["lb_name_base"])) == 'substr(trim(replace(lower(local.prefix),"_","-"),"-"),0,26)'
+    assert res(tf, "aws_lb", "nlb")["name"] == "${local.nlb_name}"
+    assert res(tf, "aws_lb_target_group", "nodes")["name"] == "${local.target_group_name}"
+    for prefix in ["Sumu", "A", "S" * 32, "My_Prefix_", "a-" * 16, "Z_" * 16]:
+        assert validation_passes(tf, "name_prefix", prefix)
+        base = prefix.lower().replace("_", "-").strip("-")[:26]
+        for template in (loc["nlb_name"], loc["target_group_name"]):
+            name = template.replace("${local.lb_name_base}", base)
+            assert re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}[a-z0-9]", name), (prefix, name)
 
 
 def test_nlb(tf):
