@@ -22,8 +22,8 @@ locals {
     SUMU_NOTIFICATIONS_QUEUE_URL  = aws_sqs_queue.notifications.url
     SUMU_MESH_TOPIC_ARN           = aws_sns_topic.mesh.arn
     SUMU_PRESENCE_SOURCE          = var.presence_source
-    SUMU_JWKS_URI                 = var.jwks_uri
-    SUMU_JWT_AUDIENCES            = join(",", var.jwt_audiences)
+    SUMU_JWKS_URI                 = var.issuer_jwks_uri
+    SUMU_JWT_AUDIENCES            = join(",", var.authorized_audiences)
     SUMU_JWT_ISSUER               = var.jwt_issuer
     SUMU_VERIFY_TOKEN_EXPIRATION  = var.verify_token_expiration ? "true" : "false"
     SUMU_DRAIN_SECS               = tostring(var.drain_seconds)

@@ -302,23 +302,25 @@ variable "extra_environment" {
 # Node behaviour: authentication, presence
 # ---------------------------------------------------------------------------
 
-variable "jwks_uri" {
+# Named as in SUMU's Terraform module, so that SUMU users keep their values.
+variable "issuer_jwks_uri" {
   type        = string
   description = "JWKS URI of the identity provider that signs client JWTs (SUMU_JWKS_URI)."
 
   validation {
-    condition     = can(regex("^https://[^\\s]+$", var.jwks_uri))
-    error_message = "jwks_uri must be an https:// URL."
+    condition     = can(regex("^https://[^\\s]+$", var.issuer_jwks_uri))
+    error_message = "issuer_jwks_uri must be an https:// URL."
   }
 }
 
-variable "jwt_audiences" {
+variable "authorized_audiences" {
   type        = list(string)
-  description = "Accepted JWT audiences (SUMU_JWT_AUDIENCES, passed comma separated)."
+  default     = []
+  description = "Accepted JWT audiences (app clients), passed comma separated as SUMU_JWT_AUDIENCES. Empty = any audience, as in SUMU; set it in production."
 
   validation {
-    condition     = length(var.jwt_audiences) >= 1 && alltrue([for a in var.jwt_audiences : length(a) > 0 && !can(regex(",", a))])
-    error_message = "jwt_audiences must hold at least one non-empty audience without commas."
+    condition     = alltrue([for a in var.authorized_audiences : length(a) > 0 && !can(regex(",", a))])
+    error_message = "authorized_audiences must hold non-empty audiences without commas."
   }
 }
 

@@ -503,7 +503,9 @@ def test_node_environment(tf):
     assert env["SUMU_MESH_TOPIC_ARN"] == "aws_sns_topic.mesh.arn"
     assert env["SUMU_MESSAGES_QUEUE_URL"] == "aws_sqs_queue.messages.url"
     assert env["SUMU_NOTIFICATIONS_QUEUE_URL"] == "aws_sqs_queue.notifications.url"
-    assert env["SUMU_JWT_AUDIENCES"].replace(" ", "") == 'join(",",var.jwt_audiences)'
+    assert env["SUMU_JWT_AUDIENCES"].replace(" ", "") == 'join(",",var.authorized_audiences)'
+    assert env["SUMU_JWKS_URI"] == "var.issuer_jwks_uri"
+    assert env["SUMU_JWT_ISSUER"] == "var.jwt_issuer"
     assert env["SUMU_DRAIN_SECS"].strip() == "tostring(var.drain_seconds)"
     assert "var.verify_token_expiration" in env["SUMU_VERIFY_TOKEN_EXPIRATION"]
 
@@ -848,8 +850,8 @@ VALIDATION_CASES = {
     "drain_seconds": ([1, 60, 3600], [0, 3601, 1.5]),
     "extra_environment": ([{}, {"SUMU_ALLOWED_ORIGINS": "https://a"}],
                           [{"PATH": "/bin"}, {"SUMU_API_KEY": "secret"}, {"sumu_x": "1"}]),
-    "jwks_uri": (["https://idp.example.com/.well-known/jwks.json"], ["http://idp.example.com/jwks", "idp.example.com", "https://a b"]),
-    "jwt_audiences": ([["api"], ["a", "b"]], [[], [""], ["a,b"]]),
+    "issuer_jwks_uri": (["https://idp.example.com/.well-known/jwks.json"], ["http://idp.example.com/jwks", "idp.example.com", "https://a b"]),
+    "authorized_audiences": ([[], ["api"], ["a", "b"]], [[""], ["a,b"], ["ok", ""]]),
     "presence_source": (["topic", "queue", "none"], ["sns", "", "TOPIC"]),
     "api_key_ssm_parameter_name": ([None, "/sumu/api-key", "/a/b_c.d"], ["sumu/api-key", "/bad key"]),
     "api_key_kms_key_arn": ([None, "arn:aws:kms:us-east-1:123456789012:key/1234abcd"], ["alias/aws/ssm", "arn:aws:kms:us-east-1:1:key/x"]),
@@ -896,7 +898,7 @@ def test_required_variables(tf):
     required = {n for n, v in tf["variable"].items() if "default" not in v}
     assert required == {
         "vpc_id", "public_subnet_ids", "private_subnet_ids", "certificate_arn", "route53_zone_id",
-        "domain_name", "jwks_uri", "jwt_audiences",
+        "domain_name", "issuer_jwks_uri",
     }
 
 
@@ -926,6 +928,18 @@ def test_readme_example_root_module_sets_every_required_variable(tf):
         args = set(body) - {"source", "providers", "depends_on", "count", "for_each"}
         assert required <= args, f"module {name} misses {required - args}"
         assert args <= known, f"module {name} sets unknown variables {args - known}"
+
+
+def test_readme_example_values_pass_validation(tf):
+    checked = 0
+    for _, body in _readme_module_blocks():
+        for arg, value in body.items():
+            if arg in tf["variable"] and tf["variable"][arg].get("validation"):
+                if isinstance(value, str) and "${" in value:
+                    continue  # an expression, not a literal
+                assert validation_passes(tf, arg, value), f"README example: {arg} = {value!r} is rejected"
+                checked += 1
+    assert checked >= 8
 
 
 def test_readme_documents_every_variable(tf):
