@@ -26,12 +26,13 @@ resource "aws_lb" "nlb" {
 }
 
 resource "aws_lb_target_group" "nodes" {
-  name                 = local.target_group_name
-  port                 = var.node_port
-  protocol             = "TCP"
-  target_type          = "instance"
-  vpc_id               = var.vpc_id
-  preserve_client_ip   = true
+  name               = local.target_group_name
+  port               = var.node_port
+  protocol           = "TCP"
+  target_type        = "instance"
+  vpc_id             = var.vpc_id
+  preserve_client_ip = true
+
   # Matches the node's drain (SUMU_DRAIN_SECS). A deregistered node gets no
   # new connections; its open sockets are never cut by the NLB (connection
   # termination off): the node closes them itself with 1001 in waves, so
@@ -53,10 +54,6 @@ resource "aws_lb_target_group" "nodes" {
   }
 
   tags = local.tags
-
-  lifecycle {
-    create_before_destroy = true
-  }
 }
 
 resource "aws_lb_listener" "tls" {

@@ -179,6 +179,18 @@ def test_default_resource_names(tf):
     assert res(tf, "aws_sqs_queue", "notifications_dlq")["name"] == "${local.notifications_dlq_name}"
 
 
+def test_create_before_destroy_only_with_generated_names(tf):
+    # A replacement created before the old one is destroyed cannot reuse a
+    # fixed name: such resources must use name_prefix.
+    found = 0
+    for (rtype, name), body in tf["resource"].items():
+        for lc in body.get("lifecycle", []):
+            if lc.get("create_before_destroy"):
+                found += 1
+                assert "name" not in body and "name_prefix" in body, f"{rtype}.{name}"
+    assert found >= 2
+
+
 def test_inbox_queues_are_not_created_by_terraform(tf):
     for (rtype, name), body in tf["resource"].items():
         if rtype == "aws_sqs_queue":
