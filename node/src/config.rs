@@ -414,15 +414,6 @@ impl Config {
             cache_ttl: secs(o.jwks_cache_secs, Duration::from_secs(3600)),
             refetch_interval: secs(o.jwks_refetch_secs, Duration::from_secs(30)),
         };
-        if !dev
-            && auth.jwks_uri.is_none()
-            && auth.jwks_file.is_none()
-            && auth.hs256_secret.is_none()
-        {
-            return invalid(
-                "no token keys: give --jwks-uri, --jwks-file or --hs256-secret (or --dev)".into(),
-            );
-        }
         let prefix = o.name_prefix.unwrap_or_else(|| "Sumu".to_string());
         let aws = AwsConfig {
             endpoint: o.aws_endpoint.filter(|s| !s.is_empty()),
@@ -462,6 +453,19 @@ impl Config {
             drain: secs(o.drain_secs, Duration::from_secs(10)),
             aws,
         })
+    }
+}
+
+impl Config {
+    /// Serving needs a key source; `bootstrap` does not.
+    pub fn require_keys(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        if !self.dev && a.jwks_uri.is_none() && a.jwks_file.is_none() && a.hs256_secret.is_none() {
+            return Err(ConfigError::Invalid(
+                "no token keys: give --jwks-uri, --jwks-file or --hs256-secret (or --dev)".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -545,7 +549,10 @@ mod tests {
 
     #[test]
     fn refuses_missing_keys_and_bad_limits() {
-        assert!(Config::resolve(Options::default()).is_err());
+        assert!(Config::resolve(Options::default())
+            .unwrap()
+            .require_keys()
+            .is_err());
         let o = Options {
             max_frame_bytes: Some(70000),
             ..dev()
@@ -555,7 +562,7 @@ mod tests {
             hs256_secret: Some("s".into()),
             ..Options::default()
         };
-        assert!(Config::resolve(o).is_ok());
+        assert!(Config::resolve(o).unwrap().require_keys().is_ok());
     }
 
     #[test]

@@ -9,9 +9,15 @@ fn main() -> anyhow::Result<()> {
     raise_file_limit();
     let system = actix_web::rt::System::new();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => system.block_on(sumu_node::server::run(config))?,
+        Command::Serve => {
+            config.require_keys().context("configuration")?;
+            system.block_on(sumu_node::server::run(config))?
+        }
         Command::Bootstrap => {
-            anyhow::bail!("bootstrap needs the aws engine, which this build lacks")
+            let resources = system
+                .block_on(sumu_node::engine::aws::bootstrap(&config))
+                .context("bootstrap")?;
+            print!("{}", resources.to_env());
         }
     }
     Ok(())

@@ -105,6 +105,11 @@ pub struct ConnectedUsers;
 #[rtype(result = "usize")]
 pub struct Count;
 
+/// Which of these connection ids this node does not hold.
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct Missing(pub Vec<String>);
+
 /// Stop accepting registrations and hand back every session, for the
 /// shutdown waves.
 #[derive(Message)]
@@ -243,6 +248,19 @@ impl Handler<Count> for Registry {
     }
 }
 
+impl Handler<Missing> for Registry {
+    type Result = MessageResult<Missing>;
+
+    fn handle(&mut self, msg: Missing, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            msg.0
+                .into_iter()
+                .filter(|id| !self.connections.contains_key(id.as_str()))
+                .collect(),
+        )
+    }
+}
+
 impl Handler<Drain> for Registry {
     type Result = MessageResult<Drain>;
 
@@ -320,6 +338,13 @@ impl LocalDelivery {
 
     pub async fn connected_users(&self) -> Result<Vec<String>, EngineError> {
         self.registry.send(ConnectedUsers).await.map_err(mailbox)
+    }
+
+    pub async fn missing(&self, connection_ids: Vec<String>) -> Result<Vec<String>, EngineError> {
+        self.registry
+            .send(Missing(connection_ids))
+            .await
+            .map_err(mailbox)
     }
 
     pub async fn count(&self) -> Result<usize, EngineError> {

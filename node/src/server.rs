@@ -32,14 +32,12 @@ pub enum NodeError {
     },
     #[error("server failed: {0}")]
     Server(std::io::Error),
-    #[error("the {0} engine is not built into this binary")]
-    EngineMissing(&'static str),
 }
 
 async fn build_engine(config: &Config) -> Result<Engine, NodeError> {
     match config.engine {
         EngineKind::Memory => Ok(engine::memory::engine()),
-        EngineKind::Aws => Err(NodeError::EngineMissing("aws")),
+        EngineKind::Aws => Ok(engine::aws::engine(config).await?),
     }
 }
 

@@ -128,7 +128,7 @@ async fn invalid_frames_get_error_frames_and_the_socket_stays_open() {
 #[tokio::test]
 async fn unicast_multicast_broadcast_and_exclusion_deliver_data_unchanged() {
     let node = Node::dev(&[]);
-    let mut alice = vec![
+    let mut alice = [
         node.connect("alice").await,
         node.connect("alice").await,
         node.connect("alice").await,

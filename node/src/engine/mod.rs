@@ -2,6 +2,7 @@
 //! goes through these, so the `memory` (one node) and `aws` (a cluster)
 //! engines are interchangeable.
 
+pub mod aws;
 pub mod memory;
 
 use std::sync::Arc;

@@ -15,9 +15,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+/// The refusal, if the request lacks the API key.
+fn refuse_without_key(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
     let Some(key) = &state.config.api_key else {
-        return Err(json_error(
+        return Some(json_error(
             404,
             "the HTTP API is off: start the node with --api-key",
             Some("api_disabled"),
@@ -30,9 +31,9 @@ fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
         .and_then(|h| h.strip_prefix("Bearer ").or(Some(h)))
         .unwrap_or("");
     if constant_time_eq(given.trim().as_bytes(), key.as_bytes()) {
-        Ok(())
+        None
     } else {
-        Err(json_error(
+        Some(json_error(
             401,
             "missing or wrong API key",
             Some("bad_api_key"),
@@ -50,7 +51,7 @@ struct NotifyAccepted {
 }
 
 pub async fn notify(req: HttpRequest, body: Bytes, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(r) = authorize(&req, &state) {
+    if let Some(r) = refuse_without_key(&req, &state) {
         return r;
     }
     let request = match NotificationRequest::parse(&body) {
@@ -97,7 +98,7 @@ struct Users {
 }
 
 pub async fn users(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(r) = authorize(&req, &state) {
+    if let Some(r) = refuse_without_key(&req, &state) {
         return r;
     }
     match state.local.connected_users().await {
@@ -109,7 +110,7 @@ pub async fn users(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
 /// Server-sent events of the memory engine's bus: every `publish`, `send`
 /// and presence event, as `{"source","destination","user_id","timestamp","message"}`.
 pub async fn events(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(r) = authorize(&req, &state) {
+    if let Some(r) = refuse_without_key(&req, &state) {
         return r;
     }
     let Some(bus) = &state.engine.bus else {

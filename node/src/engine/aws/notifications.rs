@@ -1,0 +1,219 @@
+//! Notification input: long-poll the notifications queue (competing
+//! consumers), route each request, delete it only once routed. A malformed
+//! request is made visible again at once so SQS's redrive moves it to the
+//! DLQ; it never holds up the rest of its batch.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use sumu_shared::NotificationRequest;
+use tokio::sync::watch;
+
+use super::clients::aws_error;
+use super::dedup::RecentIds;
+use crate::engine::Router;
+use crate::metrics::{aws_call, METRICS};
+
+pub struct Poller {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub router: Arc<dyn Router>,
+    pub recent: Arc<Mutex<RecentIds>>,
+}
+
+enum Outcome {
+    /// Routed (or a duplicate): delete it.
+    Done,
+    /// Malformed: back to the queue now, on its way to the DLQ.
+    Poison,
+    /// Routing failed: leave it invisible; it comes back after the timeout.
+    Retry,
+}
+
+/// The request text: the SQS body, or the `Message` of an SNS envelope
+/// when the notifications topic's subscription is not raw.
+pub fn request_text(body: &str) -> std::borrow::Cow<'_, str> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(rename = "Type")]
+        kind: String,
+        #[serde(rename = "Message")]
+        message: String,
+        #[serde(rename = "TopicArn")]
+        _topic_arn: String,
+    }
+    match serde_json::from_str::<Envelope>(body) {
+        Ok(env) if env.kind == "Notification" => std::borrow::Cow::Owned(env.message),
+        _ => std::borrow::Cow::Borrowed(body),
+    }
+}
+
+impl Poller {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let receive = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(10)
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .send();
+            let received = tokio::select! {
+                _ = stop.changed() => return,
+                r = aws_call("sqs", "ReceiveMessage", receive) => r,
+            };
+            let messages = match received {
+                Ok(out) => {
+                    backoff = Duration::from_millis(200);
+                    out.messages.unwrap_or_default()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %aws_error("sqs", "ReceiveMessage")(e), "notifications poll failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(20));
+                    continue;
+                }
+            };
+            if messages.is_empty() {
+                continue;
+            }
+            let outcomes =
+                futures_util::future::join_all(messages.iter().map(|m| self.process(m))).await;
+            let mut done = Vec::new();
+            for (m, outcome) in messages.iter().zip(outcomes) {
+                let Some(handle) = m.receipt_handle() else {
+                    continue;
+                };
+                match outcome {
+                    Outcome::Done => done.push(handle.to_string()),
+                    Outcome::Poison => self.release(handle).await,
+                    Outcome::Retry => {}
+                }
+            }
+            self.delete(done).await;
+        }
+    }
+
+    async fn process(&self, m: &Message) -> Outcome {
+        let id = m.message_id().unwrap_or_default().to_string();
+        let body = m.body().unwrap_or_default();
+        let request = match NotificationRequest::parse(request_text(body).as_bytes()) {
+            Ok(r) => r,
+            Err(e) => {
+                let receives = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .map(String::as_str)
+                    .unwrap_or("?");
+                METRICS
+                    .notifications
+                    .with_label_values(&["sqs", "invalid"])
+                    .inc();
+                tracing::warn!(message_id = %id, receives, error = %e, "malformed notification request; it will go to the DLQ");
+                return Outcome::Poison;
+            }
+        };
+        if self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+        {
+            METRICS
+                .notifications
+                .with_label_values(&["sqs", "duplicate"])
+                .inc();
+            return Outcome::Done;
+        }
+        match self.router.route(&id, request).await {
+            Ok(_) => {
+                self.recent
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id);
+                METRICS
+                    .notifications
+                    .with_label_values(&["sqs", "routed"])
+                    .inc();
+                Outcome::Done
+            }
+            Err(e) => {
+                METRICS
+                    .notifications
+                    .with_label_values(&["sqs", "failed"])
+                    .inc();
+                tracing::warn!(message_id = %id, error = %e, "routing failed; the request will be retried");
+                Outcome::Retry
+            }
+        }
+    }
+
+    async fn release(&self, handle: &str) {
+        let call = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(handle)
+            .visibility_timeout(0)
+            .send();
+        if let Err(e) = aws_call("sqs", "ChangeMessageVisibility", call).await {
+            tracing::debug!(error = %aws_error("sqs", "ChangeMessageVisibility")(e), "release failed; the visibility timeout will do");
+        }
+    }
+
+    async fn delete(&self, handles: Vec<String>) {
+        if handles.is_empty() {
+            return;
+        }
+        let entries = handles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(h)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let call = self
+            .sqs
+            .delete_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send();
+        match aws_call("sqs", "DeleteMessageBatch", call).await {
+            Ok(out) if out.failed().is_empty() => {}
+            Ok(out) => tracing::warn!(
+                failed = out.failed().len(),
+                "some routed requests were not deleted; they will be deduplicated"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %aws_error("sqs", "DeleteMessageBatch")(e), "routed requests not deleted; they will be deduplicated")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwraps_sns_envelopes_only() {
+        let raw = r#"{"users":["a"],"data":1}"#;
+        assert_eq!(request_text(raw), raw);
+        let env = serde_json::json!({
+            "Type": "Notification", "MessageId": "m", "TopicArn": "arn:t",
+            "Message": raw, "Timestamp": "2026-01-01T00:00:00.000Z"
+        })
+        .to_string();
+        assert_eq!(request_text(&env), raw);
+    }
+}

@@ -1,0 +1,377 @@
+//! The AWS resources a cluster uses: their names, `bootstrap` (idempotent
+//! creation, for local use and users without Terraform) and the look-up of
+//! ARNs and URLs a node was not given.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use super::clients::{aws_error, error_code, Clients};
+use crate::config::AwsConfig;
+use crate::engine::EngineError;
+use crate::metrics::aws_call;
+
+/// Where a node's inputs and outputs are.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    pub connections_table: String,
+    pub cluster_table: String,
+    pub messages_topic_arn: String,
+    pub messages_queue_url: String,
+    pub notifications_queue_url: String,
+    pub notifications_topic_arn: Option<String>,
+    pub mesh_topic_arn: Option<String>,
+}
+
+impl Resources {
+    /// Environment lines a node (or a backend) can be started with.
+    pub fn to_env(&self) -> String {
+        let mut out = format!(
+            "SUMU_CONNECTIONS_TABLE={}\nSUMU_CLUSTER_TABLE={}\nSUMU_MESSAGES_TOPIC_ARN={}\nSUMU_MESSAGES_QUEUE_URL={}\nSUMU_NOTIFICATIONS_QUEUE_URL={}\n",
+            self.connections_table,
+            self.cluster_table,
+            self.messages_topic_arn,
+            self.messages_queue_url,
+            self.notifications_queue_url
+        );
+        if let Some(arn) = &self.notifications_topic_arn {
+            out.push_str(&format!("SUMU_NOTIFICATIONS_TOPIC_ARN={arn}\n"));
+        }
+        if let Some(arn) = &self.mesh_topic_arn {
+            out.push_str(&format!("SUMU_MESH_TOPIC_ARN={arn}\n"));
+        }
+        out
+    }
+}
+
+fn names(cfg: &AwsConfig) -> (String, String, String, String, String, String) {
+    let p = &cfg.name_prefix;
+    (
+        format!("{p}Messages"),
+        format!("{p}Notifications"),
+        format!("{p}Mesh"),
+        format!("{p}MessagesDLQ"),
+        format!("{p}NotificationsDLQ"),
+        p.clone(),
+    )
+}
+
+fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, EngineError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .map_err(aws_error("dynamodb", "CreateTable"))
+}
+
+fn attr(name: &str) -> Result<AttributeDefinition, EngineError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(aws_error("dynamodb", "CreateTable"))
+}
+
+async fn create_table(
+    c: &Clients,
+    name: &str,
+    keys: Vec<KeySchemaElement>,
+    attrs: Vec<AttributeDefinition>,
+    gsi: Option<GlobalSecondaryIndex>,
+    stream: bool,
+) -> Result<(), EngineError> {
+    let mut req = c
+        .dynamodb
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_key_schema(Some(keys))
+        .set_attribute_definitions(Some(attrs))
+        .set_global_secondary_indexes(gsi.map(|g| vec![g]));
+    if stream {
+        req = req.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .map_err(aws_error("dynamodb", "CreateTable"))?,
+        );
+    }
+    match aws_call("dynamodb", "CreateTable", req.send()).await {
+        Ok(_) => tracing::info!(table = name, "created table"),
+        Err(e) if error_code(&e).as_deref() == Some("ResourceInUseException") => {
+            tracing::info!(table = name, "table exists")
+        }
+        Err(e) => return Err(aws_error("dynamodb", "CreateTable")(e)),
+    }
+    let ttl = TimeToLiveSpecification::builder()
+        .attribute_name("delete_at")
+        .enabled(true)
+        .build()
+        .map_err(aws_error("dynamodb", "UpdateTimeToLive"))?;
+    let call = c
+        .dynamodb
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(ttl)
+        .send();
+    match aws_call("dynamodb", "UpdateTimeToLive", call).await {
+        Ok(_) => Ok(()),
+        // "TimeToLive is already enabled"
+        Err(e) if error_code(&e).as_deref() == Some("ValidationException") => Ok(()),
+        Err(e) => Err(aws_error("dynamodb", "UpdateTimeToLive")(e)),
+    }
+}
+
+async fn create_topic(c: &Clients, name: &str) -> Result<String, EngineError> {
+    let out = aws_call("sns", "CreateTopic", c.sns.create_topic().name(name).send())
+        .await
+        .map_err(aws_error("sns", "CreateTopic"))?;
+    out.topic_arn()
+        .map(str::to_string)
+        .ok_or_else(|| EngineError::Unavailable(format!("no ARN for topic {name}")))
+}
+
+async fn create_queue(
+    c: &Clients,
+    name: &str,
+    attributes: HashMap<QueueAttributeName, String>,
+) -> Result<(String, String), EngineError> {
+    let call = c
+        .sqs
+        .create_queue()
+        .queue_name(name)
+        .set_attributes(Some(attributes.clone()))
+        .send();
+    let url = match aws_call("sqs", "CreateQueue", call).await {
+        Ok(out) => out.queue_url().unwrap_or_default().to_string(),
+        Err(e)
+            if error_code(&e)
+                .as_deref()
+                .is_some_and(|c| c.contains("QueueAlreadyExists")) =>
+        {
+            // Exists with other attributes: converge them.
+            let url = queue_url(c, name).await?;
+            let call = c
+                .sqs
+                .set_queue_attributes()
+                .queue_url(&url)
+                .set_attributes(Some(attributes))
+                .send();
+            aws_call("sqs", "SetQueueAttributes", call)
+                .await
+                .map_err(aws_error("sqs", "SetQueueAttributes"))?;
+            url
+        }
+        Err(e) => return Err(aws_error("sqs", "CreateQueue")(e)),
+    };
+    let call = c
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send();
+    let arn = aws_call("sqs", "GetQueueAttributes", call)
+        .await
+        .map_err(aws_error("sqs", "GetQueueAttributes"))?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .ok_or_else(|| EngineError::Unavailable(format!("no ARN for queue {name}")))?;
+    Ok((url, arn))
+}
+
+pub async fn queue_url(c: &Clients, name: &str) -> Result<String, EngineError> {
+    let out = aws_call(
+        "sqs",
+        "GetQueueUrl",
+        c.sqs.get_queue_url().queue_name(name).send(),
+    )
+    .await
+    .map_err(aws_error("sqs", "GetQueueUrl"))?;
+    out.queue_url()
+        .map(str::to_string)
+        .ok_or_else(|| EngineError::Unavailable(format!("no URL for queue {name}")))
+}
+
+/// The ARN of an existing topic, by name (never creates one).
+pub async fn topic_arn(c: &Clients, name: &str) -> Result<String, EngineError> {
+    let suffix = format!(":{name}");
+    let mut token = None;
+    loop {
+        let call = c.sns.list_topics().set_next_token(token).send();
+        let out = aws_call("sns", "ListTopics", call)
+            .await
+            .map_err(aws_error("sns", "ListTopics"))?;
+        if let Some(arn) = out
+            .topics()
+            .iter()
+            .filter_map(|t| t.topic_arn())
+            .find(|a| a.ends_with(&suffix))
+        {
+            return Ok(arn.to_string());
+        }
+        token = out.next_token().map(str::to_string);
+        if token.is_none() {
+            return Err(EngineError::Unavailable(format!(
+                "topic {name} not found: run `sumu-node bootstrap` or pass its ARN"
+            )));
+        }
+    }
+}
+
+/// Lets `topic_arn` deliver to the queue (AWS requires it; emulators don't).
+fn sns_to_sqs_policy(queue_arn: &str, topic_arn: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "sumu-sns",
+            "Effect": "Allow",
+            "Principal": {"Service": "sns.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}
+        }]
+    })
+    .to_string()
+}
+
+/// Creates every resource (idempotently) and answers where they are.
+pub async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources, EngineError> {
+    let (messages, notifications, mesh, messages_dlq, notifications_dlq, _) = names(cfg);
+    create_table(
+        c,
+        &cfg.connections_table,
+        vec![
+            key("user_id", KeyType::Hash)?,
+            key("connection_id", KeyType::Range)?,
+        ],
+        vec![attr("user_id")?, attr("connection_id")?, attr("node_id")?],
+        Some(
+            GlobalSecondaryIndex::builder()
+                .index_name("by_node")
+                .key_schema(key("node_id", KeyType::Hash)?)
+                .key_schema(key("connection_id", KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .map_err(aws_error("dynamodb", "CreateTable"))?,
+        ),
+        true,
+    )
+    .await?;
+    create_table(
+        c,
+        &cfg.cluster_table,
+        vec![key("pk", KeyType::Hash)?],
+        vec![attr("pk")?],
+        None,
+        false,
+    )
+    .await?;
+    let messages_topic_arn = create_topic(c, &messages).await?;
+    let notifications_topic_arn = create_topic(c, &notifications).await?;
+    let mesh_topic_arn = create_topic(c, &mesh).await?;
+    let (_, messages_dlq_arn) = create_queue(c, &messages_dlq, HashMap::new()).await?;
+    let (_, notifications_dlq_arn) = create_queue(c, &notifications_dlq, HashMap::new()).await?;
+    let redrive = |dlq: &str| {
+        serde_json::json!({"deadLetterTargetArn": dlq, "maxReceiveCount": cfg.max_receive_count.to_string()})
+            .to_string()
+    };
+    let (messages_queue_url, _) = create_queue(
+        c,
+        &messages,
+        HashMap::from([(
+            QueueAttributeName::RedrivePolicy,
+            redrive(&messages_dlq_arn),
+        )]),
+    )
+    .await?;
+    let (notifications_queue_url, notifications_queue_arn) = create_queue(
+        c,
+        &notifications,
+        HashMap::from([
+            (
+                QueueAttributeName::RedrivePolicy,
+                redrive(&notifications_dlq_arn),
+            ),
+            (QueueAttributeName::VisibilityTimeout, "30".to_string()),
+        ]),
+    )
+    .await?;
+    let call = c
+        .sqs
+        .set_queue_attributes()
+        .queue_url(&notifications_queue_url)
+        .attributes(
+            QueueAttributeName::Policy,
+            sns_to_sqs_policy(&notifications_queue_arn, &notifications_topic_arn),
+        )
+        .send();
+    aws_call("sqs", "SetQueueAttributes", call)
+        .await
+        .map_err(aws_error("sqs", "SetQueueAttributes"))?;
+    let call = c
+        .sns
+        .subscribe()
+        .topic_arn(&notifications_topic_arn)
+        .protocol("sqs")
+        .endpoint(&notifications_queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .return_subscription_arn(true)
+        .send();
+    aws_call("sns", "Subscribe", call)
+        .await
+        .map_err(aws_error("sns", "Subscribe"))?;
+    Ok(Resources {
+        connections_table: cfg.connections_table.clone(),
+        cluster_table: cfg.cluster_table.clone(),
+        messages_topic_arn,
+        messages_queue_url,
+        notifications_queue_url,
+        notifications_topic_arn: Some(notifications_topic_arn),
+        mesh_topic_arn: Some(mesh_topic_arn),
+    })
+}
+
+/// What a starting node uses: given ARNs/URLs, else looked up by name.
+pub async fn resolve(c: &Clients, cfg: &AwsConfig) -> Result<Resources, EngineError> {
+    let (messages, notifications, _, _, _, _) = names(cfg);
+    let messages_topic_arn = match &cfg.messages_topic_arn {
+        Some(a) => a.clone(),
+        None => topic_arn(c, &messages).await?,
+    };
+    let messages_queue_url = match &cfg.messages_queue_url {
+        Some(u) => u.clone(),
+        None => queue_url(c, &messages).await?,
+    };
+    let notifications_queue_url = match &cfg.notifications_queue_url {
+        Some(u) => u.clone(),
+        None => queue_url(c, &notifications).await?,
+    };
+    let call = c
+        .dynamodb
+        .describe_table()
+        .table_name(&cfg.connections_table)
+        .send();
+    aws_call("dynamodb", "DescribeTable", call)
+        .await
+        .map_err(aws_error("dynamodb", "DescribeTable"))?;
+    Ok(Resources {
+        connections_table: cfg.connections_table.clone(),
+        cluster_table: cfg.cluster_table.clone(),
+        messages_topic_arn,
+        messages_queue_url,
+        notifications_queue_url,
+        notifications_topic_arn: None,
+        mesh_topic_arn: cfg.mesh_topic_arn.clone(),
+    })
+}

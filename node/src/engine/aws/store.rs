@@ -1,0 +1,300 @@
+//! The DynamoDB connections table: one row per socket, written before the
+//! socket is announced open, removed when it closes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+
+use super::batcher::Batcher;
+use super::clients::aws_error;
+use crate::engine::{ConnectionRecord, ConnectionStore, EngineError};
+use crate::metrics::aws_call;
+
+/// BatchWriteItem takes at most 25 requests.
+const BATCH_MAX: usize = 25;
+const ATTEMPTS: u32 = 5;
+
+/// A connection row as read back (Query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub user_id: String,
+    pub connection_id: String,
+    pub node_id: String,
+    pub connected_at: u64,
+    pub delete_at: u64,
+}
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    puts: Batcher<ConnectionRecord, ()>,
+    deletes: Batcher<(String, String), ()>,
+}
+
+fn item(r: &ConnectionRecord) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("user_id".to_string(), AttributeValue::S(r.user_id.clone())),
+        (
+            "connection_id".to_string(),
+            AttributeValue::S(r.connection_id.clone()),
+        ),
+        ("node_id".to_string(), AttributeValue::S(r.node_id.clone())),
+        (
+            "connected_at".to_string(),
+            AttributeValue::N(r.connected_at.to_string()),
+        ),
+        (
+            "delete_at".to_string(),
+            AttributeValue::N(r.delete_at.to_string()),
+        ),
+    ])
+}
+
+fn key(user_id: &str, connection_id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            "user_id".to_string(),
+            AttributeValue::S(user_id.to_string()),
+        ),
+        (
+            "connection_id".to_string(),
+            AttributeValue::S(connection_id.to_string()),
+        ),
+    ])
+}
+
+fn key_of(req: &WriteRequest) -> Option<(String, String)> {
+    let map = req
+        .put_request()
+        .map(|p| p.item())
+        .or_else(|| req.delete_request().map(|d| d.key()))?;
+    let s = |k: &str| map.get(k).and_then(|v| v.as_s().ok()).cloned();
+    Some((s("user_id")?, s("connection_id")?))
+}
+
+fn row(map: &HashMap<String, AttributeValue>) -> Option<Row> {
+    let s = |k: &str| map.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let n = |k: &str| {
+        map.get(k)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Some(Row {
+        user_id: s("user_id")?,
+        connection_id: s("connection_id")?,
+        node_id: s("node_id").unwrap_or_default(),
+        connected_at: n("connected_at"),
+        delete_at: n("delete_at"),
+    })
+}
+
+/// Writes `requests` with BatchWriteItem, retrying unprocessed items with
+/// backoff; answers per request whether it was written.
+async fn batch_write(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    requests: Vec<WriteRequest>,
+) -> Vec<Result<(), EngineError>> {
+    let keys: Vec<Option<(String, String)>> = requests.iter().map(key_of).collect();
+    let mut pending = requests;
+    let mut last_error = None;
+    for attempt in 0..ATTEMPTS {
+        if pending.is_empty() {
+            break;
+        }
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+        }
+        let call = client
+            .batch_write_item()
+            .request_items(table, pending.clone())
+            .send();
+        match aws_call("dynamodb", "BatchWriteItem", call).await {
+            Ok(out) => {
+                pending = out
+                    .unprocessed_items()
+                    .and_then(|m| m.get(table))
+                    .cloned()
+                    .unwrap_or_default();
+            }
+            Err(e) => last_error = Some(aws_error("dynamodb", "BatchWriteItem")(e).to_string()),
+        }
+    }
+    let failed: Vec<Option<(String, String)>> = pending.iter().map(key_of).collect();
+    keys.into_iter()
+        .map(|k| {
+            if failed.contains(&k) {
+                Err(EngineError::Aws {
+                    service: "dynamodb",
+                    operation: "BatchWriteItem",
+                    message: last_error
+                        .clone()
+                        .unwrap_or_else(|| "unprocessed after retries".into()),
+                })
+            } else {
+                Ok(())
+            }
+        })
+        .collect()
+}
+
+impl DynamoStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: String, linger: Duration) -> DynamoStore {
+        let (c, t) = (client.clone(), table.clone());
+        let puts = Batcher::spawn(
+            "connection puts",
+            BATCH_MAX,
+            linger,
+            move |records: Vec<ConnectionRecord>| {
+                let (c, t) = (c.clone(), t.clone());
+                async move {
+                    let requests = records
+                        .iter()
+                        .filter_map(|r| {
+                            let put = PutRequest::builder().set_item(Some(item(r))).build().ok()?;
+                            Some(WriteRequest::builder().put_request(put).build())
+                        })
+                        .collect();
+                    batch_write(&c, &t, requests).await
+                }
+            },
+        );
+        let (c, t) = (client.clone(), table.clone());
+        let deletes = Batcher::spawn(
+            "connection deletes",
+            BATCH_MAX,
+            linger,
+            move |keys: Vec<(String, String)>| {
+                let (c, t) = (c.clone(), t.clone());
+                async move {
+                    // A batch may not name one key twice.
+                    let mut unique: Vec<(String, String)> = Vec::with_capacity(keys.len());
+                    for k in &keys {
+                        if !unique.contains(k) {
+                            unique.push(k.clone());
+                        }
+                    }
+                    let requests = unique
+                        .iter()
+                        .filter_map(|(u, c)| {
+                            let del = DeleteRequest::builder()
+                                .set_key(Some(key(u, c)))
+                                .build()
+                                .ok()?;
+                            Some(WriteRequest::builder().delete_request(del).build())
+                        })
+                        .collect();
+                    let results = batch_write(&c, &t, requests).await;
+                    keys.iter()
+                        .map(|k| {
+                            let i = unique.iter().position(|u| u == k).unwrap_or(0);
+                            match &results[i] {
+                                Ok(()) => Ok(()),
+                                Err(e) => Err(EngineError::Unavailable(e.to_string())),
+                            }
+                        })
+                        .collect()
+                }
+            },
+        );
+        DynamoStore {
+            client,
+            table,
+            puts,
+            deletes,
+        }
+    }
+
+    /// Every connection of one user (strongly consistent).
+    pub async fn connections_of(&self, user_id: &str) -> Result<Vec<Row>, EngineError> {
+        let mut rows = Vec::new();
+        let mut start = None;
+        loop {
+            let call = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("user_id = :u")
+                .expression_attribute_values(":u", AttributeValue::S(user_id.to_string()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send();
+            let out = aws_call("dynamodb", "Query", call)
+                .await
+                .map_err(aws_error("dynamodb", "Query"))?;
+            rows.extend(out.items().iter().filter_map(row));
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(rows);
+            }
+        }
+    }
+
+    /// Every row that names `node_id` (GSI `by_node`).
+    pub async fn connections_on(&self, node_id: &str) -> Result<Vec<Row>, EngineError> {
+        let mut rows = Vec::new();
+        let mut start = None;
+        loop {
+            let call = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("by_node")
+                .key_condition_expression("node_id = :n")
+                .expression_attribute_values(":n", AttributeValue::S(node_id.to_string()))
+                .set_exclusive_start_key(start)
+                .send();
+            let out = aws_call("dynamodb", "Query", call)
+                .await
+                .map_err(aws_error("dynamodb", "Query"))?;
+            rows.extend(out.items().iter().filter_map(row));
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(rows);
+            }
+        }
+    }
+
+    pub async fn delete(&self, user_id: &str, connection_id: &str) -> Result<(), EngineError> {
+        self.deletes
+            .submit((user_id.to_string(), connection_id.to_string()))
+            .await
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for DynamoStore {
+    async fn register(&self, record: &ConnectionRecord) -> Result<(), EngineError> {
+        self.puts.submit(record.clone()).await
+    }
+
+    async fn unregister(&self, user_id: &str, connection_id: &str) -> Result<(), EngineError> {
+        self.delete(user_id, connection_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_has_numeric_ttl_and_round_trips() {
+        let r = ConnectionRecord {
+            user_id: "u".into(),
+            connection_id: "c".into(),
+            node_id: "n".into(),
+            connected_at: 1_700_000_000_000,
+            delete_at: 1_700_010_000,
+        };
+        let it = item(&r);
+        assert!(matches!(it["delete_at"], AttributeValue::N(_)));
+        assert!(matches!(it["connected_at"], AttributeValue::N(_)));
+        let back = row(&it).unwrap();
+        assert_eq!(back.delete_at, r.delete_at);
+        assert_eq!(back.node_id, "n");
+    }
+}

@@ -1,0 +1,60 @@
+//! The node removes rows of its own closed or expired connections (a
+//! failed delete, a crash before this start): TTL deletes make no stream
+//! records, so sumu never waits for TTL.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::router::prune;
+use super::store::DynamoStore;
+use crate::engine::now_ms;
+use crate::registry::LocalDelivery;
+
+/// Rows younger than this may belong to a socket still being opened.
+const GRACE_MS: u64 = 30_000;
+
+pub struct Sweeper {
+    pub store: DynamoStore,
+    pub node_id: String,
+    pub local: LocalDelivery,
+    pub every: Duration,
+}
+
+impl Sweeper {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut wait = Duration::from_secs(2).min(self.every);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = self.every;
+            if let Err(e) = self.sweep_once().await {
+                tracing::warn!(error = %e, "sweep failed");
+            }
+        }
+    }
+
+    pub async fn sweep_once(&self) -> Result<usize, crate::engine::EngineError> {
+        let rows = self.store.connections_on(&self.node_id).await?;
+        let now = now_ms();
+        let candidates: Vec<String> = rows
+            .iter()
+            .filter(|r| r.connected_at + GRACE_MS < now || r.delete_at * 1000 < now)
+            .map(|r| r.connection_id.clone())
+            .collect();
+        let missing = self.local.missing(candidates).await?;
+        let stale: Vec<(String, String)> = rows
+            .into_iter()
+            .filter(|r| missing.contains(&r.connection_id))
+            .map(|r| (r.user_id, r.connection_id))
+            .collect();
+        let n = stale.len();
+        if n > 0 {
+            tracing::info!(rows = n, "sweeping rows of closed connections");
+        }
+        prune(self.store.clone(), stale);
+        Ok(n)
+    }
+}

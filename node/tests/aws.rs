@@ -1,0 +1,417 @@
+//! The `aws` engine against a real AWS emulator (ministack) through the
+//! real AWS SDK clients: connection rows, publish/send, notification input,
+//! DLQ redrive, stale-row pruning.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use common::*;
+
+const LONG: Duration = Duration::from_secs(10);
+
+struct Cluster {
+    emulator: Emulator,
+    prefix: String,
+    env: HashMap<String, String>,
+}
+
+impl Cluster {
+    /// An emulator with everything bootstrapped under `prefix`.
+    fn new(prefix: &str, max_receive: u32) -> Cluster {
+        let emulator = Emulator::start();
+        let env = emulator.env(prefix);
+        let out = Command::new(env!("CARGO_BIN_EXE_sumu-node"))
+            .args(["bootstrap", "--max-receive-count", &max_receive.to_string()])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("SUMU_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bootstrap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Twice: idempotent.
+        let again = Command::new(env!("CARGO_BIN_EXE_sumu-node"))
+            .args(["bootstrap", "--max-receive-count", &max_receive.to_string()])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        assert!(
+            again.status.success(),
+            "second bootstrap: {}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        let mut vars: HashMap<String, String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        vars.extend(env);
+        Cluster {
+            emulator,
+            prefix: prefix.to_string(),
+            env: vars,
+        }
+    }
+
+    fn node(&self, extra: &[&str]) -> Node {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .filter(|(k, _)| !k.starts_with("SUMU_NOTIFICATIONS_TOPIC"))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut args = vec!["--dev", "--node-id", "node-a"];
+        args.extend_from_slice(extra);
+        Node::start_with_env(&args, "dev", &env)
+    }
+
+    fn var(&self, k: &str) -> &str {
+        &self.env[k]
+    }
+}
+
+async fn receive_one(sqs: &aws_sdk_sqs::Client, url: &str) -> aws_sdk_sqs::types::Message {
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        if let Some(m) = out.messages.and_then(|m| m.into_iter().next()) {
+            return m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing arrived in {url}"
+        );
+    }
+}
+
+fn attr<'a>(m: &'a aws_sdk_sqs::types::Message, name: &str) -> (&'a str, &'a str) {
+    let a = &m.message_attributes().unwrap()[name];
+    (a.data_type(), a.string_value().unwrap())
+}
+
+#[tokio::test]
+async fn rows_follow_sockets_and_publish_send_carry_sumu_attributes() {
+    let cluster = Cluster::new("T1", 5);
+    let sdk = cluster.emulator.sdk().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    // A backend's queue subscribed (raw) to the messages topic.
+    let backend_q = sqs
+        .create_queue()
+        .queue_name("backend")
+        .send()
+        .await
+        .unwrap();
+    let backend_url = backend_q.queue_url().unwrap().to_string();
+    let backend_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&backend_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    sns.subscribe()
+        .topic_arn(cluster.var("SUMU_MESSAGES_TOPIC_ARN"))
+        .protocol("sqs")
+        .endpoint(backend_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .unwrap();
+
+    let node = cluster.node(&[]);
+    let mut ws = node.connect("alice").await;
+    send_text(&mut ws, r#"{"action":"ping"}"#).await;
+    let pong: serde_json::Value =
+        serde_json::from_str(&next_text(&mut ws, LONG).await.unwrap()).unwrap();
+    let conn = pong["connectionId"].as_str().unwrap().to_string();
+    let table = format!("{}Connections", cluster.prefix);
+    let item = ddb
+        .get_item()
+        .table_name(&table)
+        .key("user_id", AttributeValue::S("alice".into()))
+        .key("connection_id", AttributeValue::S(conn.clone()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("row written before the socket opened");
+    assert_eq!(item["node_id"], AttributeValue::S("node-a".into()));
+    let delete_at: u64 = item["delete_at"]
+        .as_n()
+        .expect("numeric delete_at")
+        .parse()
+        .unwrap();
+    assert!(
+        delete_at > now_secs() + 7000,
+        "delete_at = connected + max duration + grace"
+    );
+    assert!(item["connected_at"].as_n().is_ok());
+
+    let before = now_secs() * 1000;
+    send_text(
+        &mut ws,
+        r#"{"action":"publish","message":{"hello":"topic"},"id":"p1"}"#,
+    )
+    .await;
+    assert_eq!(
+        next_text(&mut ws, LONG).await.unwrap(),
+        r#"{"type":"ack","statusCode":200,"id":"p1"}"#
+    );
+    let m = receive_one(&sqs, &backend_url).await;
+    assert_eq!(m.body().unwrap(), r#"{"hello":"topic"}"#);
+    assert_eq!(attr(&m, "user_id"), ("String", "alice"));
+    assert_eq!(attr(&m, "source"), ("String", "apigw.route.publish"));
+    let (ty, ts) = attr(&m, "timestamp");
+    assert_eq!(ty, "Number");
+    let ts: u64 = ts.parse().unwrap();
+    assert!(ts >= before && ts <= now_secs() * 1000 + 1000);
+
+    send_text(
+        &mut ws,
+        r#"{"action":"send","message":["to","queue"],"id":7}"#,
+    )
+    .await;
+    assert_eq!(
+        next_text(&mut ws, LONG).await.unwrap(),
+        r#"{"type":"ack","statusCode":200,"id":7}"#
+    );
+    let m = receive_one(&sqs, cluster.var("SUMU_MESSAGES_QUEUE_URL")).await;
+    assert_eq!(m.body().unwrap(), r#"["to","queue"]"#);
+    assert_eq!(attr(&m, "user_id"), ("String", "alice"));
+    assert_eq!(attr(&m, "source"), ("String", "apigw.route.send"));
+    assert_eq!(attr(&m, "timestamp").0, "Number");
+
+    drop(ws);
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let gone = ddb
+            .get_item()
+            .table_name(&table)
+            .key("user_id", AttributeValue::S("alice".into()))
+            .key("connection_id", AttributeValue::S(conn.clone()))
+            .send()
+            .await
+            .unwrap()
+            .item
+            .is_none();
+        if gone {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "row not removed on close"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn notification_requests_from_queue_and_topic_reach_their_sockets() {
+    let cluster = Cluster::new("T2", 5);
+    let sdk = cluster.emulator.sdk().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let node = cluster.node(&[]);
+    let mut alice1 = node.connect("alice").await;
+    let mut alice2 = node.connect("alice").await;
+    let mut bob = node.connect("bob").await;
+    let data = r#"{"type":"n", "message":{"k":[1, 2]}}"#;
+    sqs.send_message()
+        .queue_url(cluster.var("SUMU_NOTIFICATIONS_QUEUE_URL"))
+        .message_body(format!(r#"{{"users":["alice","alice"],"data":{data}}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut alice1, LONG).await.unwrap(), data);
+    assert_eq!(next_text(&mut alice2, LONG).await.unwrap(), data);
+    assert_eq!(next_text(&mut bob, Duration::from_millis(300)).await, None);
+
+    sns.publish()
+        .topic_arn(cluster.var("SUMU_NOTIFICATIONS_TOPIC_ARN"))
+        .message(format!(r#"{{"exclude_users":["alice"],"data":{data}}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut bob, LONG).await.unwrap(), data);
+    assert_eq!(
+        next_text(&mut alice1, Duration::from_millis(300)).await,
+        None
+    );
+
+    // Routed requests were deleted from the queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(cluster.var("SUMU_NOTIFICATIONS_QUEUE_URL"))
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let a = attrs.attributes().unwrap();
+    assert_eq!(a[&QueueAttributeName::ApproximateNumberOfMessages], "0");
+    assert_eq!(
+        a[&QueueAttributeName::ApproximateNumberOfMessagesNotVisible],
+        "0"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_request_ends_in_the_dlq_without_blocking_its_batch() {
+    let cluster = Cluster::new("T3", 2);
+    let sdk = cluster.emulator.sdk().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    // Both in one batch before the node polls.
+    let q = cluster.var("SUMU_NOTIFICATIONS_QUEUE_URL").to_string();
+    use aws_sdk_sqs::types::SendMessageBatchRequestEntry as E;
+    sqs.send_message_batch()
+        .queue_url(&q)
+        .entries(
+            E::builder()
+                .id("bad")
+                .message_body("{this is not json")
+                .build()
+                .unwrap(),
+        )
+        .entries(
+            E::builder()
+                .id("nodata")
+                .message_body(r#"{"users":["carol"]}"#)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let node = cluster.node(&[]);
+    let mut carol = node.connect("carol").await;
+    sqs.send_message()
+        .queue_url(&q)
+        .message_body(r#"{"users":["carol"],"data":"after"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut carol, LONG).await.unwrap(), "\"after\"");
+    let dlq = sqs
+        .get_queue_url()
+        .queue_name(format!("{}NotificationsDLQ", cluster.prefix))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let mut bodies = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while bodies.len() < 2 {
+        let out = sqs
+            .receive_message()
+            .queue_url(&dlq)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in out.messages.unwrap_or_default() {
+            bodies.push(m.body().unwrap_or_default().to_string());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "DLQ has only {bodies:?}"
+        );
+    }
+    bodies.sort();
+    assert_eq!(bodies, vec!["{\"users\":[\"carol\"]}", "{this is not json"]);
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.contains("sumu_notifications_total{outcome=\"invalid\",source=\"sqs\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sumu_aws_calls_total{operation=\"ReceiveMessage\",service=\"sqs\"}"));
+    assert!(metrics.contains("sumu_aws_call_seconds_bucket{operation=\"BatchWriteItem\""));
+}
+
+#[tokio::test]
+async fn rows_of_sockets_nobody_holds_are_pruned() {
+    let cluster = Cluster::new("T4", 5);
+    let sdk = cluster.emulator.sdk().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = format!("{}Connections", cluster.prefix);
+    let put = |conn: &str, at: u64| {
+        ddb.put_item()
+            .table_name(&table)
+            .item("user_id", AttributeValue::S("ghost".into()))
+            .item("connection_id", AttributeValue::S(conn.into()))
+            .item("node_id", AttributeValue::S("node-a".into()))
+            .item("connected_at", AttributeValue::N(at.to_string()))
+            .item(
+                "delete_at",
+                AttributeValue::N((now_secs() + 9000).to_string()),
+            )
+            .send()
+    };
+    // One row a notification will find stale, one old row the sweeper finds.
+    put("stale-1", now_secs() * 1000).await.unwrap();
+    put("orphan-1", (now_secs() - 3600) * 1000).await.unwrap();
+    let node = cluster.node(&[]);
+    let (status, _) = node.notify(r#"{"users":["ghost"],"data":1}"#).await;
+    assert_eq!(status, 202);
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let left = ddb
+            .query()
+            .table_name(&table)
+            .key_condition_expression("user_id = :u")
+            .expression_attribute_values(":u", AttributeValue::S("ghost".into()))
+            .send()
+            .await
+            .unwrap()
+            .count();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} stale rows left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connect_that_cannot_be_registered_is_refused() {
+    let cluster = Cluster::new("T5", 5);
+    let node = cluster.node(&[]);
+    let token = node.dev_token("late").await;
+    // The table disappears under the node.
+    let sdk = cluster.emulator.sdk().await;
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .delete_table()
+        .table_name(format!("{}Connections", cluster.prefix))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = refused(&node.ws_url(&token)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("register_failed"), "{body}");
+}
