@@ -1,0 +1,148 @@
+//! Helpers of the end-to-end tests: start a server process on a free loopback port, wait
+//! for readiness, run `sumu-loadtest` as a process and read its JSON report.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A server child process, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sumu-loadtest-e2e-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// `<target>/release/<name>`, found from this test binary (`<target>/release/deps/<test>`).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let release = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in <target>/release/deps");
+    let path = release.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the whole workspace first (cargo build --release --workspace)",
+        path.display()
+    );
+    path
+}
+
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Starts `program args...` (with `{port}` replaced) and waits until GET /readyz is 200.
+pub fn start_server(program: &Path, args: &[&str], name: &str) -> Server {
+    let port = free_port();
+    let log = scratch(name).join("server.log");
+    let log_file = std::fs::File::create(&log).expect("create log");
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("{port}", &port.to_string()))
+        .collect();
+    let child = Command::new(program)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("clone log"))
+        .stderr(log_file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    let mut server = Server { child, port, log };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if http_status(port, "/readyz") == Some(200) {
+            return server;
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!(
+                "{} exited with {status}: {}",
+                program.display(),
+                std::fs::read_to_string(&server.log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{} not ready within 30 s: {}",
+        program.display(),
+        std::fs::read_to_string(&server.log).unwrap_or_default()
+    );
+}
+
+/// Runs `sumu-loadtest args... --json FILE --no-progress` and returns (exit code, report).
+pub fn loadtest(args: &[&str], json: &Path) -> (i32, Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sumu-loadtest"))
+        .args(args)
+        .arg("--json")
+        .arg(json)
+        .arg("--no-progress")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sumu-loadtest");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let text = std::fs::read_to_string(json)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); stdout:\n{stdout}\nstderr:\n{stderr}"));
+    let report: Value = serde_json::from_str(&text).expect("valid JSON report");
+    println!("{stdout}");
+    (output.status.code().unwrap_or(-1), report)
+}
+
+pub fn counter(report: &Value, name: &str) -> u64 {
+    report["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("counter {name} missing in {report:#}"))
+}
+
+pub fn assert_no_errors(report: &Value) {
+    let errors = report["errors"].as_object().expect("errors object");
+    assert!(errors.is_empty(), "errors: {:#}", report["errors"]);
+}
+
+pub fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
