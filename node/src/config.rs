@@ -207,10 +207,7 @@ pub struct Options {
     /// Notifications SQS queue URL [default: looked up as <prefix>Notifications]
     #[arg(long, env = "SUMU_NOTIFICATIONS_QUEUE_URL", global = true)]
     pub notifications_queue_url: Option<String>,
-    /// Mesh SNS topic ARN [default: looked up as <prefix>Mesh]
-    #[arg(long, env = "SUMU_MESH_TOPIC_ARN", global = true)]
-    pub mesh_topic_arn: Option<String>,
-    /// Where presence events go [default: topic]
+    /// Where presence events go (memory engine: the bus destination) [default: topic]
     #[arg(long, env = "SUMU_PRESENCE_SOURCE", value_enum, global = true)]
     pub presence_source: Option<PresenceSource>,
     /// Concurrent long-pollers of the notifications queue [default: 2]
@@ -241,7 +238,7 @@ impl Options {
             max_message_bytes, rate_limit_per_sec, rate_limit_burst, rate_limit_strikes,
             outbound_buffer_bytes, allowed_origins, drain_secs, aws_endpoint, aws_region,
             name_prefix, connections_table, cluster_table, messages_topic_arn,
-            messages_queue_url, notifications_queue_url, mesh_topic_arn, presence_source,
+            messages_queue_url, notifications_queue_url, presence_source,
             notification_pollers, max_receive_count, batch_linger_ms,
         )
     }
@@ -311,8 +308,6 @@ pub struct AwsConfig {
     pub messages_topic_arn: Option<String>,
     pub messages_queue_url: Option<String>,
     pub notifications_queue_url: Option<String>,
-    pub mesh_topic_arn: Option<String>,
-    pub presence_source: PresenceSource,
     pub notification_pollers: usize,
     pub max_receive_count: u32,
     pub batch_linger: Duration,
@@ -334,6 +329,7 @@ pub struct Config {
     pub limits: Limits,
     pub allowed_origins: Vec<String>,
     pub drain: Duration,
+    pub presence_source: PresenceSource,
     pub aws: AwsConfig,
 }
 
@@ -428,8 +424,6 @@ impl Config {
             messages_topic_arn: o.messages_topic_arn,
             messages_queue_url: o.messages_queue_url,
             notifications_queue_url: o.notifications_queue_url,
-            mesh_topic_arn: o.mesh_topic_arn,
-            presence_source: o.presence_source.unwrap_or(PresenceSource::Topic),
             notification_pollers: o.notification_pollers.unwrap_or(2).max(1),
             max_receive_count: o.max_receive_count.unwrap_or(5).max(1),
             batch_linger: Duration::from_millis(o.batch_linger_ms.unwrap_or(5)),
@@ -451,6 +445,7 @@ impl Config {
             limits,
             allowed_origins: clean_list(o.allowed_origins),
             drain: secs(o.drain_secs, Duration::from_secs(10)),
+            presence_source: o.presence_source.unwrap_or(PresenceSource::Topic),
             aws,
         })
     }

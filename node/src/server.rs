@@ -36,7 +36,7 @@ pub enum NodeError {
 
 async fn build_engine(config: &Config) -> Result<Engine, NodeError> {
     match config.engine {
-        EngineKind::Memory => Ok(engine::memory::engine()),
+        EngineKind::Memory => Ok(engine::memory::engine(config.presence_source)),
         EngineKind::Aws => Ok(engine::aws::engine(config).await?),
     }
 }

@@ -14,6 +14,7 @@ use super::{
     now_ms, Background, ClientMessage, ClientOutput, ConnectionRecord, ConnectionStore, Engine,
     EngineError, RouteOutcome, Router,
 };
+use crate::config::PresenceSource;
 use crate::registry::LocalDelivery;
 
 /// One message on the bus, shaped like what a SUMU backend receives from
@@ -60,6 +61,7 @@ impl Bus {
 pub struct MemoryStore {
     per_user: Mutex<HashMap<String, usize>>,
     bus: Bus,
+    presence: PresenceSource,
 }
 
 #[async_trait]
@@ -101,10 +103,15 @@ impl ConnectionStore for MemoryStore {
 
 impl MemoryStore {
     fn presence(&self, user_id: &str, status: PresenceStatus) {
+        let destination = match self.presence {
+            PresenceSource::Topic => "topic",
+            PresenceSource::Queue => "queue",
+            PresenceSource::None => return,
+        };
         let timestamp = now_ms();
         self.bus.emit(BusMessage {
             source: sumu_shared::attributes::SOURCE_PRESENCE,
-            destination: "topic",
+            destination,
             user_id: user_id.to_string(),
             timestamp,
             message: PresenceEvent::new(user_id, status, timestamp).to_json(),
@@ -169,7 +176,7 @@ impl Background for MemoryRouter {
     async fn stop(&self) {}
 }
 
-pub fn engine() -> Engine {
+pub fn engine(presence: PresenceSource) -> Engine {
     let bus = Bus::new(4096);
     let router = Arc::new(MemoryRouter {
         local: Mutex::new(None),
@@ -178,6 +185,7 @@ pub fn engine() -> Engine {
         store: Arc::new(MemoryStore {
             per_user: Mutex::new(HashMap::new()),
             bus: bus.clone(),
+            presence,
         }),
         output: Arc::new(MemoryOutput { bus: bus.clone() }),
         router: router.clone(),
@@ -202,7 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn presence_on_first_and_last_connection_only() {
-        let e = engine();
+        let e = engine(PresenceSource::Queue);
         let mut rx = e.bus.as_ref().unwrap().subscribe();
         e.store.register(&rec("u", "c1")).await.unwrap();
         e.store.register(&rec("u", "c2")).await.unwrap();
@@ -210,8 +218,30 @@ mod tests {
         e.store.unregister("u", "c2").await.unwrap();
         let first = rx.recv().await.unwrap();
         assert!(first.message.contains("\"ONLINE\""));
+        assert_eq!(first.destination, "queue");
         let second = rx.recv().await.unwrap();
         assert!(second.message.contains("\"OFFLINE\""));
+        assert!(rx.try_recv().is_err());
+    }
+}
+
+#[cfg(test)]
+mod presence_off {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_presence_events_when_off() {
+        let e = engine(PresenceSource::None);
+        let mut rx = e.bus.as_ref().unwrap().subscribe();
+        let rec = ConnectionRecord {
+            user_id: "u".into(),
+            connection_id: "c".into(),
+            node_id: "n".into(),
+            connected_at: 0,
+            delete_at: 0,
+        };
+        e.store.register(&rec).await.unwrap();
+        e.store.unregister("u", "c").await.unwrap();
         assert!(rx.try_recv().is_err());
     }
 }

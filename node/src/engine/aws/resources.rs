@@ -372,6 +372,6 @@ pub async fn resolve(c: &Clients, cfg: &AwsConfig) -> Result<Resources, EngineEr
         messages_queue_url,
         notifications_queue_url,
         notifications_topic_arn: None,
-        mesh_topic_arn: cfg.mesh_topic_arn.clone(),
+        mesh_topic_arn: None,
     })
 }
