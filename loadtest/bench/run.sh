@@ -136,7 +136,7 @@ IFS=',' read -r -a PEER_LIST <<<"$PEERS"
 for peer in "${PEER_LIST[@]}"; do
   run "$peer" connect-10k connect -n "$SMALL" --ramp "$RAMP" --hold "$HOLD" --server-pid @PID@
   run "$peer" connect-50k connect -n "$LARGE" --users "$LARGE_USERS" --ramp "$RAMP" --hold "$HOLD" \
-    --connect-timeout 30s --server-pid @PID@
+    --connect-timeout 10s --server-pid @PID@
   run "$peer" broadcast-10k fanout -n "$SMALL" --mode broadcast --rate "$BROADCAST_RATE" \
     --count "$BROADCASTS" --drain-timeout 30s --api-key "$API_KEY"
   run "$peer" broadcast-burst fanout -n "$SMALL" --mode broadcast --rate "$BURST_RATE" \

@@ -119,6 +119,10 @@ pub struct FleetArgs {
     /// Most connection attempts in flight at once.
     #[arg(long, default_value_t = 256)]
     pub max_inflight: usize,
+    /// Stop starting new connection attempts after this many failures in a row (0 = never):
+    /// a server or machine at its limit then ends the ramp instead of timing out forever.
+    #[arg(long, default_value_t = 500)]
+    pub stop_after_failures: u64,
     /// Give up on one connection attempt (TCP + upgrade) after this long.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,

@@ -3,7 +3,7 @@
 //! them all at the end with every task joined or aborted within a deadline.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,8 @@ pub struct FleetConfig {
     pub sources: SourceAddrs,
     pub connect_timeout: Duration,
     pub max_inflight: usize,
+    /// Stop starting attempts after this many failures in a row (0 = never).
+    pub stop_after_failures: u64,
 }
 
 /// Timing of a ramp.
@@ -52,14 +54,22 @@ pub struct FleetConfig {
 pub struct RampStats {
     pub started: Instant,
     pub finished: Instant,
+    /// When the last socket of the ramp connected (None: none did).
+    pub last_connected: Option<Instant>,
     pub established: u64,
     pub failed: u64,
+    /// Attempts never started because the ramp stopped after too many failures in a row.
+    pub skipped: u64,
 }
 
 impl RampStats {
-    /// Established sockets per second of ramp.
+    /// Established sockets per second, from the first attempt to the last success (failed
+    /// attempts that wait for their timeout do not dilute the rate).
     pub fn connect_rate(&self) -> f64 {
-        let secs = self.finished.duration_since(self.started).as_secs_f64();
+        let Some(last) = self.last_connected else {
+            return 0.0;
+        };
+        let secs = last.duration_since(self.started).as_secs_f64();
         if secs > 0.0 {
             self.established as f64 / secs
         } else {
@@ -88,6 +98,11 @@ pub struct Fleet {
     tasks: JoinSet<Option<SessionOutcome>>,
     failures: Arc<Mutex<FailureTally>>,
     finished: Vec<SessionOutcome>,
+    epoch: Instant,
+    /// Micros since `epoch` of the latest successful connect (0 = none yet).
+    last_connect_us: Arc<AtomicU64>,
+    /// Failed attempts since the last success.
+    failure_streak: Arc<AtomicU64>,
 }
 
 impl Fleet {
@@ -105,6 +120,9 @@ impl Fleet {
             tasks: JoinSet::new(),
             failures: Arc::new(Mutex::new(FailureTally::default())),
             finished: Vec::new(),
+            epoch: Instant::now(),
+            last_connect_us: Arc::new(AtomicU64::new(0)),
+            failure_streak: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -122,6 +140,9 @@ impl Fleet {
         let failures = Arc::clone(&self.failures);
         let run_id = Arc::clone(&self.run_id);
         let stop = self.stop_rx.clone();
+        let epoch = self.epoch;
+        let last_connect_us = Arc::clone(&self.last_connect_us);
+        let failure_streak = Arc::clone(&self.failure_streak);
         live.attempted.fetch_add(1, Ordering::Relaxed);
         self.tasks.spawn(async move {
             let result = connect(&target, &token, placement, source, timeout).await;
@@ -133,11 +154,15 @@ impl Fleet {
                         .connect
                         .record_batch(plan.index, &[latency.as_micros() as u64]);
                     live.connected.fetch_add(1, Ordering::Relaxed);
+                    let since_epoch = connected_at.duration_since(epoch).as_micros() as u64;
+                    last_connect_us.fetch_max(since_epoch.max(1), Ordering::Relaxed);
+                    failure_streak.store(0, Ordering::Relaxed);
                     drop(permit);
                     Some(run_session(ws, connected_at, plan, run_id, live, sinks, stop).await)
                 }
                 Err(error) => {
                     live.failed.fetch_add(1, Ordering::Relaxed);
+                    failure_streak.fetch_add(1, Ordering::Relaxed);
                     if let Ok(mut tally) = failures.lock() {
                         tally.add(&error);
                     }
@@ -165,18 +190,35 @@ impl Fleet {
         } else {
             1.0
         };
+        let planned = plans.len() as u64;
+        let mut started_attempts = 0u64;
         for (i, (plan, token)) in plans.into_iter().enumerate() {
+            if self.streak_exceeded() {
+                break;
+            }
+            started_attempts += 1;
             let due = started + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
             self.spawn(plan, token).await;
         }
         self.wait_connects().await;
+        let last_us = self.last_connect_us.load(Ordering::Relaxed);
+        let last_connected = Some(self.epoch + Duration::from_micros(last_us))
+            .filter(|last| last_us > 0 && *last >= started);
         RampStats {
             started,
             finished: Instant::now(),
+            last_connected,
             established: self.live.connected.load(Ordering::Relaxed) - connected_before,
             failed: self.live.failed.load(Ordering::Relaxed) - failed_before,
+            skipped: planned - started_attempts,
         }
+    }
+
+    /// True when the last `stop_after_failures` attempts all failed.
+    pub fn streak_exceeded(&self) -> bool {
+        self.config.stop_after_failures > 0
+            && self.failure_streak.load(Ordering::Relaxed) >= self.config.stop_after_failures
     }
 
     /// Waits until no connection attempt is in flight.
@@ -216,5 +258,30 @@ impl Fleet {
             failures: self.failures(),
             aborted,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_rate_ignores_trailing_timeouts() {
+        let started = Instant::now();
+        let stats = RampStats {
+            started,
+            finished: started + Duration::from_secs(12),
+            last_connected: Some(started + Duration::from_secs(2)),
+            established: 1000,
+            failed: 3,
+            skipped: 0,
+        };
+        assert!((stats.connect_rate() - 500.0).abs() < 1e-6);
+        let none = RampStats {
+            last_connected: None,
+            established: 0,
+            ..stats
+        };
+        assert_eq!(none.connect_rate(), 0.0);
     }
 }

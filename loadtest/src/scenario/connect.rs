@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{base_report, config_entry, prepare, ScenarioError, ScenarioOutput};
+use super::{base_report, config_entry, note_ramp, prepare, ScenarioError, ScenarioOutput};
 use crate::cli::ConnectArgs;
 use crate::cpu_monitor::CpuMonitor;
 use crate::fleet::Fleet;
@@ -76,6 +76,7 @@ pub async fn run(args: &ConnectArgs) -> Result<ScenarioOutput, ScenarioError> {
         cpu.finish(),
         n,
     );
+    note_ramp(&mut report, &ramp);
     config_entry(&mut report, "sockets", n);
     config_entry(&mut report, "ramp_per_s", args.fleet.ramp);
     config_entry(&mut report, "users", setup.users);

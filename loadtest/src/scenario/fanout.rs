@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{base_report, config_entry, prepare, ScenarioError, ScenarioOutput};
+use super::{base_report, config_entry, note_ramp, prepare, ScenarioError, ScenarioOutput};
 use crate::cli::{FanoutArgs, FanoutMode, NotifyVia};
 use crate::cpu_monitor::CpuMonitor;
 use crate::fleet::Fleet;
@@ -317,6 +317,7 @@ pub async fn run(
         cpu.finish(),
         n + churn_peak,
     );
+    note_ramp(&mut report, &ramp);
     config_entry(&mut report, "sockets", n);
     config_entry(&mut report, "users", setup.users);
     config_entry(

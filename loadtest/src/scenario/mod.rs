@@ -73,6 +73,7 @@ impl Setup {
             sources: self.sources.clone(),
             connect_timeout: fleet.connect_timeout,
             max_inflight: fleet.max_inflight,
+            stop_after_failures: fleet.stop_after_failures,
         }
     }
 
@@ -195,6 +196,21 @@ pub fn base_report(
     }
     report.machine = machine_report(setup, failures, cpu, planned_sockets);
     report
+}
+
+/// Records a ramp that stopped early (too many failures in a row) as an error.
+pub fn note_ramp(report: &mut RunReport, ramp: &crate::fleet::RampStats) {
+    if ramp.skipped > 0 {
+        report.counters.insert("not_attempted".into(), ramp.skipped);
+        report.errors.insert("ramp_stopped_early".into(), 1);
+        report.error_samples.insert(
+            "ramp_stopped_early".into(),
+            format!(
+                "ramp stopped after too many failed connects in a row; {} sockets never attempted",
+                ramp.skipped
+            ),
+        );
+    }
 }
 
 /// Machine limits: machine-side connect failures, too low a file limit, CPU saturation.

@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{base_report, config_entry, error_frames, prepare, ScenarioError, ScenarioOutput};
+use super::{
+    base_report, config_entry, error_frames, note_ramp, prepare, ScenarioError, ScenarioOutput,
+};
 use crate::cli::PublishArgs;
 use crate::cpu_monitor::CpuMonitor;
 use crate::fleet::Fleet;
@@ -99,6 +101,7 @@ pub async fn run(args: &PublishArgs) -> Result<ScenarioOutput, ScenarioError> {
         cpu.finish(),
         n,
     );
+    note_ramp(&mut report, &ramp);
     config_entry(&mut report, "sockets", n);
     config_entry(
         &mut report,
