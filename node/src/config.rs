@@ -207,6 +207,9 @@ pub struct Options {
     /// Notifications SQS queue URL [default: looked up as <prefix>Notifications]
     #[arg(long, env = "SUMU_NOTIFICATIONS_QUEUE_URL", global = true)]
     pub notifications_queue_url: Option<String>,
+    /// Mesh SNS topic ARN [default: looked up as <prefix>Mesh]
+    #[arg(long, env = "SUMU_MESH_TOPIC_ARN", global = true)]
+    pub mesh_topic_arn: Option<String>,
     /// Where presence events go (memory engine: the bus destination) [default: topic]
     #[arg(long, env = "SUMU_PRESENCE_SOURCE", value_enum, global = true)]
     pub presence_source: Option<PresenceSource>,
@@ -238,7 +241,7 @@ impl Options {
             max_message_bytes, rate_limit_per_sec, rate_limit_burst, rate_limit_strikes,
             outbound_buffer_bytes, allowed_origins, drain_secs, aws_endpoint, aws_region,
             name_prefix, connections_table, cluster_table, messages_topic_arn,
-            messages_queue_url, notifications_queue_url, presence_source,
+            messages_queue_url, notifications_queue_url, mesh_topic_arn, presence_source,
             notification_pollers, max_receive_count, batch_linger_ms,
         )
     }
@@ -308,6 +311,7 @@ pub struct AwsConfig {
     pub messages_topic_arn: Option<String>,
     pub messages_queue_url: Option<String>,
     pub notifications_queue_url: Option<String>,
+    pub mesh_topic_arn: Option<String>,
     pub notification_pollers: usize,
     pub max_receive_count: u32,
     pub batch_linger: Duration,
@@ -358,6 +362,18 @@ impl Config {
                 "--dev exposes a token issuer that signs any user: refusing to listen on \
                  non-loopback {listen}; pass --dev-allow-remote to force it"
             ));
+        }
+        if let Some(id) = &o.node_id {
+            let ok = !id.is_empty()
+                && id.len() <= 40
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return invalid(format!(
+                    "--node-id must be 1-40 of [A-Za-z0-9_-] (it names the node's SQS inbox): {id:?}"
+                ));
+            }
         }
         let path = o.path.unwrap_or_else(|| "/push".to_string());
         if !path.starts_with('/') || path.len() < 2 {
@@ -424,6 +440,7 @@ impl Config {
             messages_topic_arn: o.messages_topic_arn,
             messages_queue_url: o.messages_queue_url,
             notifications_queue_url: o.notifications_queue_url,
+            mesh_topic_arn: o.mesh_topic_arn,
             notification_pollers: o.notification_pollers.unwrap_or(2).max(1),
             max_receive_count: o.max_receive_count.unwrap_or(5).max(1),
             batch_linger: Duration::from_millis(o.batch_linger_ms.unwrap_or(5)),

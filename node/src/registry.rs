@@ -218,15 +218,23 @@ impl Handler<Broadcast> for Registry {
 
     fn handle(&mut self, msg: Broadcast, _: &mut Self::Context) -> usize {
         let exclude: HashSet<&str> = msg.exclude_users.iter().map(String::as_str).collect();
-        let ids: Vec<Arc<str>> = self
-            .connections
-            .iter()
-            .filter(|(_, e)| !exclude.contains(&*e.user_id))
-            .map(|(id, _)| id.clone())
-            .collect();
-        let n = self.deliver_to(&ids, &msg.payload);
-        METRICS.deliveries.inc_by(n as u64);
-        n
+        let mut delivered = 0;
+        let mut dead = Vec::new();
+        for (id, entry) in &self.connections {
+            if exclude.contains(&*entry.user_id) {
+                continue;
+            }
+            if entry.handle.deliver(&msg.payload) {
+                delivered += 1;
+            } else {
+                dead.push(id.clone());
+            }
+        }
+        for id in dead {
+            self.remove(&id);
+        }
+        METRICS.deliveries.inc_by(delivered as u64);
+        delivered
     }
 }
 

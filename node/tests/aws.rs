@@ -61,13 +61,17 @@ impl Cluster {
     }
 
     fn node(&self, extra: &[&str]) -> Node {
+        self.named("node-a", extra)
+    }
+
+    fn named(&self, node_id: &str, extra: &[&str]) -> Node {
         let env: Vec<(&str, &str)> = self
             .env
             .iter()
             .filter(|(k, _)| !k.starts_with("SUMU_NOTIFICATIONS_TOPIC"))
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let mut args = vec!["--dev", "--node-id", "node-a"];
+        let mut args = vec!["--dev", "--node-id", node_id];
         args.extend_from_slice(extra);
         Node::start_with_env(&args, "dev", &env)
     }
@@ -414,4 +418,143 @@ async fn a_connect_that_cannot_be_registered_is_refused() {
     let (status, body) = refused(&node.ws_url(&token)).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("register_failed"), "{body}");
+}
+
+#[tokio::test]
+async fn the_mesh_carries_multicasts_and_broadcasts_between_nodes() {
+    let cluster = Cluster::new("T6", 5);
+    let sdk = cluster.emulator.sdk().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let a = cluster.named("node-a", &[]);
+    let b = cluster.named("node-b", &[]);
+    let mut alice = a.connect("alice").await;
+    let mut bob = b.connect("bob").await;
+    let mut carol = b.connect("carol").await;
+
+    // Multicast through the HTTP API of node A reaches bob on node B.
+    let (status, body) = a
+        .notify(r#"{"users":["alice","bob"],"data":{"m":1}}"#)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["deliveries"], 1);
+    assert_eq!(body["mesh_messages"], 1);
+    assert_eq!(next_text(&mut alice, LONG).await.unwrap(), r#"{"m":1}"#);
+    assert_eq!(next_text(&mut bob, LONG).await.unwrap(), r#"{"m":1}"#);
+    assert_eq!(
+        next_text(&mut carol, Duration::from_millis(300)).await,
+        None
+    );
+
+    // Requests on the notifications queue, whichever node polls them.
+    let q = cluster.var("SUMU_NOTIFICATIONS_QUEUE_URL").to_string();
+    for i in 0..4 {
+        sqs.send_message()
+            .queue_url(&q)
+            .message_body(format!(r#"{{"users":["alice","carol"],"data":{i}}}"#))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Requests are routed concurrently: the order across requests is free.
+    for ws in [&mut alice, &mut carol] {
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(next_text(ws, LONG).await.unwrap());
+        }
+        got.sort();
+        assert_eq!(got, vec!["0", "1", "2", "3"]);
+    }
+
+    // Broadcast with exclusion: one publish to the mesh topic, every node delivers.
+    sqs.send_message()
+        .queue_url(&q)
+        .message_body(r#"{"exclude_users":["carol"],"data":"all"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut alice, LONG).await.unwrap(), "\"all\"");
+    assert_eq!(next_text(&mut bob, LONG).await.unwrap(), "\"all\"");
+    assert_eq!(
+        next_text(&mut carol, Duration::from_millis(500)).await,
+        None
+    );
+    assert_eq!(
+        next_text(&mut alice, Duration::from_millis(300)).await,
+        None,
+        "one copy each"
+    );
+
+    // Node B leaves gracefully: inbox, subscription and node row go.
+    let inbox = sqs
+        .get_queue_url()
+        .queue_name(format!("{}Inbox-node-b", cluster.prefix))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    b.signal(libc::SIGTERM);
+    assert_eq!(close_code(&mut bob, LONG).await, Some(1001));
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let row = ddb
+            .get_item()
+            .table_name(format!("{}Cluster", cluster.prefix))
+            .key("pk", AttributeValue::S("node#node-b".into()))
+            .send()
+            .await
+            .unwrap()
+            .item;
+        let queue_gone = sqs
+            .get_queue_attributes()
+            .queue_url(&inbox)
+            .send()
+            .await
+            .is_err();
+        if row.is_none() && queue_gone {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node-b did not leave"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Rows of a node with no cluster row are pruned when targeted.
+    let table = format!("{}Connections", cluster.prefix);
+    ddb.put_item()
+        .table_name(&table)
+        .item("user_id", AttributeValue::S("zombie".into()))
+        .item("connection_id", AttributeValue::S("z1".into()))
+        .item("node_id", AttributeValue::S("node-gone".into()))
+        .item("connected_at", AttributeValue::N("1".into()))
+        .item(
+            "delete_at",
+            AttributeValue::N((now_secs() + 100).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = a.notify(r#"{"users":["zombie"],"data":1}"#).await;
+    assert_eq!(status, 202);
+    let deadline = tokio::time::Instant::now() + LONG;
+    while ddb
+        .get_item()
+        .table_name(&table)
+        .key("user_id", AttributeValue::S("zombie".into()))
+        .key("connection_id", AttributeValue::S("z1".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "zombie row not pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

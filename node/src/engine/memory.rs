@@ -161,7 +161,7 @@ impl Router for MemoryRouter {
         let local_deliveries = local.deliver_request(&request).await?;
         Ok(RouteOutcome {
             local_deliveries,
-            remote_nodes: 0,
+            mesh_messages: 0,
         })
     }
 }

@@ -86,8 +86,9 @@ pub trait ClientOutput: Send + Sync {
 pub struct RouteOutcome {
     /// Sockets on this node that were handed the payload.
     pub local_deliveries: usize,
-    /// Other nodes that were sent a mesh message.
-    pub remote_nodes: usize,
+    /// Mesh messages sent: one per other node holding targets (multicast),
+    /// or the one mesh-topic publish (broadcast).
+    pub mesh_messages: usize,
 }
 
 /// Routes notification requests to their connections, wherever they are.

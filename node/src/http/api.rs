@@ -47,7 +47,7 @@ static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 struct NotifyAccepted {
     request_id: String,
     deliveries: usize,
-    remote_nodes: usize,
+    mesh_messages: usize,
 }
 
 pub async fn notify(req: HttpRequest, body: Bytes, state: web::Data<AppState>) -> HttpResponse {
@@ -78,7 +78,7 @@ pub async fn notify(req: HttpRequest, body: Bytes, state: web::Data<AppState>) -
             HttpResponse::Accepted().json(NotifyAccepted {
                 request_id,
                 deliveries: outcome.local_deliveries,
-                remote_nodes: outcome.remote_nodes,
+                mesh_messages: outcome.mesh_messages,
             })
         }
         Err(e) => {

@@ -4,7 +4,9 @@
 
 pub mod batcher;
 pub mod clients;
+pub mod cluster;
 pub mod dedup;
+pub mod mesh;
 pub mod notifications;
 pub mod output;
 pub mod resources;
@@ -22,7 +24,9 @@ use super::{Background, Engine, EngineError};
 use crate::config::Config;
 use crate::registry::LocalDelivery;
 use clients::Clients;
+use cluster::Cluster;
 use dedup::RecentIds;
+use mesh::Mesh;
 use notifications::Poller;
 use output::SnsSqsOutput;
 use resources::Resources;
@@ -40,6 +44,7 @@ struct AwsBackground {
     pollers: usize,
     store: DynamoStore,
     router: Arc<AwsRouter>,
+    mesh: Arc<Mesh>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -48,6 +53,7 @@ struct AwsBackground {
 impl Background for AwsBackground {
     async fn start(&self, local: LocalDelivery) -> Result<(), EngineError> {
         self.router.attach(local.clone());
+        self.mesh.join().await?;
         let recent = Arc::new(Mutex::new(RecentIds::new(
             100_000,
             Duration::from_secs(900),
@@ -62,6 +68,14 @@ impl Background for AwsBackground {
             };
             tasks.push(tokio::spawn(poller.run(self.stop.subscribe())));
         }
+        tasks.push(tokio::spawn(
+            self.mesh
+                .clone()
+                .poll_inbox(local.clone(), self.stop.subscribe()),
+        ));
+        tasks.push(tokio::spawn(
+            self.mesh.clone().heartbeat(self.stop.subscribe()),
+        ));
         let sweeper = Sweeper {
             store: self.store.clone(),
             node_id: self.node_id.clone(),
@@ -79,6 +93,7 @@ impl Background for AwsBackground {
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
+        self.mesh.leave().await;
     }
 }
 
@@ -99,7 +114,25 @@ pub async fn engine(config: &Config) -> Result<Engine, EngineError> {
         resources.messages_queue_url.clone(),
         cfg.batch_linger,
     );
-    let router = Arc::new(AwsRouter::new(config.node_id.clone(), store.clone()));
+    let cluster = Arc::new(Cluster::new(
+        clients.dynamodb.clone(),
+        resources.cluster_table.clone(),
+    ));
+    let mesh = Arc::new(Mesh::new(
+        config.node_id.clone(),
+        config.listen.to_string(),
+        clients.sqs.clone(),
+        clients.sns.clone(),
+        resources.mesh_topic_arn.clone(),
+        &cfg.name_prefix,
+        cluster,
+        store.clone(),
+    ));
+    let router = Arc::new(AwsRouter::new(
+        config.node_id.clone(),
+        store.clone(),
+        mesh.clone(),
+    ));
     let background = Arc::new(AwsBackground {
         clients,
         resources,
@@ -107,6 +140,7 @@ pub async fn engine(config: &Config) -> Result<Engine, EngineError> {
         pollers: cfg.notification_pollers,
         store: store.clone(),
         router: router.clone(),
+        mesh,
         stop: watch::channel(false).0,
         tasks: Mutex::new(Vec::new()),
     });

@@ -25,7 +25,7 @@ pub struct Resources {
     pub messages_queue_url: String,
     pub notifications_queue_url: String,
     pub notifications_topic_arn: Option<String>,
-    pub mesh_topic_arn: Option<String>,
+    pub mesh_topic_arn: String,
 }
 
 impl Resources {
@@ -42,9 +42,7 @@ impl Resources {
         if let Some(arn) = &self.notifications_topic_arn {
             out.push_str(&format!("SUMU_NOTIFICATIONS_TOPIC_ARN={arn}\n"));
         }
-        if let Some(arn) = &self.mesh_topic_arn {
-            out.push_str(&format!("SUMU_MESH_TOPIC_ARN={arn}\n"));
-        }
+        out.push_str(&format!("SUMU_MESH_TOPIC_ARN={}\n", self.mesh_topic_arn));
         out
     }
 }
@@ -338,13 +336,13 @@ pub async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources, Engine
         messages_queue_url,
         notifications_queue_url,
         notifications_topic_arn: Some(notifications_topic_arn),
-        mesh_topic_arn: Some(mesh_topic_arn),
+        mesh_topic_arn,
     })
 }
 
 /// What a starting node uses: given ARNs/URLs, else looked up by name.
 pub async fn resolve(c: &Clients, cfg: &AwsConfig) -> Result<Resources, EngineError> {
-    let (messages, notifications, _, _, _, _) = names(cfg);
+    let (messages, notifications, mesh, _, _, _) = names(cfg);
     let messages_topic_arn = match &cfg.messages_topic_arn {
         Some(a) => a.clone(),
         None => topic_arn(c, &messages).await?,
@@ -372,6 +370,9 @@ pub async fn resolve(c: &Clients, cfg: &AwsConfig) -> Result<Resources, EngineEr
         messages_queue_url,
         notifications_queue_url,
         notifications_topic_arn: None,
-        mesh_topic_arn: None,
+        mesh_topic_arn: match &cfg.mesh_topic_arn {
+            Some(a) => a.clone(),
+            None => topic_arn(c, &mesh).await?,
+        },
     })
 }

@@ -1,6 +1,6 @@
 //! Routing a notification request in the cluster: look the target users up
-//! in the connections table, deliver what this node holds, prune rows no
-//! node holds.
+//! in the connections table, hand other nodes their share through the mesh,
+//! deliver what this node holds, prune rows no node holds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,10 +10,12 @@ use bytestring::ByteString;
 use futures_util::{StreamExt, TryStreamExt};
 use sumu_shared::NotificationRequest;
 
+use super::mesh::Mesh;
 use super::store::{DynamoStore, Row};
 use crate::engine::{EngineError, RouteOutcome, Router};
 use crate::metrics::METRICS;
 use crate::registry::LocalDelivery;
+use sumu_shared::mesh::MeshConnection;
 
 /// Concurrent Queries per request.
 const QUERY_CONCURRENCY: usize = 16;
@@ -21,14 +23,16 @@ const QUERY_CONCURRENCY: usize = 16;
 pub struct AwsRouter {
     node_id: String,
     store: DynamoStore,
+    mesh: Arc<Mesh>,
     local: Mutex<Option<LocalDelivery>>,
 }
 
 impl AwsRouter {
-    pub fn new(node_id: String, store: DynamoStore) -> AwsRouter {
+    pub fn new(node_id: String, store: DynamoStore, mesh: Arc<Mesh>) -> AwsRouter {
         AwsRouter {
             node_id,
             store,
+            mesh,
             local: Mutex::new(None),
         }
     }
@@ -69,10 +73,15 @@ impl Router for AwsRouter {
     ) -> Result<RouteOutcome, EngineError> {
         let local = self.local()?;
         if request.is_broadcast() {
+            // Other nodes first: if the publish fails nothing was delivered
+            // and the request is retried whole.
+            self.mesh
+                .broadcast(request_id, request.exclude_users.clone(), &request.data)
+                .await?;
             let n = local.deliver_request(&request).await?;
             return Ok(RouteOutcome {
                 local_deliveries: n,
-                remote_nodes: 0,
+                mesh_messages: 1,
             });
         }
         let users: Vec<String> = request.targets().cloned().collect();
@@ -81,11 +90,28 @@ impl Router for AwsRouter {
         for row in &rows {
             by_node.entry(row.node_id.as_str()).or_default().push(row);
         }
-        let payload = ByteString::from(request.data.get());
-        let mut outcome = RouteOutcome::default();
-        if let Some(mine) = by_node.remove(self.node_id.as_str()) {
+        let mine = by_node.remove(self.node_id.as_str());
+        // Remote shares first; a retry after a partial failure is
+        // deduplicated by the receivers (same request id).
+        let sends = by_node.iter().map(|(node, rows)| {
+            let conns = rows
+                .iter()
+                .map(|r| MeshConnection {
+                    user_id: r.user_id.clone(),
+                    connection_id: r.connection_id.clone(),
+                })
+                .collect();
+            self.mesh.send_to(node, request_id, conns, &request.data)
+        });
+        let sent = futures_util::future::try_join_all(sends).await?;
+        let mut outcome = RouteOutcome {
+            local_deliveries: 0,
+            mesh_messages: sent.iter().filter(|ok| **ok).count(),
+        };
+        if let Some(mine) = mine {
+            let payload = ByteString::from(request.data.get());
             let ids = mine.iter().map(|r| r.connection_id.clone()).collect();
-            let report = local.to_connections(ids, payload.clone()).await?;
+            let report = local.to_connections(ids, payload).await?;
             outcome.local_deliveries = report.delivered;
             if !report.missing.is_empty() {
                 let stale: Vec<(String, String)> = mine
@@ -95,22 +121,6 @@ impl Router for AwsRouter {
                     .collect();
                 prune(self.store.clone(), stale);
             }
-        }
-        if !by_node.is_empty() {
-            // Cross-node delivery is the mesh's job (DESIGN.md, "Mesh"),
-            // which this build does not have yet.
-            outcome.remote_nodes = by_node.len();
-            let rows: usize = by_node.values().map(Vec::len).sum();
-            METRICS
-                .errors
-                .with_label_values(&["remote_undelivered"])
-                .inc_by(rows as u64);
-            tracing::warn!(
-                request_id,
-                nodes = by_node.len(),
-                rows,
-                "targets on other nodes not delivered: no mesh in this build"
-            );
         }
         Ok(outcome)
     }
@@ -134,7 +144,3 @@ pub fn prune(store: DynamoStore, stale: Vec<(String, String)>) {
         }
     });
 }
-
-/// A shared handle, so the engine can hand the router out as a trait object
-/// and still attach the local delivery later.
-pub type SharedRouter = Arc<AwsRouter>;

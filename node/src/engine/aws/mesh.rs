@@ -1,0 +1,464 @@
+//! The mesh: node ↔ node delivery. Each node has an SQS inbox subscribed
+//! (raw) to the mesh SNS topic. A multicast's router sends one message per
+//! other node to its inbox; a broadcast is one publish to the topic.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
+use bytestring::ByteString;
+use sumu_shared::mesh::{MeshConnection, MeshEnvelope, MeshTarget};
+use tokio::sync::watch;
+
+use super::clients::{aws_error, error_code};
+use super::cluster::{Cluster, NodeRow};
+use super::dedup::RecentIds;
+use super::router::prune;
+use super::store::DynamoStore;
+use crate::engine::{now_ms, EngineError};
+use crate::metrics::{aws_call, METRICS};
+use crate::registry::LocalDelivery;
+
+/// Envelopes stay under SNS's and SQS's 256 KiB with room for attributes.
+pub const MAX_ENVELOPE: usize = 250 * 1024;
+/// How often a node refreshes its cluster row.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+pub struct Mesh {
+    pub node_id: String,
+    pub address: String,
+    pub sqs: aws_sdk_sqs::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub topic_arn: String,
+    pub inbox_name: String,
+    pub cluster: Arc<Cluster>,
+    pub store: DynamoStore,
+    state: Mutex<Option<NodeRow>>,
+}
+
+/// Splits a multicast for one node into envelopes under `max` bytes.
+pub fn envelopes(
+    request_id: &str,
+    from_node: &str,
+    connections: Vec<MeshConnection>,
+    data: &serde_json::value::RawValue,
+    max: usize,
+) -> Vec<String> {
+    let overhead = request_id.len() + from_node.len() + data.get().len() + 128;
+    let budget = max.saturating_sub(overhead).max(1);
+    let mut out = Vec::new();
+    let mut chunk: Vec<MeshConnection> = Vec::new();
+    let mut size = 0;
+    let flush = |chunk: &mut Vec<MeshConnection>, out: &mut Vec<String>| {
+        if chunk.is_empty() {
+            return;
+        }
+        let env = MeshEnvelope {
+            request_id: format!("{request_id}#{}", out.len()),
+            from_node: from_node.to_string(),
+            target: MeshTarget::Connections {
+                connections: std::mem::take(chunk),
+            },
+            data: data.to_owned(),
+        };
+        out.push(serde_json::to_string(&env).unwrap_or_default());
+    };
+    for c in connections {
+        let n = c.user_id.len() + c.connection_id.len() + 40;
+        if size + n > budget {
+            flush(&mut chunk, &mut out);
+            size = 0;
+        }
+        size += n;
+        chunk.push(c);
+    }
+    flush(&mut chunk, &mut out);
+    out
+}
+
+impl Mesh {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node_id: String,
+        address: String,
+        sqs: aws_sdk_sqs::Client,
+        sns: aws_sdk_sns::Client,
+        topic_arn: String,
+        name_prefix: &str,
+        cluster: Arc<Cluster>,
+        store: DynamoStore,
+    ) -> Mesh {
+        Mesh {
+            inbox_name: format!("{name_prefix}Inbox-{node_id}"),
+            node_id,
+            address,
+            sqs,
+            sns,
+            topic_arn,
+            cluster,
+            store,
+            state: Mutex::new(None),
+        }
+    }
+
+    /// Creates the inbox, subscribes it raw to the mesh topic, writes the
+    /// node's row.
+    pub async fn join(&self) -> Result<NodeRow, EngineError> {
+        let call = self
+            .sqs
+            .create_queue()
+            .queue_name(&self.inbox_name)
+            .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
+            .attributes(QueueAttributeName::MessageRetentionPeriod, "3600")
+            .send();
+        let url = aws_call("sqs", "CreateQueue", call)
+            .await
+            .map_err(aws_error("sqs", "CreateQueue"))?
+            .queue_url()
+            .unwrap_or_default()
+            .to_string();
+        let call = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send();
+        let arn = aws_call("sqs", "GetQueueAttributes", call)
+            .await
+            .map_err(aws_error("sqs", "GetQueueAttributes"))?
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+            .cloned()
+            .unwrap_or_default();
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Service": "sns.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": self.topic_arn}}
+            }]
+        })
+        .to_string();
+        let call = self
+            .sqs
+            .set_queue_attributes()
+            .queue_url(&url)
+            .attributes(QueueAttributeName::Policy, policy)
+            .send();
+        aws_call("sqs", "SetQueueAttributes", call)
+            .await
+            .map_err(aws_error("sqs", "SetQueueAttributes"))?;
+        let call = self
+            .sns
+            .subscribe()
+            .topic_arn(&self.topic_arn)
+            .protocol("sqs")
+            .endpoint(&arn)
+            .attributes("RawMessageDelivery", "true")
+            .return_subscription_arn(true)
+            .send();
+        let subscription_arn = aws_call("sns", "Subscribe", call)
+            .await
+            .map_err(aws_error("sns", "Subscribe"))?
+            .subscription_arn()
+            .unwrap_or_default()
+            .to_string();
+        let row = NodeRow {
+            node_id: self.node_id.clone(),
+            inbox_url: url,
+            subscription_arn,
+            address: self.address.clone(),
+            started_at: now_ms(),
+            heartbeat_at: now_ms(),
+            status: "active".into(),
+        };
+        self.cluster.put(&row).await?;
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(row.clone());
+        tracing::info!(inbox = %row.inbox_url, "joined the mesh");
+        Ok(row)
+    }
+
+    /// Graceful leave: unsubscribe first (a publish to a deleted queue's
+    /// subscription fails on some implementations), then the queue, then
+    /// the row.
+    pub async fn leave(&self) {
+        let Some(row) = self.state.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let call = self
+            .sns
+            .unsubscribe()
+            .subscription_arn(&row.subscription_arn)
+            .send();
+        if let Err(e) = aws_call("sns", "Unsubscribe", call).await {
+            tracing::warn!(error = %aws_error("sns", "Unsubscribe")(e), "unsubscribe failed");
+        }
+        let call = self.sqs.delete_queue().queue_url(&row.inbox_url).send();
+        if let Err(e) = aws_call("sqs", "DeleteQueue", call).await {
+            tracing::warn!(error = %aws_error("sqs", "DeleteQueue")(e), "inbox not deleted");
+        }
+        if let Err(e) = self.cluster.delete(&self.node_id).await {
+            tracing::warn!(error = %e, "node row not deleted");
+        }
+        tracing::info!("left the mesh");
+    }
+
+    pub async fn heartbeat(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+            }
+            let row = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(row) = row {
+                if let Err(e) = self.cluster.put(&row).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+        }
+    }
+
+    /// Sends a multicast's share to another node. `Ok(false)`: that node is
+    /// gone (no row); its rows were pruned.
+    pub async fn send_to(
+        &self,
+        node_id: &str,
+        request_id: &str,
+        rows: Vec<MeshConnection>,
+        data: &serde_json::value::RawValue,
+    ) -> Result<bool, EngineError> {
+        let Some(inbox) = self.cluster.inbox_of(node_id).await? else {
+            tracing::info!(
+                node_id,
+                rows = rows.len(),
+                "rows of a node with no cluster row: pruning"
+            );
+            prune(
+                self.store.clone(),
+                rows.into_iter()
+                    .map(|r| (r.user_id, r.connection_id))
+                    .collect(),
+            );
+            return Ok(false);
+        };
+        for body in envelopes(request_id, &self.node_id, rows, data, MAX_ENVELOPE) {
+            let call = self
+                .sqs
+                .send_message()
+                .queue_url(&inbox)
+                .message_body(body)
+                .send();
+            if let Err(e) = aws_call("sqs", "SendMessage", call).await {
+                let code = error_code(&e).unwrap_or_default();
+                self.cluster.forget(node_id);
+                if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist") {
+                    tracing::info!(node_id, "inbox gone: node left");
+                    return Ok(false);
+                }
+                return Err(aws_error("sqs", "SendMessage")(e));
+            }
+        }
+        Ok(true)
+    }
+
+    /// One publish to the mesh topic: every node delivers to its sockets
+    /// but the excluded users' (this node skips its own; it delivered
+    /// directly).
+    pub async fn broadcast(
+        &self,
+        request_id: &str,
+        exclude_users: Vec<String>,
+        data: &serde_json::value::RawValue,
+    ) -> Result<(), EngineError> {
+        let env = MeshEnvelope {
+            request_id: request_id.to_string(),
+            from_node: self.node_id.clone(),
+            target: MeshTarget::Broadcast { exclude_users },
+            data: data.to_owned(),
+        };
+        let body = serde_json::to_string(&env).unwrap_or_default();
+        let call = self
+            .sns
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .message(body)
+            .send();
+        aws_call("sns", "Publish", call)
+            .await
+            .map_err(aws_error("sns", "Publish"))?;
+        Ok(())
+    }
+
+    fn inbox_url(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|r| r.inbox_url.clone())
+    }
+
+    /// Long-polls this node's inbox and delivers what it is told to.
+    pub async fn poll_inbox(
+        self: Arc<Self>,
+        local: LocalDelivery,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let Some(url) = self.inbox_url() else { return };
+        let mut recent = RecentIds::new(100_000, Duration::from_secs(900));
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let receive = self
+                .sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(10)
+                .send();
+            let received = tokio::select! {
+                _ = stop.changed() => return,
+                r = aws_call("sqs", "ReceiveMessage", receive) => r,
+            };
+            let messages = match received {
+                Ok(out) => {
+                    backoff = Duration::from_millis(200);
+                    out.messages.unwrap_or_default()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %aws_error("sqs", "ReceiveMessage")(e), "inbox poll failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(20));
+                    continue;
+                }
+            };
+            let mut done = Vec::new();
+            for m in &messages {
+                let ok = match serde_json::from_str::<MeshEnvelope>(m.body().unwrap_or_default()) {
+                    Ok(env) => self.deliver(&local, &mut recent, env).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable mesh message dropped");
+                        METRICS.errors.with_label_values(&["mesh_unreadable"]).inc();
+                        true
+                    }
+                };
+                if ok {
+                    if let Some(h) = m.receipt_handle() {
+                        done.push(h.to_string());
+                    }
+                }
+            }
+            if !done.is_empty() {
+                let entries = done
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, h)| {
+                        DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(h)
+                            .build()
+                            .ok()
+                    })
+                    .collect();
+                let call = self
+                    .sqs
+                    .delete_message_batch()
+                    .queue_url(&url)
+                    .set_entries(Some(entries))
+                    .send();
+                if let Err(e) = aws_call("sqs", "DeleteMessageBatch", call).await {
+                    tracing::warn!(error = %aws_error("sqs", "DeleteMessageBatch")(e), "inbox delete failed; redeliveries are deduplicated");
+                }
+            }
+        }
+    }
+
+    /// Delivers one envelope; false when it should be retried.
+    async fn deliver(
+        &self,
+        local: &LocalDelivery,
+        recent: &mut RecentIds,
+        env: MeshEnvelope,
+    ) -> bool {
+        if env.from_node == self.node_id && matches!(env.target, MeshTarget::Broadcast { .. }) {
+            return true;
+        }
+        if recent.contains(&env.request_id) {
+            return true;
+        }
+        let payload = ByteString::from(env.data.get());
+        let result = match env.target {
+            MeshTarget::Broadcast { exclude_users } => {
+                local.broadcast(exclude_users, payload).await.map(|_| ())
+            }
+            MeshTarget::Connections { connections } => {
+                let by_id: HashMap<String, String> = connections
+                    .iter()
+                    .map(|c| (c.connection_id.clone(), c.user_id.clone()))
+                    .collect();
+                match local
+                    .to_connections(
+                        connections.into_iter().map(|c| c.connection_id).collect(),
+                        payload,
+                    )
+                    .await
+                {
+                    Ok(report) => {
+                        let stale = report
+                            .missing
+                            .into_iter()
+                            .filter_map(|id| Some((by_id.get(&id)?.clone(), id)))
+                            .collect();
+                        prune(self.store.clone(), stale);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                recent.insert(env.request_id);
+                METRICS
+                    .notifications
+                    .with_label_values(&["mesh", "routed"])
+                    .inc();
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "mesh delivery failed; will retry");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_large_multicasts_under_the_limit() {
+        let data = serde_json::value::RawValue::from_string("{\"x\":1}".into()).unwrap();
+        let conns: Vec<MeshConnection> = (0..5000)
+            .map(|i| MeshConnection {
+                user_id: format!("user-{i}"),
+                connection_id: format!("{i:032}"),
+            })
+            .collect();
+        let out = envelopes("r", "n1", conns, &data, 64 * 1024);
+        assert!(out.len() > 1);
+        let mut total = 0;
+        let mut ids = std::collections::HashSet::new();
+        for text in &out {
+            assert!(text.len() <= 64 * 1024, "{}", text.len());
+            let env: MeshEnvelope = serde_json::from_str(text).unwrap();
+            assert!(ids.insert(env.request_id.clone()), "chunk ids must differ");
+            if let MeshTarget::Connections { connections } = env.target {
+                total += connections.len();
+            }
+        }
+        assert_eq!(total, 5000);
+    }
+}
