@@ -42,14 +42,17 @@ pub enum FrameError {
 struct Wire<'a> {
     #[serde(borrow, default)]
     action: Option<&'a RawValue>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::raw::present")]
     message: Option<Box<RawValue>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::raw::present")]
     id: Option<Box<RawValue>>,
 }
 
 impl ClientFrame {
     pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+        if !text.trim_start().starts_with('{') {
+            return Err(FrameError::InvalidJson("expected a JSON object".into()));
+        }
         let wire: Wire<'_> =
             serde_json::from_str(text).map_err(|e| FrameError::InvalidJson(e.to_string()))?;
         let action_raw = wire.action.ok_or(FrameError::MissingAction)?;

@@ -11,6 +11,7 @@ pub mod client;
 pub mod mesh;
 pub mod notification;
 pub mod presence;
+mod raw;
 pub mod server;
 
 pub use client::{ClientAction, ClientFrame, FrameError};

@@ -31,12 +31,17 @@ struct Wire {
     users: Option<Vec<String>>,
     #[serde(default)]
     exclude_users: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::raw::present")]
     data: Option<Box<RawValue>>,
 }
 
 impl NotificationRequest {
     pub fn parse(body: &[u8]) -> Result<NotificationRequest, NotificationError> {
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(NotificationError::InvalidJson(
+                "expected a JSON object".into(),
+            ));
+        }
         let wire: Wire = serde_json::from_slice(body)
             .map_err(|e| NotificationError::InvalidJson(e.to_string()))?;
         let data = wire.data.ok_or(NotificationError::MissingData)?;
@@ -115,6 +120,10 @@ mod tests {
             NotificationRequest::parse(br#"{"data":null}"#).unwrap_err(),
             NotificationError::NullData
         );
+        assert!(matches!(
+            NotificationRequest::parse(b"[1]"),
+            Err(NotificationError::InvalidJson(_))
+        ));
         assert!(matches!(
             NotificationRequest::parse(br#"{"users":"a","data":1}"#),
             Err(NotificationError::InvalidJson(_))
