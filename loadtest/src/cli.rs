@@ -78,7 +78,8 @@ pub struct TokenArgs {
     /// Mint HS256 tokens with this shared secret.
     #[arg(long, env = "SUMU_HS256_SECRET", conflicts_with = "private_key")]
     pub hs256_secret: Option<String>,
-    /// Mint RS256 or ES256 tokens with this private key (PEM: PKCS#1, SEC1 or PKCS#8).
+    /// Mint RS256 or ES256 tokens with this private key (PEM: RSA as PKCS#1 or PKCS#8, EC P-256 as
+    /// PKCS#8; convert a SEC1 EC key with `openssl pkcs8 -topk8 -nocrypt`).
     #[arg(long)]
     pub private_key: Option<PathBuf>,
     /// Algorithm of --private-key; guessed from the PEM when absent.

@@ -31,6 +31,11 @@ pub struct ServerMemory {
     pub sockets: u64,
     /// (after - before) / sockets, in bytes; 0 when no socket was held.
     pub rss_per_socket_bytes: f64,
+    /// Open descriptors of the server after the ramp, and its soft limit (0 = unknown).
+    #[serde(default)]
+    pub fds: u64,
+    #[serde(default)]
+    pub fd_limit: u64,
 }
 
 impl ServerMemory {
@@ -46,7 +51,14 @@ impl ServerMemory {
             rss_after_kib: after_kib,
             sockets,
             rss_per_socket_bytes: per,
+            fds: 0,
+            fd_limit: 0,
         }
+    }
+
+    /// True when the server had (nearly) used up its open-file limit.
+    pub fn at_fd_limit(&self) -> bool {
+        self.fd_limit > 0 && self.fds + 16 >= self.fd_limit
     }
 }
 
@@ -141,12 +153,15 @@ impl RunReport {
         if let Some(server) = &self.server {
             let _ = writeln!(
                 out,
-                "\nserver pid {}: RSS {} KiB -> {} KiB for {} sockets = {:.0} bytes/socket",
+                "\nserver pid {}: RSS {} KiB -> {} KiB for {} sockets = {:.0} bytes/socket; \
+                 {} of {} file descriptors open",
                 server.pid,
                 server.rss_before_kib,
                 server.rss_after_kib,
                 server.sockets,
-                server.rss_per_socket_bytes
+                server.rss_per_socket_bytes,
+                server.fds,
+                server.fd_limit
             );
         }
         if self.errors.is_empty() {
@@ -262,6 +277,17 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(back, r);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn fd_limit_detection() {
+        let mut m = ServerMemory::new(1, 0, 0, 0);
+        assert!(!m.at_fd_limit());
+        m.fd_limit = 20_000;
+        m.fds = 19_990;
+        assert!(m.at_fd_limit());
+        m.fds = 10_000;
+        assert!(!m.at_fd_limit());
     }
 
     #[test]

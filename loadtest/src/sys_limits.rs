@@ -234,6 +234,26 @@ pub fn read_vmrss_kib(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS line"))
 }
 
+/// Soft "Max open files" from the text of /proc/PID/limits.
+pub fn parse_nofile_limit(limits: &str) -> Option<u64> {
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
+/// (open descriptors, soft open-file limit) of process `pid`.
+pub fn read_fd_usage(pid: u32) -> io::Result<(u64, u64)> {
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    let limit = parse_nofile_limit(&limits)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Max open files line"))?;
+    Ok((open, limit))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +294,16 @@ mod tests {
         let status = "Name:\tx\nVmRSS:\t   20480 kB\nThreads: 2\n";
         assert_eq!(parse_vmrss_kib(status), Some(20480));
         assert_eq!(parse_vmrss_kib("Name: x\n"), None);
+    }
+
+    #[test]
+    fn parses_limits_and_reads_own_fds() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            20000                40000                files\n";
+        assert_eq!(parse_nofile_limit(limits), Some(20000));
+        assert_eq!(parse_nofile_limit("nothing"), None);
+        let (open, limit) = read_fd_usage(std::process::id()).unwrap();
+        assert!(open >= 3 && limit >= open);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub enum TokenError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the private key is not a usable {alg} PEM: {reason}")]
+    #[error("the private key is not a usable {alg} PEM: {reason} (RSA: PKCS#1 or PKCS#8; EC: PKCS#8 only, convert with `openssl pkcs8 -topk8 -nocrypt -in KEY`)")]
     BadKey { alg: &'static str, reason: String },
     #[error("cannot tell the key type of the PEM; pass --alg RS256 or --alg ES256")]
     UnknownKeyType,
@@ -106,7 +106,7 @@ impl Minter {
     }
 
     /// Builds a minter from a private key PEM; the algorithm is taken from `alg` or guessed
-    /// from the PEM (PKCS#1 RSA, SEC1 EC, or PKCS#8 tried as RSA then EC).
+    /// from the PEM (PKCS#1 RSA, or PKCS#8 tried as RSA then EC; SEC1 EC keys are refused).
     pub fn from_private_pem(
         pem: &[u8],
         alg: Option<KeyAlgorithm>,

@@ -11,7 +11,7 @@ use crate::fleet::Fleet;
 use crate::progress::{Position, Progress};
 use crate::report::ServerMemory;
 use crate::session::SessionPlan;
-use crate::sys_limits::read_vmrss_kib;
+use crate::sys_limits::{read_fd_usage, read_vmrss_kib};
 
 pub async fn run(args: &ConnectArgs) -> Result<ScenarioOutput, ScenarioError> {
     let n = args.fleet.sockets;
@@ -49,7 +49,12 @@ pub async fn run(args: &ConnectArgs) -> Result<ScenarioOutput, ScenarioError> {
         (Some(pid), Some(before)) => {
             tokio::time::sleep(args.rss_settle).await;
             let after = read_rss(pid)?;
-            Some(ServerMemory::new(pid, before, after, fleet.live.open()))
+            let mut memory = ServerMemory::new(pid, before, after, fleet.live.open());
+            if let Ok((fds, limit)) = read_fd_usage(pid) {
+                memory.fds = fds;
+                memory.fd_limit = limit;
+            }
+            Some(memory)
         }
         _ => None,
     };
@@ -109,6 +114,14 @@ pub async fn run(args: &ConnectArgs) -> Result<ScenarioOutput, ScenarioError> {
     report
         .rates
         .insert("connects_per_s".into(), ramp.connect_rate());
+    if let Some(memory) = server.as_ref().filter(|m| m.at_fd_limit()) {
+        report.machine.limited_by_machine = true;
+        report.machine.limits.push(format!(
+            "the server process had {} of its {} file descriptors open: its open-file limit, \
+             not its code, capped the sockets (raise ulimit -n where it starts)",
+            memory.fds, memory.fd_limit
+        ));
+    }
     report.server = server;
 
     let connect = sinks.connect.merged();
