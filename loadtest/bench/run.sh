@@ -5,12 +5,13 @@
 #   peer-min  target/release/sumu-peer-min, minimal tokio-tungstenite broadcaster
 #             (near-physical-limit reference; decodes the token without verifying it)
 # Scenarios (each on a freshly started server; all traffic on loopback):
-#   connect-10k    hold 10k sockets: sockets held, server RSS per socket, connect latency
-#   connect-50k    hold 50k sockets (10k users x 5 sockets): sockets held, RSS per socket
-#   broadcast-10k  10k receivers, broadcasts over POST /api/notify at a modest rate: delivery p50/p99
+#   connect-small    hold BENCH_SMALL (10k) sockets: held, server RSS per socket, connect latency
+#   connect-large    hold BENCH_LARGE (50k) sockets (10k users x 5 sockets): held, RSS per socket
+#   broadcast        BENCH_SMALL receivers, broadcasts over POST /api/notify at a modest rate:
+#                    delivery p50/p99
 #   broadcast-burst  the same receivers, BENCH_BURST_COUNT broadcasts at BENCH_BURST_RATE/s:
-#                  deliveries/s the server sustains, and latency under that load
-#   connect-rs256  10k RS256-token connects as fast as the server takes them: connects/s
+#                    deliveries/s the server sustains, and latency under that load
+#   connect-rs256    BENCH_SMALL RS256-token connects as fast as the server takes them: connects/s
 # Output: loadtest/bench/out/PEER/SCENARIO.{json,txt,svg}, server logs, and
 #         loadtest/bench/out/REPORT.md (absolute figures and sumu / peer ratios).
 #
@@ -18,7 +19,7 @@
 # Environment (defaults in brackets):
 #   BENCH_PEERS [sumu,ws-node,peer-min]  which servers, in column order (first = ratio base)
 #   BENCH_SMALL [10000]  BENCH_LARGE [50000]  BENCH_LARGE_USERS [10000]
-#   BENCH_RAMP [5000] connects/s of the connect-10k/50k ramps
+#   BENCH_RAMP [5000] connects/s of the connect-small/-large ramps and fan-out set-up
 #   BENCH_BROADCASTS [20] broadcasts, BENCH_BROADCAST_RATE [2] per second
 #   BENCH_BURST_COUNT [50] broadcasts, BENCH_BURST_RATE [50] per second
 #   BENCH_HOLD [5s] hold time of connect scenarios
@@ -134,12 +135,12 @@ run() { # PEER SCENARIO loadtest-args...
 
 IFS=',' read -r -a PEER_LIST <<<"$PEERS"
 for peer in "${PEER_LIST[@]}"; do
-  run "$peer" connect-10k connect -n "$SMALL" --ramp "$RAMP" --hold "$HOLD" --server-pid @PID@
-  run "$peer" connect-50k connect -n "$LARGE" --users "$LARGE_USERS" --ramp "$RAMP" --hold "$HOLD" \
+  run "$peer" connect-small connect -n "$SMALL" --ramp "$RAMP" --hold "$HOLD" --server-pid @PID@
+  run "$peer" connect-large connect -n "$LARGE" --users "$LARGE_USERS" --ramp "$RAMP" --hold "$HOLD" \
     --connect-timeout 10s --server-pid @PID@
-  run "$peer" broadcast-10k fanout -n "$SMALL" --mode broadcast --rate "$BROADCAST_RATE" \
+  run "$peer" broadcast fanout -n "$SMALL" --ramp "$RAMP" --mode broadcast --rate "$BROADCAST_RATE" \
     --count "$BROADCASTS" --drain-timeout 30s --api-key "$API_KEY"
-  run "$peer" broadcast-burst fanout -n "$SMALL" --mode broadcast --rate "$BURST_RATE" \
+  run "$peer" broadcast-burst fanout -n "$SMALL" --ramp "$RAMP" --mode broadcast --rate "$BURST_RATE" \
     --count "$BURST_COUNT" --inflight 4 --drain-timeout 60s --api-key "$API_KEY"
   run "$peer" connect-rs256 connect -n "$SMALL" --ramp 1000000 --max-inflight 256 --hold 1s
 done

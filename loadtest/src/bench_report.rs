@@ -29,7 +29,8 @@ pub enum Better {
 #[derive(Debug, Clone, Copy)]
 pub struct Metric {
     pub label: &'static str,
-    /// Scenario file stem (`connect-10k` reads `PEER/connect-10k.json`).
+    /// Scenario file stem (`connect-small` reads `PEER/connect-small.json`). `{n}` in the
+    /// label becomes the run's socket count (`config.sockets` of the first peer's report).
     pub scenario: &'static str,
     /// JSON pointer into the report; a trailing `/*` sums the values of that object.
     pub pointer: &'static str,
@@ -59,103 +60,103 @@ const fn metric(
 /// The rows of the bench report, in order.
 pub const METRICS: &[Metric] = &[
     metric(
-        "10k sockets: held",
-        "connect-10k",
+        "connect {n}: held",
+        "connect-small",
         "/counters/held_at_end",
         1.0,
         0,
         Better::Higher,
     ),
     metric(
-        "10k sockets: server RSS per socket (KiB)",
-        "connect-10k",
+        "connect {n}: server RSS per socket (KiB)",
+        "connect-small",
         "/server/rss_per_socket_bytes",
         1.0 / 1024.0,
         1,
         Better::Lower,
     ),
     metric(
-        "10k sockets: connects/s",
-        "connect-10k",
+        "connect {n}: connects/s",
+        "connect-small",
         "/rates/connects_per_s",
         1.0,
         0,
         Better::Higher,
     ),
     metric(
-        "10k sockets: connect p50 (ms)",
-        "connect-10k",
+        "connect {n}: connect p50 (ms)",
+        "connect-small",
         "/latencies/connect/p50_us",
         0.001,
         2,
         Better::Lower,
     ),
     metric(
-        "10k sockets: connect p99 (ms)",
-        "connect-10k",
+        "connect {n}: connect p99 (ms)",
+        "connect-small",
         "/latencies/connect/p99_us",
         0.001,
         2,
         Better::Lower,
     ),
     metric(
-        "50k sockets: held",
-        "connect-50k",
+        "connect {n}: held",
+        "connect-large",
         "/counters/held_at_end",
         1.0,
         0,
         Better::Higher,
     ),
     metric(
-        "50k sockets: server RSS per socket (KiB)",
-        "connect-50k",
+        "connect {n}: server RSS per socket (KiB)",
+        "connect-large",
         "/server/rss_per_socket_bytes",
         1.0 / 1024.0,
         1,
         Better::Lower,
     ),
     metric(
-        "50k sockets: server RSS total (MiB)",
-        "connect-50k",
+        "connect {n}: server RSS total (MiB)",
+        "connect-large",
         "/server/rss_after_kib",
         1.0 / 1024.0,
         0,
         Better::Lower,
     ),
     metric(
-        "broadcast to 10k: delivery p50 (ms)",
-        "broadcast-10k",
+        "broadcast to {n}: delivery p50 (ms)",
+        "broadcast",
         "/latencies/delivery/p50_us",
         0.001,
         2,
         Better::Lower,
     ),
     metric(
-        "broadcast to 10k: delivery p99 (ms)",
-        "broadcast-10k",
+        "broadcast to {n}: delivery p99 (ms)",
+        "broadcast",
         "/latencies/delivery/p99_us",
         0.001,
         2,
         Better::Lower,
     ),
     metric(
-        "broadcast to 10k: delivery max (ms)",
-        "broadcast-10k",
+        "broadcast to {n}: delivery max (ms)",
+        "broadcast",
         "/latencies/delivery/max_us",
         0.001,
         2,
         Better::Lower,
     ),
     metric(
-        "broadcast to 10k: lost deliveries",
-        "broadcast-10k",
+        "broadcast to {n}: lost deliveries",
+        "broadcast",
         "/counters/lost",
         1.0,
         0,
         Better::Lower,
     ),
     metric(
-        "broadcast burst to 10k: deliveries/s",
+        "broadcast burst to {n}: deliveries/s",
         "broadcast-burst",
         "/rates/deliveries_per_s",
         1.0,
@@ -163,7 +164,7 @@ pub const METRICS: &[Metric] = &[
         Better::Higher,
     ),
     metric(
-        "broadcast burst to 10k: delivery p50 (ms)",
+        "broadcast burst to {n}: delivery p50 (ms)",
         "broadcast-burst",
         "/latencies/delivery/p50_us",
         0.001,
@@ -171,7 +172,7 @@ pub const METRICS: &[Metric] = &[
         Better::Lower,
     ),
     metric(
-        "broadcast burst to 10k: delivery p99 (ms)",
+        "broadcast burst to {n}: delivery p99 (ms)",
         "broadcast-burst",
         "/latencies/delivery/p99_us",
         0.001,
@@ -179,7 +180,7 @@ pub const METRICS: &[Metric] = &[
         Better::Lower,
     ),
     metric(
-        "broadcast burst to 10k: lost deliveries",
+        "broadcast burst to {n}: lost deliveries",
         "broadcast-burst",
         "/counters/lost",
         1.0,
@@ -187,7 +188,7 @@ pub const METRICS: &[Metric] = &[
         Better::Lower,
     ),
     metric(
-        "RS256 tokens: connects/s",
+        "RS256 connect {n}: connects/s",
         "connect-rs256",
         "/rates/connects_per_s",
         1.0,
@@ -195,7 +196,7 @@ pub const METRICS: &[Metric] = &[
         Better::Higher,
     ),
     metric(
-        "RS256 tokens: connect p99 (ms)",
+        "RS256 connect {n}: connect p99 (ms)",
         "connect-rs256",
         "/latencies/connect/p99_us",
         0.001,
@@ -206,9 +207,9 @@ pub const METRICS: &[Metric] = &[
 
 /// Scenario stems read by the report (for the error and limit notes).
 pub const SCENARIOS: &[&str] = &[
-    "connect-10k",
-    "connect-50k",
-    "broadcast-10k",
+    "connect-small",
+    "connect-large",
+    "broadcast",
     "broadcast-burst",
     "connect-rs256",
 ];
@@ -272,11 +273,20 @@ pub fn render(dir: &Path, peers: &[String], preamble: &str) -> Result<String, Be
                     .map(|v| v * m.scale)
             })
             .collect();
+        let sockets = peers
+            .iter()
+            .find_map(|p| {
+                load(dir, p, m.scenario)
+                    .and_then(|r| r.pointer("/config/sockets").and_then(Value::as_u64))
+            })
+            .map(|n| format!("{n} sockets"))
+            .unwrap_or_else(|| m.scenario.to_string());
+        let label = m.label.replace("{n}", &sockets);
         let arrow = match m.better {
             Better::Higher => "↑",
             Better::Lower => "↓",
         };
-        let _ = write!(out, "| {} | {arrow} |", m.label);
+        let _ = write!(out, "| {label} | {arrow} |");
         for v in &values {
             let _ = write!(out, " {} |", format_value(*v, m.decimals));
         }
@@ -365,10 +375,11 @@ mod tests {
                 "rates": {"deliveries_per_s": rate},
                 "latencies": {"delivery": {"p50_us": p50, "p99_us": p50 * 3, "max_us": p50 * 5}},
                 "counters": {"lost": 0},
+                "config": {"sockets": 10000},
                 "errors": {},
                 "machine": {"limits": ["cpu saturated"]}
             });
-            for scenario in ["broadcast-10k", "broadcast-burst"] {
+            for scenario in ["broadcast", "broadcast-burst"] {
                 std::fs::write(
                     dir.join(peer).join(format!("{scenario}.json")),
                     report.to_string(),
@@ -385,14 +396,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let row = md
             .lines()
-            .find(|l| l.starts_with("| broadcast burst to 10k: deliveries/s"))
+            .find(|l| l.starts_with("| broadcast burst to 10000 sockets: deliveries/s"))
             .unwrap();
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         // | label | arrow | sumu | ws-node | peer-min | sumu÷ws-node | sumu÷peer-min |
         assert_eq!(
             &cells[1..8],
             [
-                "broadcast burst to 10k: deliveries/s",
+                "broadcast burst to 10000 sockets: deliveries/s",
                 "↑",
                 "4000",
                 "2000",
@@ -403,15 +414,17 @@ mod tests {
         );
         let p50 = md
             .lines()
-            .find(|l| l.starts_with("| broadcast to 10k: delivery p50"))
+            .find(|l| l.starts_with("| broadcast to 10000 sockets: delivery p50"))
             .unwrap();
         assert!(
             p50.contains("| 2.00 | 4.00 |") && p50.contains("0.50×"),
             "{p50}"
         );
         assert!(md.contains("machine: test"));
-        assert!(md.contains("peer-min / broadcast-10k: no result"));
-        assert!(md.contains("sumu / broadcast-10k: machine limit: cpu saturated"));
+        // No report of the scenario at all: the label names the scenario instead.
+        assert!(md.contains("| connect connect-small: held |"), "{md}");
+        assert!(md.contains("peer-min / broadcast: no result"));
+        assert!(md.contains("sumu / broadcast: machine limit: cpu saturated"));
         assert!(md.contains(
             "| metric | better | sumu | ws-node | peer-min | sumu ÷ ws-node | sumu ÷ peer-min |"
         ));
