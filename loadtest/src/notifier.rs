@@ -299,6 +299,15 @@ mod tests {
         assert!(v.get("users").is_none());
     }
 
+    #[tokio::test]
+    async fn sqs_needs_a_queue_url() {
+        assert!(matches!(
+            Notifier::sqs(None, Some("http://127.0.0.1:4566"), "us-east-1").await,
+            Err(NotifyError::NoQueueUrl)
+        ));
+        assert_eq!(NotifyError::NoQueueUrl.kind_name(), "notify_config");
+    }
+
     #[test]
     fn classifies_control_frames() {
         assert_eq!(

@@ -33,9 +33,18 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _ = sumu_loadtest::sys_limits::raise_nofile(1 << 20);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    // A deep accept queue (the kernel caps it at net.core.somaxconn): connect storms
+    // should measure the server, not SYN retransmits.
+    let socket = if args.listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }?;
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = socket.listen(8192)?;
     eprintln!("sumu-peer-min listening on {}", listener.local_addr()?);
     serve(
         listener,

@@ -87,26 +87,7 @@ pub fn start_server(program: &Path, args: &[&str], name: &str) -> Server {
         .stderr(log_file)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    let mut server = Server { child, port, log };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if http_status(port, "/readyz") == Some(200) {
-            return server;
-        }
-        if let Ok(Some(status)) = server.child.try_wait() {
-            panic!(
-                "{} exited with {status}: {}",
-                program.display(),
-                std::fs::read_to_string(&server.log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "{} not ready within 30 s: {}",
-        program.display(),
-        std::fs::read_to_string(&server.log).unwrap_or_default()
-    );
+    wait_ready(Server { child, port, log }, program)
 }
 
 /// Runs `sumu-loadtest args... --json FILE --no-progress` and returns (exit code, report).
@@ -145,4 +126,138 @@ pub fn fixture(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
+}
+
+/// A ministack AWS emulator on a run-time port (from `infra/local/.venv`, installed by
+/// `infra/local/emulator install`, which `infra/local/test-all` runs); killed on drop.
+pub struct Emulator {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Emulator {
+    pub fn start() -> Emulator {
+        let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/local/.venv/bin/ministack");
+        assert!(
+            exe.exists(),
+            "ministack is not installed: run `infra/local/emulator install`"
+        );
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(&exe)
+                .env("BIND_HOST", "127.0.0.1")
+                .env("GATEWAY_PORT", port.to_string())
+                .env("IOT_MTLS_ENABLED", "0")
+                .env("SFTP_ENABLED", "0")
+                .env("LOG_LEVEL", "WARNING")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn ministack");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // port taken meanwhile: try another
+                }
+                if http_status(port, "/_ministack/health") == Some(200) {
+                    return Emulator {
+                        child,
+                        endpoint: format!("http://127.0.0.1:{port}"),
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("ministack did not start");
+    }
+
+    /// Environment for `sumu-node` (and `bootstrap`) against this emulator.
+    pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
+        vec![
+            ("SUMU_ENGINE".into(), "aws".into()),
+            ("SUMU_AWS_ENDPOINT".into(), self.endpoint.clone()),
+            ("SUMU_AWS_REGION".into(), "us-east-1".into()),
+            ("SUMU_NAME_PREFIX".into(), prefix.into()),
+            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+        ]
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Like [`start_server`], with extra environment variables.
+pub fn start_server_with_env(
+    program: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+    name: &str,
+) -> Server {
+    let port = free_port();
+    let log = scratch(name).join("server.log");
+    let log_file = std::fs::File::create(&log).expect("create log");
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("{port}", &port.to_string()))
+        .collect();
+    let child = Command::new(program)
+        .args(&args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("clone log"))
+        .stderr(log_file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    wait_ready(Server { child, port, log }, program)
+}
+
+fn wait_ready(mut server: Server, program: &Path) -> Server {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if http_status(server.port, "/readyz") == Some(200) {
+            return server;
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!(
+                "{} exited with {status}: {}",
+                program.display(),
+                std::fs::read_to_string(&server.log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{} not ready within 30 s: {}",
+        program.display(),
+        std::fs::read_to_string(&server.log).unwrap_or_default()
+    );
+}
+
+/// Like [`loadtest`], with extra environment variables.
+pub fn loadtest_with_env(args: &[&str], env: &[(String, String)], json: &Path) -> (i32, Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sumu-loadtest"))
+        .args(args)
+        .arg("--json")
+        .arg(json)
+        .arg("--no-progress")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sumu-loadtest");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let text = std::fs::read_to_string(json)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); stdout:\n{stdout}\nstderr:\n{stderr}"));
+    println!("{stdout}");
+    (
+        output.status.code().unwrap_or(-1),
+        serde_json::from_str(&text).expect("valid JSON report"),
+    )
 }
