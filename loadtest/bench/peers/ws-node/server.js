@@ -181,6 +181,6 @@ setInterval(() => {
   }
 }, pingIntervalMs).unref();
 
-server.listen(port, host, () => {
+server.listen({ port, host, backlog: 8192 }, () => {
   console.error(`ws-node peer listening on ${host}:${port}`);
 });
