@@ -210,7 +210,16 @@ pub struct Options {
     /// Mesh SNS topic ARN [default: looked up as <prefix>Mesh]
     #[arg(long, env = "SUMU_MESH_TOPIC_ARN", global = true)]
     pub mesh_topic_arn: Option<String>,
-    /// Where presence events go (memory engine: the bus destination) [default: topic]
+    /// How often a node refreshes its cluster row (aws engine), seconds [default: 10]
+    #[arg(long, env = "SUMU_HEARTBEAT_SECS", global = true)]
+    pub heartbeat_secs: Option<u64>,
+    /// A node whose heartbeat is older than this is reaped by the leader, seconds [default: 30]
+    #[arg(long, env = "SUMU_NODE_TIMEOUT_SECS", global = true)]
+    pub node_timeout_secs: Option<u64>,
+    /// CloudWatch namespace of the leader's PresenceStreamIteratorAge metric; empty disables it [default: Sumu]
+    #[arg(long, env = "SUMU_METRICS_NAMESPACE", global = true)]
+    pub metrics_namespace: Option<String>,
+    /// Where presence events go: the messages topic, the messages queue, or nowhere [default: topic]
     #[arg(long, env = "SUMU_PRESENCE_SOURCE", value_enum, global = true)]
     pub presence_source: Option<PresenceSource>,
     /// Concurrent long-pollers of the notifications queue [default: 2]
@@ -241,7 +250,8 @@ impl Options {
             max_message_bytes, rate_limit_per_sec, rate_limit_burst, rate_limit_strikes,
             outbound_buffer_bytes, allowed_origins, drain_secs, aws_endpoint, aws_region,
             name_prefix, connections_table, cluster_table, messages_topic_arn,
-            messages_queue_url, notifications_queue_url, mesh_topic_arn, presence_source,
+            messages_queue_url, notifications_queue_url, mesh_topic_arn, heartbeat_secs,
+            node_timeout_secs, metrics_namespace, presence_source,
             notification_pollers, max_receive_count, batch_linger_ms,
         )
     }
@@ -312,6 +322,10 @@ pub struct AwsConfig {
     pub messages_queue_url: Option<String>,
     pub notifications_queue_url: Option<String>,
     pub mesh_topic_arn: Option<String>,
+    pub heartbeat: Duration,
+    pub node_timeout: Duration,
+    /// None: no CloudWatch metric.
+    pub metrics_namespace: Option<String>,
     pub notification_pollers: usize,
     pub max_receive_count: u32,
     pub batch_linger: Duration,
@@ -441,10 +455,23 @@ impl Config {
             messages_queue_url: o.messages_queue_url,
             notifications_queue_url: o.notifications_queue_url,
             mesh_topic_arn: o.mesh_topic_arn,
+            heartbeat: secs(o.heartbeat_secs, Duration::from_secs(10)),
+            node_timeout: secs(o.node_timeout_secs, Duration::from_secs(30)),
+            metrics_namespace: match o.metrics_namespace {
+                Some(n) if n.is_empty() => None,
+                Some(n) => Some(n),
+                None => Some("Sumu".to_string()),
+            },
             notification_pollers: o.notification_pollers.unwrap_or(2).max(1),
             max_receive_count: o.max_receive_count.unwrap_or(5).max(1),
             batch_linger: Duration::from_millis(o.batch_linger_ms.unwrap_or(5)),
         };
+        if aws.heartbeat.is_zero() || aws.node_timeout <= aws.heartbeat * 2 {
+            return invalid(
+                "--node-timeout-secs must be more than twice --heartbeat-secs (and both positive)"
+                    .into(),
+            );
+        }
         Ok(Config {
             listen,
             path,

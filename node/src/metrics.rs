@@ -21,6 +21,7 @@ pub struct Metrics {
     pub aws_calls: IntCounterVec,
     pub aws_errors: IntCounterVec,
     pub aws_latency: HistogramVec,
+    pub presence_lag_ms: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -68,7 +69,16 @@ impl Metrics {
         registry
             .register(Box::new(aws_latency.clone()))
             .expect("unique metric");
+        let presence_lag_ms = IntGauge::new(
+            "sumu_presence_stream_lag_ms",
+            "Leader only: age of the newest stream record read (0 when caught up)",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(presence_lag_ms.clone()))
+            .expect("unique metric");
         Metrics {
+            presence_lag_ms,
             connections,
             connections_opened,
             connections_closed: counter_vec(

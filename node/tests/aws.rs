@@ -558,3 +558,177 @@ async fn the_mesh_carries_multicasts_and_broadcasts_between_nodes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A backend queue subscribed (raw) to the messages topic.
+async fn backend_queue(
+    cluster: &Cluster,
+    sqs: &aws_sdk_sqs::Client,
+    sns: &aws_sdk_sns::Client,
+    name: &str,
+) -> String {
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    sns.subscribe()
+        .topic_arn(cluster.var("SUMU_MESSAGES_TOPIC_ARN"))
+        .protocol("sqs")
+        .endpoint(arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .unwrap();
+    url
+}
+
+/// Presence events from the queue until `want` of them arrived, as (user, status).
+async fn presence_events(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    want: usize,
+    within: Duration,
+) -> Vec<(String, String)> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < want {
+        assert!(tokio::time::Instant::now() < deadline, "only {out:?}");
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages.unwrap_or_default() {
+            let (_, source) = attr(&m, "source");
+            if source != "lambda.presence.watchdog" {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            assert_eq!(v["type"], "presence");
+            assert_eq!(
+                attr(&m, "user_id").1,
+                v["message"]["user_id"].as_str().unwrap()
+            );
+            assert_eq!(attr(&m, "timestamp").0, "Number");
+            out.push((
+                v["message"]["user_id"].as_str().unwrap().to_string(),
+                v["message"]["status"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_leader_emits_presence_and_reaps_a_dead_node() {
+    let cluster = Cluster::new("T7", 5);
+    let sdk = cluster.emulator.sdk().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let presence_q = backend_queue(&cluster, &sqs, &sns, "presence-watch").await;
+    let fast = ["--heartbeat-secs", "1", "--node-timeout-secs", "3"];
+    let a = cluster.named("node-a", &fast);
+    // node-a leads before node-b starts.
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let lease = ddb
+            .get_item()
+            .table_name(format!("{}Cluster", cluster.prefix))
+            .key("pk", AttributeValue::S("lease#leader".into()))
+            .send()
+            .await
+            .unwrap()
+            .item;
+        if lease.is_some_and(|l| l["owner"] == AttributeValue::S("node-a".into())) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut b = cluster.named("node-b", &fast);
+
+    // Two sockets for alice (two nodes): one ONLINE, and OFFLINE only when the last goes.
+    let alice1 = a.connect("alice").await;
+    let alice2 = b.connect("alice").await;
+    let _bob = b.connect("bob").await;
+    let mut first = presence_events(&sqs, &presence_q, 2, LONG).await;
+    first.sort();
+    assert_eq!(
+        first,
+        vec![
+            ("alice".into(), "ONLINE".into()),
+            ("bob".into(), "ONLINE".into())
+        ]
+    );
+    drop(alice1);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    drop(alice2);
+    let gone = presence_events(&sqs, &presence_q, 1, LONG).await;
+    assert_eq!(gone, vec![("alice".into(), "OFFLINE".into())]);
+
+    // node-b dies without leaving: the leader reaps it and bob goes OFFLINE.
+    let inbox = sqs
+        .get_queue_url()
+        .queue_name(format!("{}Inbox-node-b", cluster.prefix))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    b.child.kill().unwrap();
+    let reaped = presence_events(&sqs, &presence_q, 1, Duration::from_secs(20)).await;
+    assert_eq!(reaped, vec![("bob".into(), "OFFLINE".into())]);
+    let deadline = tokio::time::Instant::now() + LONG;
+    while sqs
+        .get_queue_attributes()
+        .queue_url(&inbox)
+        .send()
+        .await
+        .is_ok()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dead node's inbox not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let row = ddb
+        .get_item()
+        .table_name(format!("{}Cluster", cluster.prefix))
+        .key("pk", AttributeValue::S("node#node-b".into()))
+        .send()
+        .await
+        .unwrap()
+        .item;
+    assert!(row.is_none(), "dead node's row not deleted");
+    // No stray events: alice was reported once each way.
+    let rest = sqs
+        .receive_message()
+        .queue_url(&presence_q)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    assert!(rest.messages.unwrap_or_default().is_empty());
+}

@@ -127,7 +127,7 @@ pub struct MemoryOutput {
 impl ClientOutput for MemoryOutput {
     async fn emit(&self, m: ClientMessage) -> Result<(), EngineError> {
         self.bus.emit(BusMessage {
-            source: m.route.source(),
+            source: m.source,
             destination: match m.route {
                 super::OutputRoute::Publish => "topic",
                 super::OutputRoute::Send => "queue",

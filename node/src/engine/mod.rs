@@ -63,10 +63,13 @@ impl OutputRoute {
     }
 }
 
-/// A client's `publish`/`send`, with the trusted attributes.
+/// A message for the backends (a client's `publish`/`send`, or a presence
+/// event), with the trusted attributes.
 #[derive(Debug, Clone)]
 pub struct ClientMessage {
     pub route: OutputRoute,
+    /// The `source` attribute.
+    pub source: &'static str,
     /// From the verified token.
     pub user_id: String,
     /// The node's clock, ms since the epoch.

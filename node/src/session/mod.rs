@@ -147,6 +147,7 @@ impl Session {
             .inc();
         let message = ClientMessage {
             route,
+            source: route.source(),
             user_id: self.user_id.to_string(),
             timestamp: now_ms(),
             body: frame

@@ -9,6 +9,7 @@ use crate::engine::EngineError;
 
 #[derive(Clone)]
 pub struct Clients {
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub streams: aws_sdk_dynamodbstreams::Client,
     pub sns: aws_sdk_sns::Client,
@@ -45,6 +46,7 @@ impl Clients {
         }
         let sdk = loader.load().await;
         Clients {
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
             dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
             sns: aws_sdk_sns::Client::new(&sdk),

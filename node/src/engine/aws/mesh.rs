@@ -22,8 +22,6 @@ use crate::registry::LocalDelivery;
 
 /// Envelopes stay under SNS's and SQS's 256 KiB with room for attributes.
 pub const MAX_ENVELOPE: usize = 250 * 1024;
-/// How often a node refreshes its cluster row.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Mesh {
     pub node_id: String,
@@ -34,6 +32,7 @@ pub struct Mesh {
     pub inbox_name: String,
     pub cluster: Arc<Cluster>,
     pub store: DynamoStore,
+    pub heartbeat_every: Duration,
     state: Mutex<Option<NodeRow>>,
 }
 
@@ -88,6 +87,7 @@ impl Mesh {
         name_prefix: &str,
         cluster: Arc<Cluster>,
         store: DynamoStore,
+        heartbeat_every: Duration,
     ) -> Mesh {
         Mesh {
             inbox_name: format!("{name_prefix}Inbox-{node_id}"),
@@ -98,6 +98,7 @@ impl Mesh {
             topic_arn,
             cluster,
             store,
+            heartbeat_every,
             state: Mutex::new(None),
         }
     }
@@ -210,7 +211,7 @@ impl Mesh {
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
-                _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+                _ = tokio::time::sleep(self.heartbeat_every) => {}
             }
             let row = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(row) = row {

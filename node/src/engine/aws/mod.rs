@@ -6,9 +6,12 @@ pub mod batcher;
 pub mod clients;
 pub mod cluster;
 pub mod dedup;
+pub mod leader;
 pub mod mesh;
 pub mod notifications;
 pub mod output;
+pub mod presence;
+pub mod reaper;
 pub mod resources;
 pub mod router;
 pub mod store;
@@ -26,9 +29,12 @@ use crate::registry::LocalDelivery;
 use clients::Clients;
 use cluster::Cluster;
 use dedup::RecentIds;
+use leader::{Leader, Lease};
 use mesh::Mesh;
 use notifications::Poller;
 use output::SnsSqsOutput;
+use presence::{LagMetric, PresenceConsumer};
+use reaper::Reaper;
 use resources::Resources;
 use router::AwsRouter;
 use store::DynamoStore;
@@ -45,6 +51,7 @@ struct AwsBackground {
     store: DynamoStore,
     router: Arc<AwsRouter>,
     mesh: Arc<Mesh>,
+    leader: Mutex<Option<Leader>>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -83,6 +90,9 @@ impl Background for AwsBackground {
             every: SWEEP_EVERY,
         };
         tasks.push(tokio::spawn(sweeper.run(self.stop.subscribe())));
+        if let Some(leader) = self.leader.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            tasks.push(tokio::spawn(leader.run(self.stop.subscribe())));
+        }
         tracing::info!(pollers = self.pollers, queue = %self.resources.notifications_queue_url, "aws engine started");
         Ok(())
     }
@@ -127,12 +137,44 @@ pub async fn engine(config: &Config) -> Result<Engine, EngineError> {
         &cfg.name_prefix,
         cluster,
         store.clone(),
+        cfg.heartbeat,
     ));
     let router = Arc::new(AwsRouter::new(
         config.node_id.clone(),
         store.clone(),
         mesh.clone(),
     ));
+    let output: Arc<dyn super::ClientOutput> = Arc::new(output);
+    let leader = Leader {
+        lease: Lease {
+            client: clients.dynamodb.clone(),
+            table: resources.cluster_table.clone(),
+            node_id: config.node_id.clone(),
+        },
+        presence: Arc::new(PresenceConsumer {
+            ddb: clients.dynamodb.clone(),
+            streams: clients.streams.clone(),
+            connections_table: resources.connections_table.clone(),
+            cluster_table: resources.cluster_table.clone(),
+            store: store.clone(),
+            output: output.clone(),
+            source: config.presence_source,
+            lag_metric: cfg.metrics_namespace.clone().map(|namespace| LagMetric {
+                cloudwatch: clients.cloudwatch.clone(),
+                namespace,
+            }),
+        }),
+        reaper: Arc::new(Reaper {
+            ddb: clients.dynamodb.clone(),
+            sqs: clients.sqs.clone(),
+            sns: clients.sns.clone(),
+            cluster_table: resources.cluster_table.clone(),
+            store: store.clone(),
+            node_id: config.node_id.clone(),
+            timeout: cfg.node_timeout,
+            every: cfg.heartbeat,
+        }),
+    };
     let background = Arc::new(AwsBackground {
         clients,
         resources,
@@ -141,12 +183,13 @@ pub async fn engine(config: &Config) -> Result<Engine, EngineError> {
         store: store.clone(),
         router: router.clone(),
         mesh,
+        leader: Mutex::new(Some(leader)),
         stop: watch::channel(false).0,
         tasks: Mutex::new(Vec::new()),
     });
     Ok(Engine {
         store: Arc::new(store),
-        output: Arc::new(output),
+        output,
         router,
         background,
         bus: None,

@@ -45,7 +45,7 @@ async fn publish_batch(
                     [
                         (USER_ID, attr("String", m.user_id.clone())),
                         (TIMESTAMP, attr("Number", m.timestamp.to_string())),
-                        (SOURCE, attr("String", m.route.source().to_string())),
+                        (SOURCE, attr("String", m.source.to_string())),
                     ]
                     .into_iter()
                     .filter_map(|(k, v)| Some((k.to_string(), v?)))
@@ -105,7 +105,7 @@ async fn send_batch(
                     [
                         (USER_ID, attr("String", m.user_id.clone())),
                         (TIMESTAMP, attr("Number", m.timestamp.to_string())),
-                        (SOURCE, attr("String", m.route.source().to_string())),
+                        (SOURCE, attr("String", m.source.to_string())),
                     ]
                     .into_iter()
                     .filter_map(|(k, v)| Some((k.to_string(), v?)))

@@ -1,0 +1,404 @@
+//! Presence from the connections table's stream (leader only): ONLINE when
+//! a user goes from 0 to 1+ connections, OFFLINE when the last one goes,
+//! from any node. Shards are read parents first and checkpointed in the
+//! cluster table, so a new leader resumes where the old one stopped
+//! (duplicates possible, nothing lost).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodbstreams::types::{OperationType, Record, ShardIteratorType};
+use sumu_shared::{PresenceEvent, PresenceStatus};
+use tokio::sync::watch;
+
+use super::clients::aws_error;
+use super::store::DynamoStore;
+use crate::config::PresenceSource;
+use crate::engine::{ClientMessage, ClientOutput, EngineError, OutputRoute};
+use crate::metrics::{aws_call, METRICS};
+
+const IDLE_PAUSE: Duration = Duration::from_millis(250);
+const RESCAN_EVERY: Duration = Duration::from_secs(10);
+
+pub struct PresenceConsumer {
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub streams: aws_sdk_dynamodbstreams::Client,
+    pub connections_table: String,
+    pub cluster_table: String,
+    pub store: DynamoStore,
+    pub output: Arc<dyn ClientOutput>,
+    pub source: PresenceSource,
+    /// Where the lag metric goes (None: Prometheus only).
+    pub lag_metric: Option<LagMetric>,
+}
+
+/// The CloudWatch metric the stream-lag alarm watches
+/// (`infra/terraform/alarms.tf`).
+pub struct LagMetric {
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub namespace: String,
+}
+
+const PUBLISH_LAG_EVERY: Duration = Duration::from_secs(60);
+
+impl LagMetric {
+    fn publish(&self, table: &str, lag_ms: u64) {
+        use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+        let datum = MetricDatum::builder()
+            .metric_name("PresenceStreamIteratorAge")
+            .dimensions(Dimension::builder().name("TableName").value(table).build())
+            .unit(StandardUnit::Milliseconds)
+            .value(lag_ms as f64)
+            .build();
+        let call = self
+            .cloudwatch
+            .put_metric_data()
+            .namespace(&self.namespace)
+            .metric_data(datum)
+            .send();
+        tokio::spawn(async move {
+            if let Err(e) = aws_call("cloudwatch", "PutMetricData", call).await {
+                tracing::warn!(error = %aws_error("cloudwatch", "PutMetricData")(e), "stream lag metric not published");
+            }
+        });
+    }
+}
+
+/// What the consumer believes of each user it has seen.
+#[derive(Default)]
+pub struct PresenceState {
+    online: HashMap<String, bool>,
+}
+
+impl PresenceState {
+    /// The event to emit for a record, given the user's live connection
+    /// count now. An INSERT whose connection is already gone emits nothing
+    /// (its REMOVE follows); a REMOVE of a user we never saw emits OFFLINE
+    /// (a duplicate at worst, never a lost OFFLINE).
+    pub fn decide(&mut self, user: &str, inserted: bool, live: usize) -> Option<PresenceStatus> {
+        let known = self.online.get(user).copied();
+        if inserted {
+            if live > 0 && known != Some(true) {
+                self.online.insert(user.to_string(), true);
+                return Some(PresenceStatus::Online);
+            }
+        } else if live == 0 && known != Some(false) {
+            self.online.insert(user.to_string(), false);
+            return Some(PresenceStatus::Offline);
+        }
+        None
+    }
+}
+
+fn user_of(record: &Record) -> Option<String> {
+    let d = record.dynamodb()?;
+    d.keys()
+        .or(d.old_image())
+        .or(d.new_image())
+        .and_then(|m| m.get("user_id"))
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+}
+
+fn millis_of(record: &Record) -> u64 {
+    record
+        .dynamodb()
+        .and_then(|d| d.approximate_creation_date_time())
+        .map(|t| (t.secs().max(0) as u64) * 1000 + u64::from(t.subsec_nanos() / 1_000_000))
+        .unwrap_or_else(crate::engine::now_ms)
+}
+
+struct ShardCursor {
+    iterator: Option<String>,
+}
+
+impl PresenceConsumer {
+    async fn stream_arn(&self) -> Result<String, EngineError> {
+        let call = self
+            .ddb
+            .describe_table()
+            .table_name(&self.connections_table)
+            .send();
+        let out = aws_call("dynamodb", "DescribeTable", call)
+            .await
+            .map_err(aws_error("dynamodb", "DescribeTable"))?;
+        out.table()
+            .and_then(|t| t.latest_stream_arn())
+            .map(str::to_string)
+            .ok_or_else(|| EngineError::Unavailable("the connections table has no stream".into()))
+    }
+
+    /// Every shard: (id, parent).
+    async fn shards(&self, stream_arn: &str) -> Result<Vec<(String, Option<String>)>, EngineError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let call = self
+                .streams
+                .describe_stream()
+                .stream_arn(stream_arn)
+                .set_exclusive_start_shard_id(start)
+                .send();
+            let d = aws_call("dynamodbstreams", "DescribeStream", call)
+                .await
+                .map_err(aws_error("dynamodbstreams", "DescribeStream"))?;
+            let Some(desc) = d.stream_description() else {
+                return Ok(out);
+            };
+            for s in desc.shards() {
+                if let Some(id) = s.shard_id() {
+                    out.push((id.to_string(), s.parent_shard_id().map(str::to_string)));
+                }
+            }
+            start = desc.last_evaluated_shard_id().map(str::to_string);
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn checkpoint_key(stream_arn: &str, shard: &str) -> AttributeValue {
+        AttributeValue::S(format!("checkpoint#{stream_arn}#{shard}"))
+    }
+
+    async fn checkpoint(
+        &self,
+        stream_arn: &str,
+        shard: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let call = self
+            .ddb
+            .get_item()
+            .table_name(&self.cluster_table)
+            .key("pk", Self::checkpoint_key(stream_arn, shard))
+            .consistent_read(true)
+            .send();
+        let out = aws_call("dynamodb", "GetItem", call)
+            .await
+            .map_err(aws_error("dynamodb", "GetItem"))?;
+        Ok(out
+            .item()
+            .and_then(|i| i.get("sequence_number"))
+            .and_then(|v| v.as_s().ok())
+            .cloned())
+    }
+
+    async fn save_checkpoint(
+        &self,
+        stream_arn: &str,
+        shard: &str,
+        seq: &str,
+    ) -> Result<(), EngineError> {
+        let call = self
+            .ddb
+            .put_item()
+            .table_name(&self.cluster_table)
+            .item("pk", Self::checkpoint_key(stream_arn, shard))
+            .item("sequence_number", AttributeValue::S(seq.to_string()))
+            .send();
+        aws_call("dynamodb", "PutItem", call)
+            .await
+            .map_err(aws_error("dynamodb", "PutItem"))?;
+        Ok(())
+    }
+
+    async fn iterator(&self, stream_arn: &str, shard: &str) -> Result<Option<String>, EngineError> {
+        let after = self.checkpoint(stream_arn, shard).await?;
+        if let Some(seq) = &after {
+            let call = self
+                .streams
+                .get_shard_iterator()
+                .stream_arn(stream_arn)
+                .shard_id(shard)
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(seq)
+                .send();
+            match aws_call("dynamodbstreams", "GetShardIterator", call).await {
+                Ok(out) => return Ok(out.shard_iterator().map(str::to_string)),
+                // Trimmed (older than 24 h) or from another stream: start over.
+                Err(e) => {
+                    tracing::warn!(shard, error = %aws_error("dynamodbstreams", "GetShardIterator")(e), "checkpoint unusable; reading from the trim horizon")
+                }
+            }
+        }
+        let call = self
+            .streams
+            .get_shard_iterator()
+            .stream_arn(stream_arn)
+            .shard_id(shard)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send();
+        let out = aws_call("dynamodbstreams", "GetShardIterator", call)
+            .await
+            .map_err(aws_error("dynamodbstreams", "GetShardIterator"))?;
+        Ok(out.shard_iterator().map(str::to_string))
+    }
+
+    async fn emit(&self, user: &str, status: PresenceStatus, at: u64) -> Result<(), EngineError> {
+        let route = match self.source {
+            PresenceSource::Topic => OutputRoute::Publish,
+            PresenceSource::Queue => OutputRoute::Send,
+            PresenceSource::None => return Ok(()),
+        };
+        self.output
+            .emit(ClientMessage {
+                route,
+                source: sumu_shared::attributes::SOURCE_PRESENCE,
+                user_id: user.to_string(),
+                timestamp: at,
+                body: PresenceEvent::new(user, status, at).to_json(),
+            })
+            .await
+    }
+
+    async fn handle(&self, state: &mut PresenceState, record: &Record) -> Result<(), EngineError> {
+        let inserted = match record.event_name() {
+            Some(OperationType::Insert) => true,
+            Some(OperationType::Remove) => false,
+            _ => return Ok(()),
+        };
+        let Some(user) = user_of(record) else {
+            return Ok(());
+        };
+        let live = self.store.connections_of(&user).await?.len();
+        if let Some(status) = state.decide(&user, inserted, live) {
+            self.emit(&user, status, millis_of(record)).await?;
+            METRICS
+                .notifications
+                .with_label_values(&["presence", if inserted { "online" } else { "offline" }])
+                .inc();
+        }
+        Ok(())
+    }
+
+    /// Reads every shard until told to stop.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut state = PresenceState::default();
+        while !*stop.borrow() {
+            if let Err(e) = self.consume(&mut state, &mut stop).await {
+                tracing::warn!(error = %e, "presence consumer failed; restarting");
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+
+    async fn consume(
+        &self,
+        state: &mut PresenceState,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), EngineError> {
+        let stream_arn = self.stream_arn().await?;
+        let mut cursors: HashMap<String, ShardCursor> = HashMap::new();
+        let mut finished: HashSet<String> = HashSet::new();
+        let mut scanned = tokio::time::Instant::now() - RESCAN_EVERY;
+        let mut known: Vec<(String, Option<String>)> = Vec::new();
+        let mut lag_published = tokio::time::Instant::now() - PUBLISH_LAG_EVERY;
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            if scanned.elapsed() >= RESCAN_EVERY {
+                known = self.shards(&stream_arn).await?;
+                scanned = tokio::time::Instant::now();
+            }
+            let ids: HashSet<&str> = known.iter().map(|(id, _)| id.as_str()).collect();
+            let mut got_any = false;
+            let mut lag_ms = 0u64;
+            for (shard, parent) in &known {
+                if finished.contains(shard) {
+                    continue;
+                }
+                // Parents before children (a parent no longer listed is trimmed).
+                if let Some(p) = parent {
+                    if ids.contains(p.as_str()) && !finished.contains(p) {
+                        continue;
+                    }
+                }
+                if !cursors.contains_key(shard) {
+                    let iterator = self.iterator(&stream_arn, shard).await?;
+                    cursors.insert(shard.clone(), ShardCursor { iterator });
+                }
+                let Some(cursor) = cursors.get_mut(shard) else {
+                    continue;
+                };
+                let Some(iterator) = cursor.iterator.clone() else {
+                    finished.insert(shard.clone());
+                    continue;
+                };
+                let call = self
+                    .streams
+                    .get_records()
+                    .shard_iterator(iterator)
+                    .limit(1000)
+                    .send();
+                let out = match aws_call("dynamodbstreams", "GetRecords", call).await {
+                    Ok(out) => out,
+                    Err(e) => {
+                        // An expired iterator: get a fresh one from the checkpoint.
+                        tracing::debug!(shard, error = %aws_error("dynamodbstreams", "GetRecords")(e), "re-reading shard from checkpoint");
+                        cursors.remove(shard);
+                        continue;
+                    }
+                };
+                let records = out.records();
+                for record in records {
+                    self.handle(state, record).await?;
+                }
+                if let Some(last) = records.last() {
+                    lag_ms = lag_ms.max(crate::engine::now_ms().saturating_sub(millis_of(last)));
+                }
+                if let Some(seq) = records
+                    .last()
+                    .and_then(|r| r.dynamodb())
+                    .and_then(|d| d.sequence_number())
+                {
+                    self.save_checkpoint(&stream_arn, shard, seq).await?;
+                    got_any = true;
+                }
+                cursor.iterator = out.next_shard_iterator().map(str::to_string);
+                if cursor.iterator.is_none() {
+                    finished.insert(shard.clone());
+                }
+            }
+            METRICS.presence_lag_ms.set(lag_ms as i64);
+            if lag_published.elapsed() >= PUBLISH_LAG_EVERY {
+                if let Some(metric) = &self.lag_metric {
+                    metric.publish(&self.connections_table, lag_ms);
+                }
+                lag_published = tokio::time::Instant::now();
+            }
+            if !got_any {
+                tokio::select! {
+                    _ = stop.changed() => return Ok(()),
+                    _ = tokio::time::sleep(IDLE_PAUSE) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn online_on_first_offline_on_last_no_repeats() {
+        let mut s = PresenceState::default();
+        assert_eq!(s.decide("u", true, 1), Some(PresenceStatus::Online));
+        assert_eq!(s.decide("u", true, 2), None);
+        assert_eq!(s.decide("u", false, 1), None);
+        assert_eq!(s.decide("u", false, 0), Some(PresenceStatus::Offline));
+        assert_eq!(s.decide("u", false, 0), None);
+        // A connection gone before its INSERT was read: its REMOVE decides.
+        assert_eq!(s.decide("v", true, 0), None);
+        assert_eq!(s.decide("v", false, 0), Some(PresenceStatus::Offline));
+        // A new leader that never saw the user still reports the OFFLINE.
+        let mut fresh = PresenceState::default();
+        assert_eq!(fresh.decide("w", false, 0), Some(PresenceStatus::Offline));
+    }
+}
