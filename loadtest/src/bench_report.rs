@@ -76,6 +76,14 @@ pub const METRICS: &[Metric] = &[
         Better::Lower,
     ),
     metric(
+        "connect {n}: server descriptors per socket",
+        "connect-small",
+        "/server/fds_per_socket",
+        1.0,
+        2,
+        Better::Lower,
+    ),
+    metric(
         "connect {n}: connects/s",
         "connect-small",
         "/rates/connects_per_s",

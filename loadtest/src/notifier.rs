@@ -75,6 +75,8 @@ pub enum Incoming {
     Error {
         status: u16,
         message: String,
+        /// The id of the rejected frame, when the server echoes it.
+        id: Option<String>,
     },
     Other,
 }
@@ -85,8 +87,8 @@ struct Envelope<'a> {
     kind: Option<&'a str>,
     #[serde(borrow, default)]
     message: Option<&'a RawValue>,
-    #[serde(default)]
-    id: Option<String>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
     #[serde(rename = "statusCode", default)]
     status_code: Option<u16>,
 }
@@ -97,6 +99,11 @@ struct BenchMessage {
     seq: u64,
     #[serde(default)]
     run: String,
+}
+
+/// An echoed `id`: the string itself for a JSON string, else the JSON text (`7`).
+fn id_text(raw: &RawValue) -> String {
+    serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_string())
 }
 
 /// Classifies one text frame.
@@ -118,7 +125,7 @@ pub fn classify_frame(text: &str, run_id: &str) -> Incoming {
         },
         Some("pong") => Incoming::Pong,
         Some("ack") => Incoming::Ack {
-            id: envelope.id.unwrap_or_default(),
+            id: envelope.id.map(id_text).unwrap_or_default(),
         },
         Some("error") => Incoming::Error {
             status: envelope.status_code.unwrap_or(0),
@@ -126,6 +133,7 @@ pub fn classify_frame(text: &str, run_id: &str) -> Incoming {
                 .message
                 .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
                 .unwrap_or_default(),
+            id: envelope.id.map(id_text),
         },
         _ => Incoming::Other,
     }
@@ -299,6 +307,55 @@ mod tests {
         assert!(v.get("users").is_none());
     }
 
+    #[test]
+    fn understands_sumu_frames_and_sumu_understands_requests() {
+        use serde_json::value::RawValue;
+        use sumu_shared::notification::NotificationRequest;
+        use sumu_shared::server;
+
+        assert_eq!(classify_frame(&server::pong("c-1"), "r"), Incoming::Pong);
+        let id = RawValue::from_string("\"42\"".into()).unwrap();
+        assert_eq!(
+            classify_frame(&server::ack(&id), "r"),
+            Incoming::Ack { id: "42".into() }
+        );
+        let numeric = RawValue::from_string("42".into()).unwrap();
+        assert_eq!(
+            classify_frame(&server::ack(&numeric), "r"),
+            Incoming::Ack { id: "42".into() }
+        );
+        assert_eq!(
+            classify_frame(&server::error(429, "rate limited", Some(&id)), "r"),
+            Incoming::Error {
+                status: 429,
+                message: "rate limited".into(),
+                id: Some("42".into())
+            }
+        );
+
+        let data = bench_data("run", 3, 99, 4);
+        let multicast =
+            NotificationRequest::parse(request_body(Some(&[2, 5]), "user-", &data).as_bytes())
+                .unwrap();
+        assert!(!multicast.is_broadcast());
+        assert_eq!(
+            multicast.targets().collect::<Vec<_>>(),
+            ["user-2", "user-5"]
+        );
+        // What sockets receive is `data` byte for byte: the tool must recognise it.
+        assert_eq!(multicast.data.get(), data);
+        assert_eq!(
+            classify_frame(multicast.data.get(), "run"),
+            Incoming::Delivery {
+                seq: 3,
+                sent_micros: 99
+            }
+        );
+        let broadcast =
+            NotificationRequest::parse(request_body(None, "user-", &data).as_bytes()).unwrap();
+        assert!(broadcast.is_broadcast());
+    }
+
     #[tokio::test]
     async fn sqs_needs_a_queue_url() {
         assert!(matches!(
@@ -328,7 +385,8 @@ mod tests {
             ),
             Incoming::Error {
                 status: 429,
-                message: "slow down".into()
+                message: "slow down".into(),
+                id: None
             }
         );
         assert_eq!(classify_frame("not json", "r"), Incoming::Other);

@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use sumu_shared::server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -241,29 +242,25 @@ struct NotifyRequest<'a> {
 #[derive(Deserialize)]
 struct ClientFrame {
     action: Option<String>,
-    id: Option<String>,
+    id: Option<Box<RawValue>>,
     message: Option<Box<RawValue>>,
 }
 
-/// The reply to one client text frame.
+/// The reply to one client text frame, in sumu's exact frame format
+/// (`sumu_shared::server`).
 pub fn reply_to(text: &str, connection_id: u64) -> Option<String> {
     let Ok(frame) = serde_json::from_str::<ClientFrame>(text) else {
-        return Some(r#"{"type":"error","statusCode":400,"message":"bad JSON"}"#.into());
+        return Some(server::error(400, "bad JSON", None));
     };
     match frame.action.as_deref() {
-        Some("ping") => Some(format!(
-            r#"{{"type":"pong","statusCode":200,"connectionId":"{connection_id}"}}"#
-        )),
-        Some("publish") | Some("send") if frame.message.is_some() => frame.id.map(|id| {
-            format!(
-                r#"{{"type":"ack","id":{}}}"#,
-                serde_json::to_string(&id).unwrap_or_else(|_| "\"\"".into())
-            )
-        }),
-        Some("publish") | Some("send") => {
-            Some(r#"{"type":"error","statusCode":400,"message":"missing message"}"#.into())
+        Some("ping") => Some(server::pong(&connection_id.to_string())),
+        Some("publish") | Some("send") if frame.message.is_some() => {
+            frame.id.map(|id| server::ack(&id))
         }
-        _ => Some(r#"{"type":"error","statusCode":400,"message":"unknown action"}"#.into()),
+        Some("publish") | Some("send") => {
+            Some(server::error(400, "missing message", frame.id.as_deref()))
+        }
+        _ => Some(server::error(400, "unknown action", frame.id.as_deref())),
     }
 }
 
@@ -514,7 +511,11 @@ mod tests {
         );
         assert_eq!(
             reply_to(r#"{"action":"publish","id":"x1","message":{}}"#, 5).unwrap(),
-            r#"{"type":"ack","id":"x1"}"#
+            r#"{"type":"ack","statusCode":200,"id":"x1"}"#
+        );
+        assert_eq!(
+            reply_to(r#"{"action":"send","id":7,"message":{}}"#, 5).unwrap(),
+            r#"{"type":"ack","statusCode":200,"id":7}"#
         );
         assert_eq!(reply_to(r#"{"action":"send","message":{}}"#, 5), None);
         assert!(reply_to(r#"{"action":"publish"}"#, 5)

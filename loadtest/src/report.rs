@@ -36,6 +36,9 @@ pub struct ServerMemory {
     pub fds: u64,
     #[serde(default)]
     pub fd_limit: u64,
+    /// (open descriptors after − before) / sockets; 0 when unknown.
+    #[serde(default)]
+    pub fds_per_socket: f64,
 }
 
 impl ServerMemory {
@@ -53,7 +56,19 @@ impl ServerMemory {
             rss_per_socket_bytes: per,
             fds: 0,
             fd_limit: 0,
+            fds_per_socket: 0.0,
         }
+    }
+
+    /// Records the descriptors open before and after the ramp, and the limit.
+    pub fn set_fds(&mut self, before: u64, after: u64, limit: u64) {
+        self.fds = after;
+        self.fd_limit = limit;
+        self.fds_per_socket = if self.sockets > 0 {
+            after.saturating_sub(before) as f64 / self.sockets as f64
+        } else {
+            0.0
+        };
     }
 
     /// True when the server had (nearly) used up its open-file limit.
@@ -154,14 +169,15 @@ impl RunReport {
             let _ = writeln!(
                 out,
                 "\nserver pid {}: RSS {} KiB -> {} KiB for {} sockets = {:.0} bytes/socket; \
-                 {} of {} file descriptors open",
+                 {} of {} file descriptors open ({:.2} per socket)",
                 server.pid,
                 server.rss_before_kib,
                 server.rss_after_kib,
                 server.sockets,
                 server.rss_per_socket_bytes,
                 server.fds,
-                server.fd_limit
+                server.fd_limit,
+                server.fds_per_socket
             );
         }
         if self.errors.is_empty() {
@@ -288,6 +304,10 @@ mod tests {
         assert!(m.at_fd_limit());
         m.fds = 10_000;
         assert!(!m.at_fd_limit());
+        let mut m = ServerMemory::new(1, 0, 0, 1000);
+        m.set_fds(20, 2020, 4096);
+        assert_eq!((m.fds, m.fd_limit), (2020, 4096));
+        assert!((m.fds_per_socket - 2.0).abs() < 1e-9);
     }
 
     #[test]

@@ -232,7 +232,11 @@ pub async fn run_session(
                             }
                             None => outcome.unknown_acks += 1,
                         },
-                        Incoming::Error { status, .. } => {
+                        Incoming::Error { status, id, .. } => {
+                            // A rejected publish is answered, not outstanding.
+                            if let Some(id) = id {
+                                pending_acks.remove(&id);
+                            }
                             *outcome.error_frames.entry(status).or_insert(0) += 1;
                             live.error_frames.fetch_add(1, Ordering::Relaxed);
                         }

@@ -19,6 +19,10 @@ pub async fn run(args: &ConnectArgs) -> Result<ScenarioOutput, ScenarioError> {
     let read_rss =
         |pid: u32| read_vmrss_kib(pid).map_err(|source| ScenarioError::ServerPid { pid, source });
     let rss_before = args.server_pid.map(read_rss).transpose()?;
+    let fds_before = args
+        .server_pid
+        .and_then(|pid| read_fd_usage(pid).ok())
+        .map(|(open, _)| open);
 
     let cpu = CpuMonitor::start();
     let mut fleet = Fleet::new(
@@ -51,8 +55,7 @@ pub async fn run(args: &ConnectArgs) -> Result<ScenarioOutput, ScenarioError> {
             let after = read_rss(pid)?;
             let mut memory = ServerMemory::new(pid, before, after, fleet.live.open());
             if let Ok((fds, limit)) = read_fd_usage(pid) {
-                memory.fds = fds;
-                memory.fd_limit = limit;
+                memory.set_fds(fds_before.unwrap_or(0), fds, limit);
             }
             Some(memory)
         }
@@ -117,9 +120,9 @@ pub async fn run(args: &ConnectArgs) -> Result<ScenarioOutput, ScenarioError> {
     if let Some(memory) = server.as_ref().filter(|m| m.at_fd_limit()) {
         report.machine.limited_by_machine = true;
         report.machine.limits.push(format!(
-            "the server process had {} of its {} file descriptors open: its open-file limit, \
-             not its code, capped the sockets (raise ulimit -n where it starts)",
-            memory.fds, memory.fd_limit
+            "the server process had {} of its {} file descriptors open ({:.2} per socket): \
+             its open-file limit capped the sockets (raise ulimit -n where it starts)",
+            memory.fds, memory.fd_limit, memory.fds_per_socket
         ));
     }
     report.server = server;

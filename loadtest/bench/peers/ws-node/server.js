@@ -3,7 +3,7 @@
 //   GET  /push?authorization=<JWT> (or ?user=NAME, or Authorization: Bearer <JWT>)
 //        the user is the JWT `sub`, decoded WITHOUT verifying the signature
 //   {"action":"ping"}                      -> {"type":"pong","statusCode":200,"connectionId":"<id>"}
-//   {"action":"publish"|"send","id":..}    -> {"type":"ack","id":..} (nothing is forwarded)
+//   {"action":"publish"|"send","id":..}    -> {"type":"ack","statusCode":200,"id":..} (nothing is forwarded)
 //   POST /api/notify (Bearer API key) {"users":[..],"exclude_users":[..],"data":{..}}
 //        users empty/absent = broadcast; `data` is serialized once and sent to every target
 //   GET  /readyz, GET /api/users; server WebSocket pings every PING_INTERVAL_MS.
@@ -156,7 +156,7 @@ server.on('upgrade', (req, socket, head) => {
         if (frame.message === undefined) {
           ws.send('{"type":"error","statusCode":400,"message":"missing message"}');
         } else if (frame.id !== undefined) {
-          ws.send(JSON.stringify({ type: 'ack', id: frame.id }));
+          ws.send(JSON.stringify({ type: 'ack', statusCode: 200, id: frame.id }));
         }
       } else {
         ws.send('{"type":"error","statusCode":400,"message":"unknown action"}');
