@@ -277,8 +277,9 @@ pub async fn run(
     }
     requests.sort_by_key(|r| r.seq);
 
-    // Drain: wait for the deliveries the stable sockets still owe (all of them succeeded
-    // when the ramp had no failure; otherwise this waits until --drain-timeout).
+    // Drain: wait for the deliveries the stable sockets still owe. Exact for broadcasts;
+    // for multicasts after a ramp with failures (which sockets failed is not known yet)
+    // this may wait until --drain-timeout.
     progress.phase(
         "drain",
         notify.count,
@@ -290,7 +291,7 @@ pub async fn run(
         .iter()
         .filter(|r| r.accepted.is_some())
         .map(|r| match &r.users {
-            None => n as u64,
+            None => ramp.established,
             Some(users) => users.iter().map(|&u| per_user[u]).sum(),
         })
         .sum();
