@@ -198,16 +198,17 @@ pub async fn run(
             tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
             let index = churn_index;
             churn_index += 1;
+            let user = setup.churn_user_of(index);
             fleet
                 .spawn(
                     SessionPlan {
                         index,
-                        user: setup.user_of(index),
+                        user,
                         ping_interval: args.fleet.ping_interval,
                         close_at: Some(Instant::now() + plan.life),
                         publish: None,
                     },
-                    setup.token_for(index),
+                    setup.token_of_user(user),
                 )
                 .await;
             next_churn += every;

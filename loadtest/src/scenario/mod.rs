@@ -85,6 +85,23 @@ impl Setup {
     pub fn user_of(&self, index: usize) -> usize {
         index % self.users
     }
+
+    /// User of churning socket `index`: scattered over all users, so that churning
+    /// sockets do not line up with the rotation of multicast targets (which would make
+    /// every one of them a target only while it is connecting).
+    pub fn churn_user_of(&self, index: usize) -> usize {
+        scatter(index, self.users)
+    }
+
+    /// Token of user `user`.
+    pub fn token_of_user(&self, user: usize) -> Arc<str> {
+        Arc::clone(&self.tokens[user % self.tokens.len()])
+    }
+}
+
+/// A fixed pseudo-random spread of `index` over `0..users` (Knuth's multiplicative hash).
+pub fn scatter(index: usize, users: usize) -> usize {
+    ((index as u64).wrapping_mul(2_654_435_761) % users.max(1) as u64) as usize
 }
 
 /// A run id unique enough to tell this run's deliveries from another instance's.
@@ -271,4 +288,30 @@ pub fn error_frames(outcomes: &[SessionOutcome]) -> BTreeMap<u16, u64> {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scatter_covers_users_without_following_the_index() {
+        let users = 100;
+        let mut seen = vec![0u32; users];
+        for i in 0..10_000 {
+            seen[scatter(i, users)] += 1;
+        }
+        assert!(
+            seen.iter().all(|&c| c > 0),
+            "every user gets churning sockets"
+        );
+        let consecutive = (0..1000)
+            .filter(|&i| scatter(i + 1, users) == (scatter(i, users) + 1) % users)
+            .count();
+        assert!(
+            consecutive < 50,
+            "{consecutive} consecutive indices map to consecutive users"
+        );
+        assert_eq!(scatter(5, 0), 0);
+    }
 }
