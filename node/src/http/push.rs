@@ -1,6 +1,6 @@
 //! `GET /push`: verify the token, record the connection, then upgrade.
 
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -72,14 +72,7 @@ pub async fn upgrade(
 
     let connection_id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let user_id: Arc<str> = claims.sub.into();
-    let socket = req
-        .conn_data::<SocketFd>()
-        // SAFETY: the descriptor belongs to this request's live connection.
-        .and_then(|fd| {
-            unsafe { BorrowedFd::borrow_raw(fd.0) }
-                .try_clone_to_owned()
-                .ok()
-        });
+    let socket = req.conn_data::<SocketFd>().map(|fd| fd.0);
     let outbound = Arc::new(Outbound::new(
         state.config.limits.outbound_buffer_bytes,
         socket,
@@ -112,6 +105,7 @@ pub async fn upgrade(
         })
         .await;
     if !matches!(registered, Ok(Ok(()))) {
+        outbound.closed();
         return json_error(503, "node is not accepting connections", Some("draining"));
     }
     let now = now_ms();
@@ -123,6 +117,7 @@ pub async fn upgrade(
         delete_at: now / 1000 + state.config.limits.max_connection.as_secs() + 3600,
     };
     if let Err(e) = state.engine.store.register(&record).await {
+        outbound.closed();
         registry.do_send(Unregister {
             connection_id: connection_id.clone(),
         });

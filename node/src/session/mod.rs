@@ -8,7 +8,7 @@ pub mod rate;
 pub mod registration;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason};
@@ -38,6 +38,8 @@ pub struct Session {
     strikes: u32,
     last_data: Instant,
     last_seen: Instant,
+    opened: Instant,
+    next_ping: Instant,
     fragments: Option<(bool, BytesMut)>,
     registration: Option<Registration>,
 }
@@ -66,6 +68,7 @@ impl Session {
         outbound: Arc<Outbound>,
     ) -> Session {
         let now = Instant::now();
+        let next_ping = now + env.limits.ping_interval;
         Session {
             bucket: TokenBucket::new(env.limits.rate_per_sec, env.limits.rate_burst),
             connection_id,
@@ -75,6 +78,8 @@ impl Session {
             strikes: 0,
             last_data: now,
             last_seen: now,
+            opened: now,
+            next_ping,
             fragments: None,
             registration: None,
         }
@@ -97,16 +102,44 @@ impl Session {
         ctx.stop();
     }
 
-    fn schedule_idle_check(&self, ctx: &mut ws::WebsocketContext<Self>, after: Duration) {
-        ctx.run_later(after, |act, ctx| {
-            let idle = act.last_data.elapsed();
-            let limit = act.env.limits.idle_timeout;
-            if idle >= limit {
-                act.close(ctx, CloseCode::Away, "idle_timeout");
-            } else {
-                act.schedule_idle_check(ctx, limit - idle);
-            }
+    /// One timer per socket: it fires at the earliest of the next ping,
+    /// the idle deadline and the max-duration deadline, handles what is
+    /// due, and re-arms itself.
+    fn schedule_tick(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        let limits = &self.env.limits;
+        let now = Instant::now();
+        let next = (self.next_ping)
+            .min(self.last_data + limits.idle_timeout)
+            .min(self.opened + limits.max_connection);
+        ctx.run_later(next.saturating_duration_since(now), |act, ctx| {
+            act.tick(ctx)
         });
+    }
+
+    fn tick(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let limits = &self.env.limits;
+        let now = Instant::now();
+        if now >= self.opened + limits.max_connection {
+            return self.close(ctx, CloseCode::Away, "max_duration");
+        }
+        if now >= self.last_data + limits.idle_timeout {
+            return self.close(ctx, CloseCode::Away, "idle_timeout");
+        }
+        if now >= self.next_ping {
+            if self.last_seen.elapsed() > limits.ping_interval * 2 {
+                METRICS
+                    .connections_closed
+                    .with_label_values(&["no_pong"])
+                    .inc();
+                return ctx.stop();
+            }
+            if !self.outbound.reserve(0) {
+                return ctx.stop();
+            }
+            ctx.ping(b"");
+            self.next_ping = now + limits.ping_interval;
+        }
+        self.schedule_tick(ctx);
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
@@ -226,25 +259,7 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(usize::MAX);
         METRICS.connections_opened.inc();
-        let limits = &self.env.limits;
-        self.schedule_idle_check(ctx, limits.idle_timeout);
-        ctx.run_later(limits.max_connection, |act, ctx| {
-            act.close(ctx, CloseCode::Away, "max_duration");
-        });
-        let ping_every = limits.ping_interval;
-        ctx.run_interval(ping_every, move |act, ctx| {
-            if act.last_seen.elapsed() > ping_every * 2 {
-                METRICS
-                    .connections_closed
-                    .with_label_values(&["no_pong"])
-                    .inc();
-                ctx.stop();
-            } else if act.outbound.reserve(0) {
-                ctx.ping(b"");
-            } else {
-                ctx.stop();
-            }
-        });
+        self.schedule_tick(ctx);
     }
 }
 

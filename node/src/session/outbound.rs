@@ -6,11 +6,20 @@
 //! encoded size here first; the response stream releases bytes as the HTTP
 //! layer takes them. A reservation over the cap kills the socket from the
 //! outside (`shutdown(2)` with a zero linger), which frees what was queued.
+//!
+//! The kill uses the connection's raw descriptor, not a duplicate (a
+//! duplicate per socket would double the descriptors a node needs). It is
+//! safe against descriptor reuse: actix-http's dispatcher drops the response
+//! body (its `state` field) before the socket (its `io` field, declared
+//! later), and dropping [`Metered`] marks the outbound closed under the same
+//! lock `kill` holds, so once the descriptor can be closed, `kill` no longer
+//! touches it.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -20,9 +29,9 @@ pub struct Outbound {
     queued: AtomicUsize,
     cap: usize,
     killed: AtomicBool,
-    /// A duplicate of the connection's socket, so that a kill can never hit
-    /// a reused descriptor number.
-    socket: Option<OwnedFd>,
+    /// The connection's descriptor while its response stream lives; `None`
+    /// once that stream was dropped (the descriptor may then be reused).
+    socket: Mutex<Option<RawFd>>,
 }
 
 /// Size of an unmasked server frame carrying `payload` bytes.
@@ -36,13 +45,19 @@ pub fn frame_len(payload: usize) -> usize {
 }
 
 impl Outbound {
-    pub fn new(cap: usize, socket: Option<OwnedFd>) -> Outbound {
+    pub fn new(cap: usize, socket: Option<RawFd>) -> Outbound {
         Outbound {
             queued: AtomicUsize::new(0),
             cap,
             killed: AtomicBool::new(false),
-            socket,
+            socket: Mutex::new(socket),
         }
+    }
+
+    /// The response stream is gone (or never started): never touch the
+    /// descriptor again.
+    pub fn closed(&self) {
+        *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Reserves room for a text frame of `payload` bytes; false (and the
@@ -86,13 +101,14 @@ impl Outbound {
             .connections_closed
             .with_label_values(&["slow_reader"])
             .inc();
-        if let Some(fd) = &self.socket {
-            let fd = fd.as_raw_fd();
+        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fd) = *socket {
             let linger = libc::linger {
                 l_onoff: 1,
                 l_linger: 0,
             };
-            // SAFETY: `fd` is a descriptor we own (a dup of the socket) and the
+            // SAFETY: `fd` is this connection's open socket: the lock we hold
+            // is taken by `closed()` before the dispatcher can close it; the
             // arguments are a valid `linger` struct of the size we pass.
             unsafe {
                 libc::setsockopt(
@@ -118,6 +134,12 @@ pub struct Metered<S> {
 impl<S> Metered<S> {
     pub fn new(inner: S, outbound: Arc<Outbound>) -> Metered<S> {
         Metered { inner, outbound }
+    }
+}
+
+impl<S> Drop for Metered<S> {
+    fn drop(&mut self) {
+        self.outbound.closed();
     }
 }
 
