@@ -115,32 +115,7 @@ async fn rows_follow_sockets_and_publish_send_carry_sumu_attributes() {
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let sns = aws_sdk_sns::Client::new(&sdk);
-    // A backend's queue subscribed (raw) to the messages topic.
-    let backend_q = sqs
-        .create_queue()
-        .queue_name("backend")
-        .send()
-        .await
-        .unwrap();
-    let backend_url = backend_q.queue_url().unwrap().to_string();
-    let backend_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&backend_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    sns.subscribe()
-        .topic_arn(cluster.var("SUMU_MESSAGES_TOPIC_ARN"))
-        .protocol("sqs")
-        .endpoint(backend_arn)
-        .attributes("RawMessageDelivery", "true")
-        .send()
-        .await
-        .unwrap();
+    let backend_url = backend_queue(&cluster, &sqs, &sns, "backend").await;
 
     let node = cluster.node(&[]);
     let mut ws = node.connect("alice").await;

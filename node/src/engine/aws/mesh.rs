@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
+use aws_sdk_sqs::types::QueueAttributeName;
 use bytestring::ByteString;
 use sumu_shared::mesh::{MeshConnection, MeshEnvelope, MeshTarget};
 use tokio::sync::watch;
@@ -14,6 +14,8 @@ use tokio::sync::watch;
 use super::clients::{aws_error, error_code};
 use super::cluster::{Cluster, NodeRow};
 use super::dedup::RecentIds;
+use super::queue::delete_handled;
+use super::resources::{create_queue, sns_to_sqs_policy};
 use super::router::prune;
 use super::store::DynamoStore;
 use crate::engine::{now_ms, EngineError};
@@ -106,48 +108,26 @@ impl Mesh {
     /// Creates the inbox, subscribes it raw to the mesh topic, writes the
     /// node's row.
     pub async fn join(&self) -> Result<NodeRow, EngineError> {
-        let call = self
-            .sqs
-            .create_queue()
-            .queue_name(&self.inbox_name)
-            .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
-            .attributes(QueueAttributeName::MessageRetentionPeriod, "3600")
-            .send();
-        let url = aws_call("sqs", "CreateQueue", call)
-            .await
-            .map_err(aws_error("sqs", "CreateQueue"))?
-            .queue_url()
-            .unwrap_or_default()
-            .to_string();
-        let call = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send();
-        let arn = aws_call("sqs", "GetQueueAttributes", call)
-            .await
-            .map_err(aws_error("sqs", "GetQueueAttributes"))?
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-            .cloned()
-            .unwrap_or_default();
-        let policy = serde_json::json!({
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Effect": "Allow",
-                "Principal": {"Service": "sns.amazonaws.com"},
-                "Action": "sqs:SendMessage",
-                "Resource": arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": self.topic_arn}}
-            }]
-        })
-        .to_string();
+        let (url, arn) = create_queue(
+            &self.sqs,
+            &self.inbox_name,
+            HashMap::from([
+                (QueueAttributeName::SqsManagedSseEnabled, "true".to_string()),
+                (
+                    QueueAttributeName::MessageRetentionPeriod,
+                    "3600".to_string(),
+                ),
+            ]),
+        )
+        .await?;
         let call = self
             .sqs
             .set_queue_attributes()
             .queue_url(&url)
-            .attributes(QueueAttributeName::Policy, policy)
+            .attributes(
+                QueueAttributeName::Policy,
+                sns_to_sqs_policy(&arn, &self.topic_arn),
+            )
             .send();
         aws_call("sqs", "SetQueueAttributes", call)
             .await
@@ -350,28 +330,7 @@ impl Mesh {
                     }
                 }
             }
-            if !done.is_empty() {
-                let entries = done
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, h)| {
-                        DeleteMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .receipt_handle(h)
-                            .build()
-                            .ok()
-                    })
-                    .collect();
-                let call = self
-                    .sqs
-                    .delete_message_batch()
-                    .queue_url(&url)
-                    .set_entries(Some(entries))
-                    .send();
-                if let Err(e) = aws_call("sqs", "DeleteMessageBatch", call).await {
-                    tracing::warn!(error = %aws_error("sqs", "DeleteMessageBatch")(e), "inbox delete failed; redeliveries are deduplicated");
-                }
-            }
+            delete_handled(&self.sqs, &url, done).await;
         }
     }
 

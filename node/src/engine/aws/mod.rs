@@ -11,6 +11,7 @@ pub mod mesh;
 pub mod notifications;
 pub mod output;
 pub mod presence;
+pub mod queue;
 pub mod reaper;
 pub mod resources;
 pub mod router;

@@ -6,12 +6,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use sumu_shared::NotificationRequest;
 use tokio::sync::watch;
 
 use super::clients::aws_error;
 use super::dedup::RecentIds;
+use super::queue::delete_handled;
 use crate::engine::Router;
 use crate::metrics::{aws_call, METRICS};
 
@@ -96,7 +97,7 @@ impl Poller {
                     Outcome::Retry => {}
                 }
             }
-            self.delete(done).await;
+            delete_handled(&self.sqs, &self.queue_url, done).await;
         }
     }
 
@@ -164,39 +165,6 @@ impl Poller {
             .send();
         if let Err(e) = aws_call("sqs", "ChangeMessageVisibility", call).await {
             tracing::debug!(error = %aws_error("sqs", "ChangeMessageVisibility")(e), "release failed; the visibility timeout will do");
-        }
-    }
-
-    async fn delete(&self, handles: Vec<String>) {
-        if handles.is_empty() {
-            return;
-        }
-        let entries = handles
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(h)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        let call = self
-            .sqs
-            .delete_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send();
-        match aws_call("sqs", "DeleteMessageBatch", call).await {
-            Ok(out) if out.failed().is_empty() => {}
-            Ok(out) => tracing::warn!(
-                failed = out.failed().len(),
-                "some routed requests were not deleted; they will be deduplicated"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %aws_error("sqs", "DeleteMessageBatch")(e), "routed requests not deleted; they will be deduplicated")
-            }
         }
     }
 }

@@ -19,11 +19,42 @@ pub struct SnsSqsOutput {
     sends: Batcher<ClientMessage, ()>,
 }
 
-fn failed(op: &'static str, service: &'static str, why: String) -> EngineError {
-    EngineError::Aws {
+/// The three SUMU attributes of a message, as (name, data type, value).
+fn attributes(m: &ClientMessage) -> [(&'static str, &'static str, String); 3] {
+    [
+        (USER_ID, "String", m.user_id.clone()),
+        (TIMESTAMP, "Number", m.timestamp.to_string()),
+        (SOURCE, "String", m.source.to_string()),
+    ]
+}
+
+/// Per-entry results of a batch call: entry ids are the indexes; `failed`
+/// lists (id, why) of the refused entries.
+fn batch_results<E: std::error::Error>(
+    n: usize,
+    service: &'static str,
+    operation: &'static str,
+    outcome: Result<Vec<(String, String)>, E>,
+) -> Vec<Result<(), EngineError>> {
+    let error = |message: String| EngineError::Aws {
         service,
-        operation: op,
-        message: why,
+        operation,
+        message,
+    };
+    match outcome {
+        Ok(failed) => {
+            let mut results: Vec<Result<(), EngineError>> = (0..n).map(|_| Ok(())).collect();
+            for (id, why) in failed {
+                if let Some(slot) = id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+                    *slot = Err(error(why));
+                }
+            }
+            results
+        }
+        Err(e) => {
+            let why = aws_error(service, operation)(e).to_string();
+            (0..n).map(|_| Err(error(why.clone()))).collect()
+        }
     }
 }
 
@@ -32,59 +63,38 @@ async fn publish_batch(
     topic_arn: &str,
     messages: Vec<ClientMessage>,
 ) -> Vec<Result<(), EngineError>> {
-    use aws_sdk_sns::types::{MessageAttributeValue as A, PublishBatchRequestEntry};
-    let attr = |t: &str, v: String| A::builder().data_type(t).string_value(v).build().ok();
-    let entries: Vec<PublishBatchRequestEntry> = messages
-        .iter()
-        .enumerate()
-        .filter_map(|(i, m)| {
-            PublishBatchRequestEntry::builder()
-                .id(i.to_string())
-                .message(&m.body)
-                .set_message_attributes(Some(
-                    [
-                        (USER_ID, attr("String", m.user_id.clone())),
-                        (TIMESTAMP, attr("Number", m.timestamp.to_string())),
-                        (SOURCE, attr("String", m.source.to_string())),
-                    ]
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k.to_string(), v?)))
-                    .collect(),
-                ))
-                .build()
-                .ok()
-        })
-        .collect();
+    use aws_sdk_sns::types::{MessageAttributeValue as A, PublishBatchRequestEntry as E};
+    let entries = messages.iter().enumerate().filter_map(|(i, m)| {
+        let attrs = attributes(m).into_iter().filter_map(|(k, t, v)| {
+            Some((
+                k.to_string(),
+                A::builder().data_type(t).string_value(v).build().ok()?,
+            ))
+        });
+        E::builder()
+            .id(i.to_string())
+            .message(&m.body)
+            .set_message_attributes(Some(attrs.collect()))
+            .build()
+            .ok()
+    });
     let call = sns
         .publish_batch()
         .topic_arn(topic_arn)
-        .set_publish_batch_request_entries(Some(entries))
+        .set_publish_batch_request_entries(Some(entries.collect()))
         .send();
-    match aws_call("sns", "PublishBatch", call).await {
-        Ok(out) => {
-            let mut results: Vec<Result<(), EngineError>> =
-                (0..messages.len()).map(|_| Ok(())).collect();
-            for f in out.failed() {
-                if let Ok(i) = f.id().parse::<usize>() {
-                    if let Some(slot) = results.get_mut(i) {
-                        *slot = Err(failed(
-                            "PublishBatch",
-                            "sns",
-                            format!("{}: {}", f.code(), f.message().unwrap_or("")),
-                        ));
-                    }
-                }
-            }
-            results
-        }
-        Err(e) => {
-            let e = aws_error("sns", "PublishBatch")(e).to_string();
-            messages
-                .iter()
-                .map(|_| Err(failed("PublishBatch", "sns", e.clone())))
-                .collect()
-        }
-    }
+    let outcome = aws_call("sns", "PublishBatch", call).await.map(|out| {
+        out.failed()
+            .iter()
+            .map(|f| {
+                (
+                    f.id().to_string(),
+                    format!("{}: {}", f.code(), f.message().unwrap_or("")),
+                )
+            })
+            .collect()
+    });
+    batch_results(messages.len(), "sns", "PublishBatch", outcome)
 }
 
 async fn send_batch(
@@ -92,59 +102,38 @@ async fn send_batch(
     queue_url: &str,
     messages: Vec<ClientMessage>,
 ) -> Vec<Result<(), EngineError>> {
-    use aws_sdk_sqs::types::{MessageAttributeValue as A, SendMessageBatchRequestEntry};
-    let attr = |t: &str, v: String| A::builder().data_type(t).string_value(v).build().ok();
-    let entries: Vec<SendMessageBatchRequestEntry> = messages
-        .iter()
-        .enumerate()
-        .filter_map(|(i, m)| {
-            SendMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .message_body(&m.body)
-                .set_message_attributes(Some(
-                    [
-                        (USER_ID, attr("String", m.user_id.clone())),
-                        (TIMESTAMP, attr("Number", m.timestamp.to_string())),
-                        (SOURCE, attr("String", m.source.to_string())),
-                    ]
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k.to_string(), v?)))
-                    .collect(),
-                ))
-                .build()
-                .ok()
-        })
-        .collect();
+    use aws_sdk_sqs::types::{MessageAttributeValue as A, SendMessageBatchRequestEntry as E};
+    let entries = messages.iter().enumerate().filter_map(|(i, m)| {
+        let attrs = attributes(m).into_iter().filter_map(|(k, t, v)| {
+            Some((
+                k.to_string(),
+                A::builder().data_type(t).string_value(v).build().ok()?,
+            ))
+        });
+        E::builder()
+            .id(i.to_string())
+            .message_body(&m.body)
+            .set_message_attributes(Some(attrs.collect()))
+            .build()
+            .ok()
+    });
     let call = sqs
         .send_message_batch()
         .queue_url(queue_url)
-        .set_entries(Some(entries))
+        .set_entries(Some(entries.collect()))
         .send();
-    match aws_call("sqs", "SendMessageBatch", call).await {
-        Ok(out) => {
-            let mut results: Vec<Result<(), EngineError>> =
-                (0..messages.len()).map(|_| Ok(())).collect();
-            for f in out.failed() {
-                if let Ok(i) = f.id().parse::<usize>() {
-                    if let Some(slot) = results.get_mut(i) {
-                        *slot = Err(failed(
-                            "SendMessageBatch",
-                            "sqs",
-                            format!("{}: {}", f.code(), f.message().unwrap_or("")),
-                        ));
-                    }
-                }
-            }
-            results
-        }
-        Err(e) => {
-            let e = aws_error("sqs", "SendMessageBatch")(e).to_string();
-            messages
-                .iter()
-                .map(|_| Err(failed("SendMessageBatch", "sqs", e.clone())))
-                .collect()
-        }
-    }
+    let outcome = aws_call("sqs", "SendMessageBatch", call).await.map(|out| {
+        out.failed()
+            .iter()
+            .map(|f| {
+                (
+                    f.id().to_string(),
+                    format!("{}: {}", f.code(), f.message().unwrap_or("")),
+                )
+            })
+            .collect()
+    });
+    batch_results(messages.len(), "sqs", "SendMessageBatch", outcome)
 }
 
 impl SnsSqsOutput {
@@ -174,5 +163,19 @@ impl ClientOutput for SnsSqsOutput {
             OutputRoute::Publish => self.publishes.submit(message).await,
             OutputRoute::Send => self.sends.submit(message).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_results_map_failed_ids_to_their_entries() {
+        let r =
+            batch_results::<std::io::Error>(3, "sqs", "Op", Ok(vec![("1".into(), "nope".into())]));
+        assert!(r[0].is_ok() && r[1].is_err() && r[2].is_ok());
+        let r = batch_results(2, "sqs", "Op", Err(std::io::Error::other("down")));
+        assert!(r.iter().all(|x| x.is_err()));
     }
 }

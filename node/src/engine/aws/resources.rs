@@ -135,13 +135,12 @@ async fn create_topic(c: &Clients, name: &str) -> Result<String, EngineError> {
         .ok_or_else(|| EngineError::Unavailable(format!("no ARN for topic {name}")))
 }
 
-async fn create_queue(
-    c: &Clients,
+pub async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
     name: &str,
     attributes: HashMap<QueueAttributeName, String>,
 ) -> Result<(String, String), EngineError> {
-    let call = c
-        .sqs
+    let call = sqs
         .create_queue()
         .queue_name(name)
         .set_attributes(Some(attributes.clone()))
@@ -154,9 +153,8 @@ async fn create_queue(
                 .is_some_and(|c| c.contains("QueueAlreadyExists")) =>
         {
             // Exists with other attributes: converge them.
-            let url = queue_url(c, name).await?;
-            let call = c
-                .sqs
+            let url = queue_url(sqs, name).await?;
+            let call = sqs
                 .set_queue_attributes()
                 .queue_url(&url)
                 .set_attributes(Some(attributes))
@@ -168,8 +166,7 @@ async fn create_queue(
         }
         Err(e) => return Err(aws_error("sqs", "CreateQueue")(e)),
     };
-    let call = c
-        .sqs
+    let call = sqs
         .get_queue_attributes()
         .queue_url(&url)
         .attribute_names(QueueAttributeName::QueueArn)
@@ -184,11 +181,11 @@ async fn create_queue(
     Ok((url, arn))
 }
 
-pub async fn queue_url(c: &Clients, name: &str) -> Result<String, EngineError> {
+pub async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, EngineError> {
     let out = aws_call(
         "sqs",
         "GetQueueUrl",
-        c.sqs.get_queue_url().queue_name(name).send(),
+        sqs.get_queue_url().queue_name(name).send(),
     )
     .await
     .map_err(aws_error("sqs", "GetQueueUrl"))?;
@@ -224,7 +221,7 @@ pub async fn topic_arn(c: &Clients, name: &str) -> Result<String, EngineError> {
 }
 
 /// Lets `topic_arn` deliver to the queue (AWS requires it; emulators don't).
-fn sns_to_sqs_policy(queue_arn: &str, topic_arn: &str) -> String {
+pub fn sns_to_sqs_policy(queue_arn: &str, topic_arn: &str) -> String {
     serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [{
@@ -278,14 +275,15 @@ pub async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources, Engine
     let messages_topic_arn = create_topic(c, &messages).await?;
     let notifications_topic_arn = create_topic(c, &notifications).await?;
     let mesh_topic_arn = create_topic(c, &mesh).await?;
-    let (_, messages_dlq_arn) = create_queue(c, &messages_dlq, HashMap::new()).await?;
-    let (_, notifications_dlq_arn) = create_queue(c, &notifications_dlq, HashMap::new()).await?;
+    let (_, messages_dlq_arn) = create_queue(&c.sqs, &messages_dlq, HashMap::new()).await?;
+    let (_, notifications_dlq_arn) =
+        create_queue(&c.sqs, &notifications_dlq, HashMap::new()).await?;
     let redrive = |dlq: &str| {
         serde_json::json!({"deadLetterTargetArn": dlq, "maxReceiveCount": cfg.max_receive_count.to_string()})
             .to_string()
     };
     let (messages_queue_url, _) = create_queue(
-        c,
+        &c.sqs,
         &messages,
         HashMap::from([(
             QueueAttributeName::RedrivePolicy,
@@ -294,7 +292,7 @@ pub async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources, Engine
     )
     .await?;
     let (notifications_queue_url, notifications_queue_arn) = create_queue(
-        c,
+        &c.sqs,
         &notifications,
         HashMap::from([
             (
@@ -349,11 +347,11 @@ pub async fn resolve(c: &Clients, cfg: &AwsConfig) -> Result<Resources, EngineEr
     };
     let messages_queue_url = match &cfg.messages_queue_url {
         Some(u) => u.clone(),
-        None => queue_url(c, &messages).await?,
+        None => queue_url(&c.sqs, &messages).await?,
     };
     let notifications_queue_url = match &cfg.notifications_queue_url {
         Some(u) => u.clone(),
-        None => queue_url(c, &notifications).await?,
+        None => queue_url(&c.sqs, &notifications).await?,
     };
     let call = c
         .dynamodb

@@ -211,31 +211,21 @@ impl DynamoStore {
 
     /// Every connection of one user (strongly consistent).
     pub async fn connections_of(&self, user_id: &str) -> Result<Vec<Row>, EngineError> {
-        let mut rows = Vec::new();
-        let mut start = None;
-        loop {
-            let call = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("user_id = :u")
-                .expression_attribute_values(":u", AttributeValue::S(user_id.to_string()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send();
-            let out = aws_call("dynamodb", "Query", call)
-                .await
-                .map_err(aws_error("dynamodb", "Query"))?;
-            rows.extend(out.items().iter().filter_map(row));
-            start = out.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(rows);
-            }
-        }
+        self.query_all(None, "user_id", user_id).await
     }
 
     /// Every row that names `node_id` (GSI `by_node`).
     pub async fn connections_on(&self, node_id: &str) -> Result<Vec<Row>, EngineError> {
+        self.query_all(Some("by_node"), "node_id", node_id).await
+    }
+
+    /// All pages of `key = value`, on the table (consistent) or an index.
+    async fn query_all(
+        &self,
+        index: Option<&str>,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<Row>, EngineError> {
         let mut rows = Vec::new();
         let mut start = None;
         loop {
@@ -243,9 +233,11 @@ impl DynamoStore {
                 .client
                 .query()
                 .table_name(&self.table)
-                .index_name("by_node")
-                .key_condition_expression("node_id = :n")
-                .expression_attribute_values(":n", AttributeValue::S(node_id.to_string()))
+                .set_index_name(index.map(str::to_string))
+                .key_condition_expression("#k = :v")
+                .expression_attribute_names("#k", key)
+                .expression_attribute_values(":v", AttributeValue::S(value.to_string()))
+                .consistent_read(index.is_none())
                 .set_exclusive_start_key(start)
                 .send();
             let out = aws_call("dynamodb", "Query", call)
