@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::clients::{aws_error, error_code};
 use super::cluster::{Cluster, NodeRow};
 use super::dedup::RecentIds;
-use super::queue::delete_handled;
+use super::queue::Poll;
 use super::resources::{create_queue, sns_to_sqs_policy};
 use super::router::prune;
 use super::store::DynamoStore;
@@ -289,31 +289,8 @@ impl Mesh {
     ) {
         let Some(url) = self.inbox_url() else { return };
         let mut recent = RecentIds::new(100_000, Duration::from_secs(900));
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let receive = self
-                .sqs
-                .receive_message()
-                .queue_url(&url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(10)
-                .send();
-            let received = tokio::select! {
-                _ = stop.changed() => return,
-                r = aws_call("sqs", "ReceiveMessage", receive) => r,
-            };
-            let messages = match received {
-                Ok(out) => {
-                    backoff = Duration::from_millis(200);
-                    out.messages.unwrap_or_default()
-                }
-                Err(e) => {
-                    tracing::warn!(error = %aws_error("sqs", "ReceiveMessage")(e), "inbox poll failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(20));
-                    continue;
-                }
-            };
+        let mut poll = Poll::new(self.sqs.clone(), url);
+        while let Some(messages) = poll.next(&mut stop).await {
             let mut done = Vec::new();
             for m in &messages {
                 let ok = match serde_json::from_str::<MeshEnvelope>(m.body().unwrap_or_default()) {
@@ -330,7 +307,7 @@ impl Mesh {
                     }
                 }
             }
-            delete_handled(&self.sqs, &url, done).await;
+            poll.delete(done).await;
         }
     }
 

@@ -4,7 +4,6 @@
 //! DLQ; it never holds up the rest of its batch.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use sumu_shared::NotificationRequest;
@@ -12,7 +11,7 @@ use tokio::sync::watch;
 
 use super::clients::aws_error;
 use super::dedup::RecentIds;
-use super::queue::delete_handled;
+use super::queue::Poll;
 use crate::engine::Router;
 use crate::metrics::{aws_call, METRICS};
 
@@ -52,35 +51,8 @@ pub fn request_text(body: &str) -> std::borrow::Cow<'_, str> {
 
 impl Poller {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            let receive = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.queue_url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(10)
-                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-                .send();
-            let received = tokio::select! {
-                _ = stop.changed() => return,
-                r = aws_call("sqs", "ReceiveMessage", receive) => r,
-            };
-            let messages = match received {
-                Ok(out) => {
-                    backoff = Duration::from_millis(200);
-                    out.messages.unwrap_or_default()
-                }
-                Err(e) => {
-                    tracing::warn!(error = %aws_error("sqs", "ReceiveMessage")(e), "notifications poll failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(20));
-                    continue;
-                }
-            };
+        let mut poll = Poll::new(self.sqs.clone(), self.queue_url.clone());
+        while let Some(messages) = poll.next(&mut stop).await {
             if messages.is_empty() {
                 continue;
             }
@@ -97,7 +69,7 @@ impl Poller {
                     Outcome::Retry => {}
                 }
             }
-            delete_handled(&self.sqs, &self.queue_url, done).await;
+            poll.delete(done).await;
         }
     }
 
