@@ -40,12 +40,22 @@ data "aws_iam_policy_document" "node" {
       "dynamodb:BatchWriteItem",
       "dynamodb:UpdateItem",
       "dynamodb:ConditionCheckItem",
+      "dynamodb:DescribeTable",
     ]
     resources = [
       aws_dynamodb_table.connections.arn,
       "${aws_dynamodb_table.connections.arn}/index/by_node",
       aws_dynamodb_table.cluster.arn,
     ]
+  }
+
+  # The leader's reaper scans the (small) cluster table for node rows with a
+  # stale heartbeat.
+  statement {
+    sid       = "ClusterScan"
+    effect    = "Allow"
+    actions   = ["dynamodb:Scan"]
+    resources = [aws_dynamodb_table.cluster.arn]
   }
 
   # Presence: the leader reads the connections table's stream itself.

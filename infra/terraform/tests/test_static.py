@@ -369,7 +369,8 @@ def test_node_policy_star_resources_are_unrestrictable_only(tf):
 
 def test_node_dynamodb_access(tf):
     needed = {"dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query",
-              "dynamodb:BatchWriteItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}
+              "dynamodb:BatchWriteItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem",
+              "dynamodb:DescribeTable"}
     [s] = _statements_with(tf, "dynamodb:Query")
     assert set(s["actions"]) == needed
     assert set(s["resources"]) == {
@@ -381,6 +382,9 @@ def test_node_dynamodb_access(tf):
     assert set(streams["actions"]) == {"dynamodb:DescribeStream", "dynamodb:GetShardIterator", "dynamodb:GetRecords"}
     assert streams["resources"] == ["${aws_dynamodb_table.connections.arn}/stream/*"]
     assert _statements_with(tf, "dynamodb:ListStreams")
+    [scan] = _statements_with(tf, "dynamodb:Scan")
+    assert scan["actions"] == ["dynamodb:Scan"]
+    assert scan["resources"] == ["${aws_dynamodb_table.cluster.arn}"]
 
 
 def test_node_sns_access(tf):
