@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::types::{OperationType, Record, ShardIteratorType};
+use futures_util::{StreamExt, TryStreamExt};
 use sumu_shared::{PresenceEvent, PresenceStatus};
 use tokio::sync::watch;
 
@@ -19,6 +20,8 @@ use crate::config::PresenceSource;
 use crate::engine::{ClientMessage, ClientOutput, EngineError, OutputRoute};
 use crate::metrics::{aws_call, METRICS};
 
+/// Users whose records are handled at once.
+const USER_CONCURRENCY: usize = 32;
 const IDLE_PAUSE: Duration = Duration::from_millis(250);
 const RESCAN_EVERY: Duration = Duration::from_secs(10);
 
@@ -253,24 +256,59 @@ impl PresenceConsumer {
             .await
     }
 
-    async fn handle(&self, state: &mut PresenceState, record: &Record) -> Result<(), EngineError> {
-        let inserted = match record.event_name() {
-            Some(OperationType::Insert) => true,
-            Some(OperationType::Remove) => false,
-            _ => return Ok(()),
-        };
-        let Some(user) = user_of(record) else {
-            return Ok(());
-        };
-        let live = self.store.connections_of(&user).await?.len();
-        if let Some(status) = state.decide(&user, inserted, live) {
-            self.emit(&user, status, millis_of(record)).await?;
-            METRICS
-                .notifications
-                .with_label_values(&["presence", if inserted { "online" } else { "offline" }])
-                .inc();
+    /// Handles one GetRecords batch: each user's records in order, users
+    /// concurrently (so the Queries overlap and the events batch).
+    async fn handle_batch(
+        &self,
+        state: &mut PresenceState,
+        records: &[Record],
+    ) -> Result<(), EngineError> {
+        let mut per_user: Vec<(String, Vec<(bool, u64)>)> = Vec::new();
+        for record in records {
+            let inserted = match record.event_name() {
+                Some(OperationType::Insert) => true,
+                Some(OperationType::Remove) => false,
+                _ => continue,
+            };
+            let Some(user) = user_of(record) else {
+                continue;
+            };
+            let event = (inserted, millis_of(record));
+            match per_user.iter_mut().find(|(u, _)| *u == user) {
+                Some((_, events)) => events.push(event),
+                None => per_user.push((user, vec![event])),
+            }
         }
-        Ok(())
+        let shared = std::sync::Mutex::new(std::mem::take(state));
+        let chains = per_user.into_iter().map(|(user, events)| {
+            let shared = &shared;
+            async move {
+                for (inserted, at) in events {
+                    let live = self.store.connections_of(&user).await?.len();
+                    let status = shared
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .decide(&user, inserted, live);
+                    if let Some(status) = status {
+                        self.emit(&user, status, at).await?;
+                        METRICS
+                            .notifications
+                            .with_label_values(&[
+                                "presence",
+                                if inserted { "online" } else { "offline" },
+                            ])
+                            .inc();
+                    }
+                }
+                Ok::<(), EngineError>(())
+            }
+        });
+        let result: Result<Vec<()>, EngineError> = futures_util::stream::iter(chains)
+            .buffer_unordered(USER_CONCURRENCY)
+            .try_collect()
+            .await;
+        *state = shared.into_inner().unwrap_or_else(|e| e.into_inner());
+        result.map(|_| ())
     }
 
     /// Reads every shard until told to stop.
@@ -346,9 +384,7 @@ impl PresenceConsumer {
                     }
                 };
                 let records = out.records();
-                for record in records {
-                    self.handle(state, record).await?;
-                }
+                self.handle_batch(state, records).await?;
                 if let Some(last) = records.last() {
                     lag_ms = lag_ms.max(crate::engine::now_ms().saturating_sub(millis_of(last)));
                 }
