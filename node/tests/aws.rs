@@ -81,6 +81,45 @@ impl Cluster {
     }
 }
 
+/// Polls `check` until it holds (or fails the test after LONG).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + LONG;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn row_exists(ddb: &aws_sdk_dynamodb::Client, table: &str, user: &str, conn: &str) -> bool {
+    ddb.get_item()
+        .table_name(table)
+        .key("user_id", AttributeValue::S(user.into()))
+        .key("connection_id", AttributeValue::S(conn.into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .is_some()
+}
+
+async fn cluster_row(
+    ddb: &aws_sdk_dynamodb::Client,
+    cluster: &Cluster,
+    pk: &str,
+) -> Option<HashMap<String, AttributeValue>> {
+    ddb.get_item()
+        .table_name(format!("{}Cluster", cluster.prefix))
+        .key("pk", AttributeValue::S(pk.into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+}
+
 async fn receive_one(sqs: &aws_sdk_sqs::Client, url: &str) -> aws_sdk_sqs::types::Message {
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
@@ -181,27 +220,10 @@ async fn rows_follow_sockets_and_publish_send_carry_sumu_attributes() {
     assert_eq!(attr(&m, "timestamp").0, "Number");
 
     drop(ws);
-    let deadline = tokio::time::Instant::now() + LONG;
-    loop {
-        let gone = ddb
-            .get_item()
-            .table_name(&table)
-            .key("user_id", AttributeValue::S("alice".into()))
-            .key("connection_id", AttributeValue::S(conn.clone()))
-            .send()
-            .await
-            .unwrap()
-            .item
-            .is_none();
-        if gone {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "row not removed on close"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("row removed on close", || async {
+        !row_exists(&ddb, &table, "alice", &conn).await
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -355,26 +377,18 @@ async fn rows_of_sockets_nobody_holds_are_pruned() {
     let node = cluster.node(&[]);
     let (status, _) = node.notify(r#"{"users":["ghost"],"data":1}"#).await;
     assert_eq!(status, 202);
-    let deadline = tokio::time::Instant::now() + LONG;
-    loop {
-        let left = ddb
-            .query()
+    eventually("stale rows pruned", || async {
+        ddb.query()
             .table_name(&table)
             .key_condition_expression("user_id = :u")
             .expression_attribute_values(":u", AttributeValue::S("ghost".into()))
             .send()
             .await
             .unwrap()
-            .count();
-        if left == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{left} stale rows left"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .count()
+            == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -472,31 +486,16 @@ async fn the_mesh_carries_multicasts_and_broadcasts_between_nodes() {
         .to_string();
     b.signal(libc::SIGTERM);
     assert_eq!(close_code(&mut bob, LONG).await, Some(1001));
-    let deadline = tokio::time::Instant::now() + LONG;
-    loop {
-        let row = ddb
-            .get_item()
-            .table_name(format!("{}Cluster", cluster.prefix))
-            .key("pk", AttributeValue::S("node#node-b".into()))
-            .send()
-            .await
-            .unwrap()
-            .item;
-        let queue_gone = sqs
-            .get_queue_attributes()
-            .queue_url(&inbox)
-            .send()
-            .await
-            .is_err();
-        if row.is_none() && queue_gone {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node-b did not leave"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("node-b left: row and inbox gone", || async {
+        cluster_row(&ddb, &cluster, "node#node-b").await.is_none()
+            && sqs
+                .get_queue_attributes()
+                .queue_url(&inbox)
+                .send()
+                .await
+                .is_err()
+    })
+    .await;
     // Rows of a node with no cluster row are pruned when targeted.
     let table = format!("{}Connections", cluster.prefix);
     ddb.put_item()
@@ -514,24 +513,10 @@ async fn the_mesh_carries_multicasts_and_broadcasts_between_nodes() {
         .unwrap();
     let (status, _) = a.notify(r#"{"users":["zombie"],"data":1}"#).await;
     assert_eq!(status, 202);
-    let deadline = tokio::time::Instant::now() + LONG;
-    while ddb
-        .get_item()
-        .table_name(&table)
-        .key("user_id", AttributeValue::S("zombie".into()))
-        .key("connection_id", AttributeValue::S("z1".into()))
-        .send()
-        .await
-        .unwrap()
-        .item
-        .is_some()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "zombie row not pruned"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("zombie row pruned", || async {
+        !row_exists(&ddb, &table, "zombie", "z1").await
+    })
+    .await;
 }
 
 /// A backend queue subscribed (raw) to the messages topic.
@@ -623,22 +608,12 @@ async fn the_leader_emits_presence_and_reaps_a_dead_node() {
     let fast = ["--heartbeat-secs", "1", "--node-timeout-secs", "3"];
     let a = cluster.named("node-a", &fast);
     // node-a leads before node-b starts.
-    let deadline = tokio::time::Instant::now() + LONG;
-    loop {
-        let lease = ddb
-            .get_item()
-            .table_name(format!("{}Cluster", cluster.prefix))
-            .key("pk", AttributeValue::S("lease#leader".into()))
-            .send()
+    eventually("node-a leads", || async {
+        cluster_row(&ddb, &cluster, "lease#leader")
             .await
-            .unwrap()
-            .item;
-        if lease.is_some_and(|l| l["owner"] == AttributeValue::S("node-a".into())) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no leader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .is_some_and(|l| l["owner"] == AttributeValue::S("node-a".into()))
+    })
+    .await;
     let mut b = cluster.named("node-b", &fast);
 
     // Two sockets for alice (two nodes): one ONLINE, and OFFLINE only when the last goes.
@@ -673,29 +648,18 @@ async fn the_leader_emits_presence_and_reaps_a_dead_node() {
     b.child.kill().unwrap();
     let reaped = presence_events(&sqs, &presence_q, 1, Duration::from_secs(20)).await;
     assert_eq!(reaped, vec![("bob".into(), "OFFLINE".into())]);
-    let deadline = tokio::time::Instant::now() + LONG;
-    while sqs
-        .get_queue_attributes()
-        .queue_url(&inbox)
-        .send()
-        .await
-        .is_ok()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "dead node's inbox not deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let row = ddb
-        .get_item()
-        .table_name(format!("{}Cluster", cluster.prefix))
-        .key("pk", AttributeValue::S("node#node-b".into()))
-        .send()
-        .await
-        .unwrap()
-        .item;
-    assert!(row.is_none(), "dead node's row not deleted");
+    eventually("dead node's inbox deleted", || async {
+        sqs.get_queue_attributes()
+            .queue_url(&inbox)
+            .send()
+            .await
+            .is_err()
+    })
+    .await;
+    assert!(
+        cluster_row(&ddb, &cluster, "node#node-b").await.is_none(),
+        "dead node's row not deleted"
+    );
     // No stray events: alice was reported once each way.
     let rest = sqs
         .receive_message()
