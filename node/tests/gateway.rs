@@ -437,3 +437,23 @@ fn refuses_dev_on_a_public_address() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dev-allow-remote"));
 }
+
+#[tokio::test]
+async fn large_upgrade_requests_and_frames_pass_the_small_read_buffer() {
+    // The patched actix-http reads 1 KiB at a time (node/vendor/actix-http):
+    // a 9 KB upgrade request and a 30 KB frame must still go through whole.
+    let node = Node::start(&["--hs256-secret", "s", "--api-key", "k"], "k");
+    let pad = "p".repeat(9000);
+    let token = sign(
+        jsonwebtoken::Algorithm::HS256,
+        b"s",
+        None,
+        serde_json::json!({"sub": "big", "exp": now_secs() + 60, "pad": pad}),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(node.ws_url(&token))
+        .await
+        .expect("large upgrade request accepted");
+    let frame = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(30_000));
+    send_text(&mut ws, &frame).await;
+    assert!(next_text(&mut ws, LONG).await.unwrap().contains("\"pong\""));
+}
