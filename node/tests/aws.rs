@@ -150,7 +150,7 @@ fn attr<'a>(m: &'a aws_sdk_sqs::types::Message, name: &str) -> (&'a str, &'a str
 #[tokio::test]
 async fn rows_follow_sockets_and_publish_send_carry_sumu_attributes() {
     let cluster = Cluster::new("T1", 5);
-    let sdk = cluster.emulator.sdk().await;
+    let sdk = sdk(&cluster.emulator).await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let sns = aws_sdk_sns::Client::new(&sdk);
@@ -229,7 +229,7 @@ async fn rows_follow_sockets_and_publish_send_carry_sumu_attributes() {
 #[tokio::test]
 async fn notification_requests_from_queue_and_topic_reach_their_sockets() {
     let cluster = Cluster::new("T2", 5);
-    let sdk = cluster.emulator.sdk().await;
+    let sdk = sdk(&cluster.emulator).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let sns = aws_sdk_sns::Client::new(&sdk);
     let node = cluster.node(&[]);
@@ -280,7 +280,7 @@ async fn notification_requests_from_queue_and_topic_reach_their_sockets() {
 #[tokio::test]
 async fn a_malformed_request_ends_in_the_dlq_without_blocking_its_batch() {
     let cluster = Cluster::new("T3", 2);
-    let sdk = cluster.emulator.sdk().await;
+    let sdk = sdk(&cluster.emulator).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     // Both in one batch before the node polls.
     let q = cluster.var("SUMU_NOTIFICATIONS_QUEUE_URL").to_string();
@@ -355,7 +355,7 @@ async fn a_malformed_request_ends_in_the_dlq_without_blocking_its_batch() {
 #[tokio::test]
 async fn rows_of_sockets_nobody_holds_are_pruned() {
     let cluster = Cluster::new("T4", 5);
-    let sdk = cluster.emulator.sdk().await;
+    let sdk = sdk(&cluster.emulator).await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let table = format!("{}Connections", cluster.prefix);
     let put = |conn: &str, at: u64| {
@@ -397,7 +397,7 @@ async fn a_connect_that_cannot_be_registered_is_refused() {
     let node = cluster.node(&[]);
     let token = node.dev_token("late").await;
     // The table disappears under the node.
-    let sdk = cluster.emulator.sdk().await;
+    let sdk = sdk(&cluster.emulator).await;
     aws_sdk_dynamodb::Client::new(&sdk)
         .delete_table()
         .table_name(format!("{}Connections", cluster.prefix))
@@ -412,7 +412,7 @@ async fn a_connect_that_cannot_be_registered_is_refused() {
 #[tokio::test]
 async fn the_mesh_carries_multicasts_and_broadcasts_between_nodes() {
     let cluster = Cluster::new("T6", 5);
-    let sdk = cluster.emulator.sdk().await;
+    let sdk = sdk(&cluster.emulator).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let a = cluster.named("node-a", &[]);
@@ -600,7 +600,7 @@ async fn presence_events(
 #[tokio::test]
 async fn the_leader_emits_presence_and_reaps_a_dead_node() {
     let cluster = Cluster::new("T7", 5);
-    let sdk = cluster.emulator.sdk().await;
+    let sdk = sdk(&cluster.emulator).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let sns = aws_sdk_sns::Client::new(&sdk);
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);

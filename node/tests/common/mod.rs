@@ -229,97 +229,16 @@ pub fn serve_file(body: String, cache_control: &'static str) -> SocketAddr {
     addr
 }
 
-/// A ministack emulator on a run-time port (from `infra/local/.venv`,
-/// installed by `infra/local/emulator install`); killed on drop.
-pub struct Emulator {
-    child: Child,
-    pub endpoint: String,
-}
+pub use sumu_testkit::Emulator;
 
-impl Emulator {
-    pub fn start() -> Emulator {
-        let exe = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../infra/local/.venv/bin/ministack"
-        );
-        assert!(
-            std::path::Path::new(exe).exists(),
-            "ministack is not installed: run `infra/local/emulator install`"
-        );
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut child = Command::new(exe)
-                .env("BIND_HOST", "127.0.0.1")
-                .env("GATEWAY_PORT", port.to_string())
-                .env("IOT_MTLS_ENABLED", "0")
-                .env("SFTP_ENABLED", "0")
-                .env("LOG_LEVEL", "WARNING")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn ministack");
-            let endpoint = format!("http://127.0.0.1:{port}");
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while std::time::Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // port taken: try another
-                }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && health_ok(port) {
-                    return Emulator { child, endpoint };
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("ministack did not start");
-    }
-
-    /// The environment a node (or `bootstrap`) needs to use this emulator.
-    pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
-        vec![
-            ("SUMU_ENGINE".into(), "aws".into()),
-            ("SUMU_AWS_ENDPOINT".into(), self.endpoint.clone()),
-            ("SUMU_AWS_REGION".into(), "us-east-1".into()),
-            ("SUMU_NAME_PREFIX".into(), prefix.into()),
-            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
-        ]
-    }
-
-    pub async fn sdk(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
-            .load()
-            .await
-    }
-}
-
-fn health_ok(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let req = "GET /_ministack/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 16];
-    matches!(s.read(&mut buf), Ok(n) if n >= 12 && &buf[..12] == b"HTTP/1.1 200")
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// SDK configuration for the emulator (what a backend would use locally).
+pub async fn sdk(emulator: &Emulator) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&emulator.endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await
 }

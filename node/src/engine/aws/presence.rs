@@ -113,10 +113,6 @@ fn millis_of(record: &Record) -> u64 {
         .unwrap_or_else(crate::engine::now_ms)
 }
 
-struct ShardCursor {
-    iterator: Option<String>,
-}
-
 impl PresenceConsumer {
     async fn stream_arn(&self) -> Result<String, EngineError> {
         let call = self
@@ -331,7 +327,8 @@ impl PresenceConsumer {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), EngineError> {
         let stream_arn = self.stream_arn().await?;
-        let mut cursors: HashMap<String, ShardCursor> = HashMap::new();
+        // Shard id → its next iterator (None: the shard is closed and read).
+        let mut cursors: HashMap<String, Option<String>> = HashMap::new();
         let mut finished: HashSet<String> = HashSet::new();
         let mut scanned = tokio::time::Instant::now() - RESCAN_EVERY;
         let mut known: Vec<(String, Option<String>)> = Vec::new();
@@ -359,12 +356,12 @@ impl PresenceConsumer {
                 }
                 if !cursors.contains_key(shard) {
                     let iterator = self.iterator(&stream_arn, shard).await?;
-                    cursors.insert(shard.clone(), ShardCursor { iterator });
+                    cursors.insert(shard.clone(), iterator);
                 }
                 let Some(cursor) = cursors.get_mut(shard) else {
                     continue;
                 };
-                let Some(iterator) = cursor.iterator.clone() else {
+                let Some(iterator) = cursor.clone() else {
                     finished.insert(shard.clone());
                     continue;
                 };
@@ -396,8 +393,8 @@ impl PresenceConsumer {
                     self.save_checkpoint(&stream_arn, shard, seq).await?;
                     got_any = true;
                 }
-                cursor.iterator = out.next_shard_iterator().map(str::to_string);
-                if cursor.iterator.is_none() {
+                *cursor = out.next_shard_iterator().map(str::to_string);
+                if cursor.is_none() {
                     finished.insert(shard.clone());
                 }
             }

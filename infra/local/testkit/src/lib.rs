@@ -1,0 +1,96 @@
+//! Test helpers shared by the node's and the load tester's integration
+//! tests: a ministack AWS emulator (installed into `infra/local/.venv` by
+//! `infra/local/emulator install`, which `infra/local/test-all` runs) on a
+//! loopback port chosen at run time, killed on drop.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback TCP port (small race until it is bound again).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The status of `GET path` on a loopback port, if anything answered.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A ministack emulator on a run-time port; killed on drop.
+pub struct Emulator {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Emulator {
+    pub fn start() -> Emulator {
+        let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/ministack");
+        assert!(
+            exe.exists(),
+            "ministack is not installed: run `infra/local/emulator install`"
+        );
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(&exe)
+                .env("BIND_HOST", "127.0.0.1")
+                .env("GATEWAY_PORT", port.to_string())
+                .env("IOT_MTLS_ENABLED", "0")
+                .env("SFTP_ENABLED", "0")
+                .env("LOG_LEVEL", "WARNING")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn ministack");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // port taken meanwhile: try another
+                }
+                if http_status(port, "/_ministack/health") == Some(200) {
+                    return Emulator {
+                        child,
+                        endpoint: format!("http://127.0.0.1:{port}"),
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("ministack did not start");
+    }
+
+    /// The environment a node (or `bootstrap`) needs to use this emulator.
+    pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
+        vec![
+            ("SUMU_ENGINE".into(), "aws".into()),
+            ("SUMU_AWS_ENDPOINT".into(), self.endpoint.clone()),
+            ("SUMU_AWS_REGION".into(), "us-east-1".into()),
+            ("SUMU_NAME_PREFIX".into(), prefix.into()),
+            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+        ]
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
