@@ -10,7 +10,6 @@ use crate::cpu_monitor::CpuMonitor;
 use crate::fleet::Fleet;
 use crate::progress::{Position, Progress};
 use crate::report::ServerMemory;
-use crate::session::SessionPlan;
 use crate::sys_limits::{read_fd_usage, read_vmrss_kib};
 
 pub async fn run(args: &ConnectArgs) -> Result<ScenarioOutput, ScenarioError> {
@@ -32,20 +31,7 @@ pub async fn run(args: &ConnectArgs) -> Result<ScenarioOutput, ScenarioError> {
     let mut progress = Progress::new(!args.output.no_progress, n as u64);
     progress.phase("connect", n as u64, fleet.live.clone(), Position::Connected);
 
-    let plans = (0..n)
-        .map(|i| {
-            (
-                SessionPlan {
-                    index: i,
-                    user: setup.user_of(i),
-                    ping_interval: args.fleet.ping_interval,
-                    close_at: None,
-                    publish: None,
-                },
-                setup.token_for(i),
-            )
-        })
-        .collect();
+    let plans = setup.listening_plans(n, args.fleet.ping_interval);
     let ramp = fleet.ramp(plans, args.fleet.ramp).await;
     let held_after_ramp = fleet.live.open();
 

@@ -149,20 +149,7 @@ pub async fn run(
     let mut fleet = Fleet::new(setup.fleet_config(&args.fleet), Arc::clone(&setup.run_id));
     let mut progress = Progress::new(!args.output.no_progress, n as u64);
     progress.phase("connect", n as u64, fleet.live.clone(), Position::Connected);
-    let plans = (0..n)
-        .map(|i| {
-            (
-                SessionPlan {
-                    index: i,
-                    user: setup.user_of(i),
-                    ping_interval: args.fleet.ping_interval,
-                    close_at: None,
-                    publish: None,
-                },
-                setup.token_for(i),
-            )
-        })
-        .collect();
+    let plans = setup.listening_plans(n, args.fleet.ping_interval);
     let ramp = fleet.ramp(plans, args.fleet.ramp).await;
     // Let the server register the last sockets before the first request.
     tokio::time::sleep(notify.settle).await;

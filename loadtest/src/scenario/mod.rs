@@ -16,7 +16,7 @@ use crate::cpu_monitor::CpuReport;
 use crate::fleet::{FailureTally, FleetConfig};
 use crate::latency::LatencyHistogram;
 use crate::report::{MachineReport, RunReport};
-use crate::session::{end_counts, SessionEnd, SessionOutcome};
+use crate::session::{end_counts, SessionEnd, SessionOutcome, SessionPlan};
 use crate::source_addrs::{SourceAddrError, SourceAddrs};
 use crate::sys_limits::{raise_nofile, Blame, FileLimit};
 use crate::target::{Target, TargetError};
@@ -84,6 +84,28 @@ impl Setup {
 
     pub fn user_of(&self, index: usize) -> usize {
         index % self.users
+    }
+
+    /// Plans for sockets `0..n` that only listen (and ping), with their tokens.
+    pub fn listening_plans(
+        &self,
+        n: usize,
+        ping_interval: std::time::Duration,
+    ) -> Vec<(SessionPlan, Arc<str>)> {
+        (0..n)
+            .map(|i| {
+                (
+                    SessionPlan {
+                        index: i,
+                        user: self.user_of(i),
+                        ping_interval,
+                        close_at: None,
+                        publish: None,
+                    },
+                    self.token_for(i),
+                )
+            })
+            .collect()
     }
 
     /// User of churning socket `index`: scattered over all users, so that churning
