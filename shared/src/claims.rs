@@ -6,11 +6,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Audience {
+    /// `"aud": "app"`: a single audience.
     One(String),
+    /// `"aud": ["x", "app"]`: a list of audiences.
     Many(Vec<String>),
 }
 
 impl Audience {
+    /// True when `wanted` is the audience, or one of the listed audiences.
     pub fn contains(&self, wanted: &str) -> bool {
         match self {
             Audience::One(a) => a == wanted,
@@ -22,16 +25,22 @@ impl Audience {
 /// The claims of an access or id token. `sub` becomes the `user_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
+    /// Subject (required, non-empty): the verified user id, used as `user_id`.
     pub sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Expiry, seconds since the Unix epoch (JWT `NumericDate`).
     pub exp: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Issued-at time, seconds since the Unix epoch.
     pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Not-before time, seconds since the Unix epoch.
     pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Issuer (e.g. the Cognito user pool URL).
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Audience: one string or a list (id tokens carry the app client id here).
     pub aud: Option<Audience>,
     /// Cognito access tokens carry the app client id here instead of `aud`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 /// The routes of SUMU's API Gateway WebSocket API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAction {
+    /// Liveness check; the node answers with a `pong` frame.
     Ping,
     /// SNS `Publish` to the messages topic.
     Publish,
@@ -17,7 +18,10 @@ pub enum ClientAction {
 /// sent, so it is forwarded without re-serialization.
 #[derive(Debug)]
 pub struct ClientFrame {
+    /// The route named by the frame's `action` field: `ping`, `publish` or `send`.
     pub action: ClientAction,
+    /// The `message` field as raw JSON; `None` when absent or `null`, which
+    /// `publish` and `send` refuse.
     pub message: Option<Box<RawValue>>,
     /// Optional client correlation id, echoed in the `ack` frame.
     pub id: Option<Box<RawValue>>,
@@ -26,14 +30,20 @@ pub struct ClientFrame {
 /// Why a frame was refused. The text becomes the error frame's `message`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
+    /// The text is not a JSON object; carries the parser's reason.
     #[error("invalid JSON: {0}")]
     InvalidJson(String),
+    /// The object has no `action` field.
     #[error("missing field 'action'")]
     MissingAction,
+    /// `action` is not `"ping"`, `"publish"` or `"send"`; carries the name
+    /// (or the raw JSON when it is not a string).
     #[error("unknown action '{0}'")]
     UnknownAction(String),
+    /// A `publish` or `send` frame without a non-null `message`.
     #[error("missing field 'message'")]
     MissingMessage,
+    /// `id` is present but not a JSON string or number (`null` included).
     #[error("field 'id' must be a string or a number")]
     BadId,
 }
@@ -49,6 +59,8 @@ struct Wire<'a> {
 }
 
 impl ClientFrame {
+    /// Parses and validates one text frame, e.g.
+    /// `{"action":"send","message":{..},"id":"c1"}`.
     pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
         if !text.trim_start().starts_with('{') {
             return Err(FrameError::InvalidJson("expected a JSON object".into()));

@@ -11,26 +11,38 @@ pub struct MeshEnvelope {
     pub request_id: String,
     /// The node that routed the request.
     pub from_node: String,
+    /// Who receives `data`; flattened, so its `target` tag and fields sit
+    /// at the top level of the envelope.
     #[serde(flatten)]
     pub target: MeshTarget,
+    /// The notification `data` as raw JSON, delivered byte-for-byte.
     pub data: Box<RawValue>,
 }
 
+/// The recipients of a [`MeshEnvelope`], tagged `"target": "connections"`
+/// or `"target": "broadcast"`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "target", rename_all = "snake_case")]
 pub enum MeshTarget {
     /// Deliver to these connections (held by the receiving node).
-    Connections { connections: Vec<MeshConnection> },
+    Connections {
+        /// The connections, each with the user it belongs to.
+        connections: Vec<MeshConnection>,
+    },
     /// Deliver to every local connection but those of the excluded users.
     Broadcast {
+        /// Users whose connections are skipped; absent means none.
         #[serde(default)]
         exclude_users: Vec<String>,
     },
 }
 
+/// One connection held by the receiving node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeshConnection {
+    /// The user (token `sub`) the connection belongs to.
     pub user_id: String,
+    /// The node-assigned connection id (the `connectionId` of `pong`).
     pub connection_id: String,
 }
 

@@ -12,15 +12,20 @@ pub struct NotificationRequest {
     pub users: Vec<String>,
     /// Users left out of a broadcast (or of a multicast).
     pub exclude_users: Vec<String>,
+    /// The `data` field (required, not `null`) as raw JSON text.
     pub data: Box<RawValue>,
 }
 
+/// Why a notification request was refused (the HTTP API answers 400).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NotificationError {
+    /// Not a JSON object, or a field of the wrong type; carries the reason.
     #[error("invalid JSON: {0}")]
     InvalidJson(String),
+    /// The object has no `data` field.
     #[error("missing field 'data'")]
     MissingData,
+    /// `data` is JSON `null`.
     #[error("field 'data' must not be null")]
     NullData,
 }
@@ -36,6 +41,8 @@ struct Wire {
 }
 
 impl NotificationRequest {
+    /// Parses and validates a request body; `users` and `exclude_users`
+    /// may be absent (empty) and are deduplicated.
     pub fn parse(body: &[u8]) -> Result<NotificationRequest, NotificationError> {
         if body.trim_ascii_start().first() != Some(&b'{') {
             return Err(NotificationError::InvalidJson(
@@ -55,6 +62,8 @@ impl NotificationRequest {
         })
     }
 
+    /// True when `users` is absent or empty: deliver to every connection
+    /// except those of `exclude_users`.
     pub fn is_broadcast(&self) -> bool {
         self.users.is_empty()
     }

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-pub fn present<'de, D>(d: D) -> Result<Option<Box<RawValue>>, D::Error>
+/// Deserializes a field that is present as `Some` (JSON `null` included).
+pub(crate) fn present<'de, D>(d: D) -> Result<Option<Box<RawValue>>, D::Error>
 where
     D: Deserializer<'de>,
 {
