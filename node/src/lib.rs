@@ -1,12 +1,43 @@
 //! sumu-node: a self-hosted, horizontally scaled WebSocket gateway that
 //! speaks SUMU's contract. See the repository's README.md and DESIGN.md.
+//!
+//! Layers, lowest first; a module uses only modules of its own layer or
+//! below (`node/tests/layers.rs` fails on an import that points up, or on
+//! any cycle):
+//!
+//! 1. leaves: `sys` (the only `unsafe`: raw libc calls), `clock`,
+//!    `config`, `logging`, `metrics`, `close` (why a socket closed),
+//!    `outbound` (what one socket may have queued), `auth` (tokens).
+//! 2. `hub`: this node's sockets, by connection and by user; it knows a
+//!    socket only as the messages it sends it ([`hub`]'s `ToSession`).
+//! 3. `engine`: the fleet behind the traits (`memory` or `aws`); engines are
+//!    handed the hub's delivery handle when they are built.
+//! 4. `session`: the actor of one socket; it uses the engine's client
+//!    output and registers with the hub.
+//! 5. `http`: the upgrade, the backend API, health and dev pages.
+//! 6. `server`: wiring and lifecycle; `main.rs` only parses the command
+//!    line and wires the shutdown to signals.
 
-pub mod auth;
+mod auth;
+mod clock;
+mod close;
 pub mod config;
-pub mod engine;
-pub mod http;
-pub mod logging;
-pub mod metrics;
-pub mod registry;
+mod engine;
+mod http;
+mod hub;
+mod logging;
+mod metrics;
+mod outbound;
 pub mod server;
-pub mod session;
+mod session;
+mod sys;
+
+/// Sets up logging (text or JSON on stderr).
+pub fn init_logging(format: config::LogFormat, filter: &str) {
+    logging::init(format, filter);
+}
+
+/// Lifts the soft descriptor limit to the hard one (one per socket).
+pub fn raise_file_limit() {
+    sys::raise_file_limit();
+}

@@ -1,39 +1,31 @@
+//! The `sumu-node` binary: parse the command line, then serve (until
+//! SIGTERM/SIGINT) or bootstrap.
+
 use anyhow::Context;
 use clap::Parser;
 use sumu_node::config::{Cli, Command, Config};
+use sumu_node::server;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), cli.options).context("configuration")?;
-    sumu_node::logging::init(config.log_format, &config.log);
-    raise_file_limit();
+    sumu_node::init_logging(config.log_format, &config.log);
+    sumu_node::raise_file_limit();
     let system = actix_web::rt::System::new();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             config.require_keys().context("configuration")?;
-            system.block_on(sumu_node::server::run(config))?
+            system.block_on(async {
+                let listener = server::bind(config.listen)?;
+                server::serve(config, listener, server::signalled()).await
+            })?
         }
         Command::Bootstrap => {
-            let resources = system
-                .block_on(sumu_node::engine::aws::bootstrap(&config))
+            let env = system
+                .block_on(server::bootstrap(&config))
                 .context("bootstrap")?;
-            print!("{}", resources.to_env());
+            print!("{env}");
         }
     }
     Ok(())
-}
-
-/// Each socket is a descriptor: lift the soft limit to the hard one.
-fn raise_file_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain libc calls on a struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }

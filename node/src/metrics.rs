@@ -1,4 +1,5 @@
-//! Prometheus metrics, served at `/metrics`.
+//! Prometheus metrics, served at `/metrics`: one process-wide set, each
+//! registered once under the names README's metrics table lists.
 
 use std::sync::LazyLock;
 
@@ -7,21 +8,20 @@ use prometheus::{
     TextEncoder,
 };
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
-    pub connections: IntGauge,
-    pub connections_opened: IntCounter,
-    pub connections_closed: IntCounterVec,
-    pub frames_in: IntCounterVec,
-    pub frames_out: IntCounter,
-    pub deliveries: IntCounter,
-    pub notifications: IntCounterVec,
-    pub auth_failures: IntCounterVec,
-    pub errors: IntCounterVec,
-    pub aws_calls: IntCounterVec,
-    pub aws_errors: IntCounterVec,
-    pub aws_latency: HistogramVec,
-    pub presence_lag_ms: IntGauge,
+    pub(crate) connections: IntGauge,
+    pub(crate) connections_opened: IntCounter,
+    pub(crate) connections_closed: IntCounterVec,
+    pub(crate) frames_in: IntCounterVec,
+    pub(crate) deliveries: IntCounter,
+    pub(crate) notifications: IntCounterVec,
+    pub(crate) auth_failures: IntCounterVec,
+    pub(crate) errors: IntCounterVec,
+    pub(crate) aws_calls: IntCounterVec,
+    pub(crate) aws_errors: IntCounterVec,
+    pub(crate) aws_latency: HistogramVec,
+    pub(crate) presence_lag_ms: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -45,11 +45,6 @@ impl Metrics {
                 .expect("valid metric");
         registry
             .register(Box::new(connections_opened.clone()))
-            .expect("unique metric");
-        let frames_out = IntCounter::new("sumu_frames_out_total", "Text frames sent to clients")
-            .expect("valid metric");
-        registry
-            .register(Box::new(frames_out.clone()))
             .expect("unique metric");
         let deliveries = IntCounter::new(
             "sumu_deliveries_total",
@@ -93,7 +88,6 @@ impl Metrics {
                 "Client frames received, by route",
                 &["route"],
             ),
-            frames_out,
             deliveries,
             notifications: counter_vec(
                 &registry,
@@ -125,7 +119,7 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();
         if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
@@ -135,29 +129,7 @@ impl Metrics {
     }
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-
-/// Times one AWS call and counts it, its errors and its latency.
-pub async fn aws_call<T, E, F>(
-    service: &'static str,
-    operation: &'static str,
-    fut: F,
-) -> Result<T, E>
-where
-    F: std::future::Future<Output = Result<T, E>>,
-{
-    let m = &*METRICS;
-    let start = std::time::Instant::now();
-    let result = fut.await;
-    m.aws_calls.with_label_values(&[service, operation]).inc();
-    m.aws_latency
-        .with_label_values(&[service, operation])
-        .observe(start.elapsed().as_secs_f64());
-    if result.is_err() {
-        m.aws_errors.with_label_values(&[service, operation]).inc();
-    }
-    result
-}
+pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 #[cfg(test)]
 mod tests {

@@ -1,53 +1,99 @@
-//! Wiring and lifecycle of a node: engine, registry, HTTP server, signals,
-//! graceful drain.
+//! A node's lifecycle: wiring (hub → engine → auth → HTTP), serving on a
+//! listener it is given, and the graceful drain once the shutdown future it
+//! is given resolves. Shutdown is injected: the binary wires it to
+//! SIGTERM/SIGINT, tests to whatever they like.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Actor;
 use actix_web::{web, App, HttpServer};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::dev::{DevIssuer, DEV_KID};
-use crate::auth::keys::KeyError;
 use crate::auth::Authenticator;
+use crate::close::CloseReason;
 use crate::config::{Config, EngineKind};
 use crate::engine::{self, Engine, EngineError};
-use crate::http::push::SocketFd;
-use crate::http::{self, AppState};
-use crate::registry::{LocalDelivery, Registry};
+use crate::http::{self, AppState, SocketFd};
+use crate::hub::LocalDelivery;
+use crate::logging::chain;
 use crate::session::SessionEnv;
 
+/// How long sockets told to close may take to go, after the drain waves.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long the engine's background tasks may take to stop.
+const TASKS_GRACE: Duration = Duration::from_secs(5);
+/// Pending connections the kernel keeps for a node under a connect storm.
+const BACKLOG: i32 = 4096;
+
+/// Why a node could not start or serve.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error(transparent)]
-    Keys(#[from] KeyError),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    #[error("cannot listen on {addr}: {source}")]
+    /// A token key source could not be loaded.
+    #[error("token keys")]
+    Keys(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The engine could not start.
+    #[error("engine")]
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
     Bind {
-        addr: std::net::SocketAddr,
+        addr: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
-    #[error("server failed: {0}")]
-    Server(std::io::Error),
+    /// The HTTP server failed.
+    #[error("server failed")]
+    Server(#[source] std::io::Error),
 }
 
-async fn build_engine(config: &Config) -> Result<Engine, NodeError> {
+/// Binds `addr` with a deep accept queue (the default 128 drops connects
+/// under a storm).
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
+    let err = |source| NodeError::Bind { addr, source };
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    let listener = socket.listen(BACKLOG as u32).map_err(err)?;
+    listener.into_std().map_err(err)
+}
+
+async fn build_engine(config: &Config, local: LocalDelivery) -> Result<Engine, EngineError> {
     match config.engine {
-        EngineKind::Memory => Ok(engine::memory::engine(config.presence_source)),
-        EngineKind::Aws => Ok(engine::aws::engine(config).await?),
+        EngineKind::Memory => Ok(engine::memory::engine(config.presence_source, local)),
+        EngineKind::Aws => engine::aws::engine(config, local).await,
     }
 }
 
-/// Runs a node until SIGTERM/SIGINT, then drains and returns.
-pub async fn run(config: Config) -> Result<(), NodeError> {
+/// Serves on `listener` until `shutdown` resolves, then drains: `/readyz`
+/// turns 503, sockets close in jittered waves, background tasks stop as
+/// one set, the node leaves the fleet.
+pub async fn serve(
+    config: Config,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
     let config = Arc::new(config);
-    let engine = build_engine(&config).await?;
-    let registry = Registry::default().start();
-    let local = LocalDelivery::new(registry);
-    engine.background.start(local.clone()).await?;
+    let local = LocalDelivery::start();
+    let engine = build_engine(&config, local.clone())
+        .await
+        .map_err(|e| NodeError::Engine(e.into()))?;
+    let tasks = TaskTracker::new();
+    let stop = CancellationToken::new();
+    engine
+        .background
+        .start(&tasks, stop.clone())
+        .await
+        .map_err(|e| NodeError::Engine(e.into()))?;
 
     let dev = config.dev.then(|| {
         Arc::new(DevIssuer::new(
@@ -59,7 +105,8 @@ pub async fn run(config: Config) -> Result<(), NodeError> {
         config.auth.clone(),
         dev.as_ref()
             .map(|d| (DEV_KID.to_string(), d.verification_key())),
-    )?;
+    )
+    .map_err(|e| NodeError::Keys(e.into()))?;
     auth.warm_up().await;
     let ready = Arc::new(AtomicBool::new(false));
     let state = web::Data::new(AppState {
@@ -76,13 +123,13 @@ pub async fn run(config: Config) -> Result<(), NodeError> {
     });
 
     let app_state = state.clone();
+    let listen = listener.local_addr().ok();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
             .configure(|c| http::configure(c, &app_state))
     })
     .workers(config.workers)
-    .backlog(4096)
     .max_connections(1_000_000)
     .client_request_timeout(Duration::from_secs(10))
     .disable_signals()
@@ -92,9 +139,9 @@ pub async fn run(config: Config) -> Result<(), NodeError> {
             ext.insert(SocketFd(tcp.as_raw_fd()));
         }
     })
-    .bind(config.listen)
+    .listen(listener)
     .map_err(|source| NodeError::Bind {
-        addr: config.listen,
+        addr: listen.unwrap_or(config.listen),
         source,
     })?;
     let addrs = server.addrs();
@@ -116,21 +163,28 @@ pub async fn run(config: Config) -> Result<(), NodeError> {
     ready.store(true, Ordering::Release);
 
     let server_task = actix_web::rt::spawn(server);
-    wait_for_signal().await;
+    shutdown.await;
     tracing::info!("shutting down: draining sockets");
     ready.store(false, Ordering::Release);
-    match local.drain(config.drain).await {
+    match local.drain(config.drain, CloseReason::ServerShutdown).await {
         Ok(n) => tracing::info!(closed = n, "sockets told to close"),
-        Err(e) => tracing::warn!(error = %e, "drain failed"),
+        Err(e) => tracing::warn!(error = %chain(&e), "drain failed"),
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while tokio::time::Instant::now() < deadline {
-        if local.count().await.unwrap_or(0) == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if tokio::time::timeout(CLOSE_GRACE, local.emptied())
+        .await
+        .is_err()
+    {
+        tracing::warn!("sockets still open after the drain; stopping anyway");
     }
-    engine.background.stop().await;
+    stop.cancel();
+    tasks.close();
+    if tokio::time::timeout(TASKS_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop in time");
+    }
+    engine.background.leave().await;
     handle.stop(true).await;
     match server_task.await {
         Ok(Ok(())) | Err(_) => Ok(()),
@@ -138,7 +192,8 @@ pub async fn run(config: Config) -> Result<(), NodeError> {
     }
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT.
+pub async fn signalled() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -152,4 +207,13 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// `sumu-node bootstrap`: creates the AWS resources; answers the
+/// `SUMU_*=…` lines that name them.
+pub async fn bootstrap(config: &Config) -> Result<String, NodeError> {
+    let resources = engine::aws::bootstrap(config)
+        .await
+        .map_err(|e| NodeError::Engine(e.into()))?;
+    Ok(resources.to_env())
 }

@@ -8,17 +8,17 @@ use sumu_shared::claims::{Audience, Claims};
 
 use super::keys::Key;
 
-pub const DEV_KID: &str = "sumu-dev";
-pub const DEV_TOKEN_TTL_SECS: u64 = 3600;
+pub(crate) const DEV_KID: &str = "sumu-dev";
+pub(crate) const DEV_TOKEN_TTL_SECS: u64 = 3600;
 
-pub struct DevIssuer {
+pub(crate) struct DevIssuer {
     secret: Vec<u8>,
     audience: Option<String>,
     issuer: Option<String>,
 }
 
 impl DevIssuer {
-    pub fn new(audience: Option<String>, issuer: Option<String>) -> DevIssuer {
+    pub(crate) fn new(audience: Option<String>, issuer: Option<String>) -> DevIssuer {
         let mut secret = Vec::with_capacity(32);
         secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
         secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
@@ -29,11 +29,11 @@ impl DevIssuer {
         }
     }
 
-    pub fn verification_key(&self) -> Key {
+    pub(crate) fn verification_key(&self) -> Key {
         Key::hmac(&self.secret)
     }
 
-    pub fn issue(&self, sub: &str) -> Result<String, jsonwebtoken::errors::Error> {
+    pub(crate) fn issue(&self, sub: &str) -> Result<String, jsonwebtoken::errors::Error> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

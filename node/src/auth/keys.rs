@@ -8,7 +8,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     #[error("cannot read key file {0}: {1}")]
     Read(String, std::io::Error),
     #[error("no usable key in {0}")]
@@ -19,9 +19,9 @@ pub enum KeyError {
 
 /// One verification key and the algorithms it may verify.
 #[derive(Clone)]
-pub struct Key {
-    pub decoding: DecodingKey,
-    pub algorithms: Vec<Algorithm>,
+pub(crate) struct Key {
+    pub(crate) decoding: DecodingKey,
+    pub(crate) algorithms: Vec<Algorithm>,
 }
 
 impl Key {
@@ -40,35 +40,35 @@ impl Key {
         }
     }
 
-    pub fn hmac(secret: &[u8]) -> Key {
+    pub(crate) fn hmac(secret: &[u8]) -> Key {
         Key::new(DecodingKey::from_secret(secret), Some(Algorithm::HS256))
     }
 }
 
 /// Keys by `kid`, plus keys that have none (a PEM file, a shared secret).
 #[derive(Clone, Default)]
-pub struct KeySet {
-    pub by_kid: HashMap<String, Key>,
-    pub anonymous: Vec<Key>,
+pub(crate) struct KeySet {
+    pub(crate) by_kid: HashMap<String, Key>,
+    pub(crate) anonymous: Vec<Key>,
 }
 
 impl KeySet {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.by_kid.is_empty() && self.anonymous.is_empty()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_kid.len() + self.anonymous.len()
     }
 
-    pub fn extend(&mut self, other: KeySet) {
+    pub(crate) fn extend(&mut self, other: KeySet) {
         self.by_kid.extend(other.by_kid);
         self.anonymous.extend(other.anonymous);
     }
 
     /// Parses a standard JWKS (`{"keys":[...]}`), Firebase's x509 map
     /// (`{"kid": "-----BEGIN CERTIFICATE-----..."}`) or PEM text.
-    pub fn parse(text: &str, origin: &str) -> Result<KeySet, KeyError> {
+    pub(crate) fn parse(text: &str, origin: &str) -> Result<KeySet, KeyError> {
         let trimmed = text.trim_start();
         let set = if trimmed.starts_with("-----BEGIN") {
             let mut set = KeySet::default();
@@ -116,7 +116,7 @@ impl KeySet {
         Ok(set)
     }
 
-    pub fn from_file(path: &std::path::Path) -> Result<KeySet, KeyError> {
+    pub(crate) fn from_file(path: &std::path::Path) -> Result<KeySet, KeyError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| KeyError::Read(path.display().to_string(), e))?;
         KeySet::parse(&text, &path.display().to_string())
@@ -137,7 +137,7 @@ fn pem_key(pem: &[u8]) -> Option<Key> {
 }
 
 /// `Cache-Control: max-age=N` (or `s-maxage`), if present.
-pub fn max_age(cache_control: Option<&str>) -> Option<Duration> {
+pub(crate) fn max_age(cache_control: Option<&str>) -> Option<Duration> {
     cache_control?
         .split(',')
         .filter_map(|d| d.trim().split_once('='))
@@ -147,12 +147,12 @@ pub fn max_age(cache_control: Option<&str>) -> Option<Duration> {
 }
 
 /// A key set fetched from a URI, with its expiry.
-pub struct Fetched {
-    pub keys: KeySet,
-    pub expires_at: Instant,
+pub(crate) struct Fetched {
+    pub(crate) keys: KeySet,
+    pub(crate) expires_at: Instant,
 }
 
-pub async fn fetch(
+pub(crate) async fn fetch(
     client: &reqwest::Client,
     uri: &str,
     default_ttl: Duration,

@@ -1,7 +1,7 @@
 //! Token verification before the WebSocket upgrade.
 
-pub mod dev;
-pub mod keys;
+pub(crate) mod dev;
+pub(crate) mod keys;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use keys::{Key, KeyError, KeySet};
 /// Why a token was refused. `reason()` is the short code in the 401 body and
 /// the `reason` label of the auth-failure metric.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error("no token: pass ?authorization=<JWT> or an Authorization header")]
     Missing,
     #[error("malformed token")]
@@ -41,7 +41,7 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing_token",
             AuthError::Malformed => "malformed_token",
@@ -58,7 +58,7 @@ impl AuthError {
     }
 
     /// Every refusal is 401 but an outage of the key source, which is ours.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         if matches!(self, AuthError::KeysUnavailable) {
             503
         } else {
@@ -69,7 +69,10 @@ impl AuthError {
 
 /// The token of an upgrade request: `?authorization=` first, then the
 /// `Authorization` header (`Bearer <JWT>` or the bare token).
-pub fn extract_token<'a>(query_token: Option<&'a str>, header: Option<&'a str>) -> Option<&'a str> {
+pub(crate) fn extract_token<'a>(
+    query_token: Option<&'a str>,
+    header: Option<&'a str>,
+) -> Option<&'a str> {
     if let Some(t) = query_token.map(str::trim).filter(|t| !t.is_empty()) {
         return Some(t.strip_prefix("Bearer ").unwrap_or(t).trim());
     }
@@ -95,7 +98,7 @@ struct RemoteState {
     last_fetch: Option<Instant>,
 }
 
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     cfg: AuthConfig,
     local: Arc<KeySet>,
     remote: Option<Remote>,
@@ -158,7 +161,10 @@ fn base64url_decode(s: &str) -> Option<Vec<u8>> {
 impl Authenticator {
     /// Loads the local key sources (file, secret, the dev key) now; a JWKS
     /// URI is fetched by [`Authenticator::warm_up`] and then on demand.
-    pub fn new(cfg: AuthConfig, extra: Option<(String, Key)>) -> Result<Authenticator, KeyError> {
+    pub(crate) fn new(
+        cfg: AuthConfig,
+        extra: Option<(String, Key)>,
+    ) -> Result<Authenticator, KeyError> {
         let mut local = KeySet::default();
         if let Some(path) = &cfg.jwks_file {
             local.extend(KeySet::from_file(path)?);
@@ -191,7 +197,7 @@ impl Authenticator {
 
     /// Fetches the JWKS URI once at start; a failure is logged, not fatal
     /// (the next token retries).
-    pub async fn warm_up(&self) {
+    pub(crate) async fn warm_up(&self) {
         if let Some(remote) = &self.remote {
             if let Err(e) = self.refresh(remote, None).await {
                 tracing::warn!(error = %e, "initial JWKS fetch failed; will retry on demand");
@@ -266,7 +272,7 @@ impl Authenticator {
             .collect())
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let header = peek_header(token)?;
         let keys = self.candidate_keys(header.kid.as_deref()).await?;
         let usable: Vec<&Key> = keys

@@ -10,43 +10,47 @@ use serde::Serialize;
 use sumu_shared::{NotificationRequest, PresenceEvent, PresenceStatus};
 use tokio::sync::broadcast;
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use super::{
-    now_ms, Background, ClientMessage, ClientOutput, ConnectionRecord, ConnectionStore, Engine,
+    Background, ClientMessage, ClientOutput, ConnectionRecord, ConnectionStore, Engine,
     EngineError, RouteOutcome, Router,
 };
+use crate::clock::now_ms;
 use crate::config::PresenceSource;
-use crate::registry::LocalDelivery;
+use crate::hub::LocalDelivery;
 
 /// One message on the bus, shaped like what a SUMU backend receives from
 /// SNS/SQS: the body plus the message attributes.
 #[derive(Debug, Clone, Serialize)]
-pub struct BusMessage {
+pub(crate) struct BusMessage {
     /// `apigw.route.publish`, `apigw.route.send` or `lambda.presence.watchdog`.
-    pub source: &'static str,
+    pub(crate) source: &'static str,
     /// `topic` (the SNS messages topic) or `queue` (the SQS messages queue).
-    pub destination: &'static str,
-    pub user_id: String,
-    pub timestamp: u64,
+    pub(crate) destination: &'static str,
+    pub(crate) user_id: String,
+    pub(crate) timestamp: u64,
     /// The message body (JSON text).
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// In-process fan-out of [`BusMessage`]s to any number of subscribers. A
 /// subscriber that falls behind by more than the capacity loses the oldest
 /// messages (and is told how many).
 #[derive(Clone)]
-pub struct Bus {
+pub(crate) struct Bus {
     tx: broadcast::Sender<Arc<BusMessage>>,
 }
 
 impl Bus {
-    pub fn new(capacity: usize) -> Bus {
+    pub(crate) fn new(capacity: usize) -> Bus {
         Bus {
             tx: broadcast::channel(capacity).0,
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BusMessage>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<BusMessage>> {
         self.tx.subscribe()
     }
 
@@ -58,7 +62,7 @@ impl Bus {
 
 /// Counts live connections per user to produce ONLINE on 0→1 and OFFLINE
 /// on 1→0.
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     per_user: Mutex<HashMap<String, usize>>,
     bus: Bus,
     presence: PresenceSource,
@@ -119,7 +123,7 @@ impl MemoryStore {
     }
 }
 
-pub struct MemoryOutput {
+pub(crate) struct MemoryOutput {
     bus: Bus,
 }
 
@@ -141,8 +145,8 @@ impl ClientOutput for MemoryOutput {
 }
 
 /// Routes every request to this node's own sockets.
-pub struct MemoryRouter {
-    local: Mutex<Option<LocalDelivery>>,
+pub(crate) struct MemoryRouter {
+    local: LocalDelivery,
 }
 
 #[async_trait]
@@ -152,13 +156,7 @@ impl Router for MemoryRouter {
         _request_id: &str,
         request: NotificationRequest,
     ) -> Result<RouteOutcome, EngineError> {
-        let local = self
-            .local
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| EngineError::Unavailable("node is starting".into()))?;
-        let local_deliveries = local.deliver_request(&request).await?;
+        let local_deliveries = self.local.deliver_request(&request).await?;
         Ok(RouteOutcome {
             local_deliveries,
             mesh_messages: 0,
@@ -166,21 +164,21 @@ impl Router for MemoryRouter {
     }
 }
 
+/// One node has no fleet to join and nothing to run in the background.
+struct NoBackground;
+
 #[async_trait]
-impl Background for MemoryRouter {
-    async fn start(&self, local: LocalDelivery) -> Result<(), EngineError> {
-        *self.local.lock().unwrap_or_else(|e| e.into_inner()) = Some(local);
+impl Background for NoBackground {
+    async fn start(&self, _: &TaskTracker, _: CancellationToken) -> Result<(), EngineError> {
         Ok(())
     }
 
-    async fn stop(&self) {}
+    async fn leave(&self) {}
 }
 
-pub fn engine(presence: PresenceSource) -> Engine {
+/// The memory engine, delivering through `local`.
+pub(crate) fn engine(presence: PresenceSource, local: LocalDelivery) -> Engine {
     let bus = Bus::new(4096);
-    let router = Arc::new(MemoryRouter {
-        local: Mutex::new(None),
-    });
     Engine {
         store: Arc::new(MemoryStore {
             per_user: Mutex::new(HashMap::new()),
@@ -188,8 +186,8 @@ pub fn engine(presence: PresenceSource) -> Engine {
             presence,
         }),
         output: Arc::new(MemoryOutput { bus: bus.clone() }),
-        router: router.clone(),
-        background: router,
+        router: Arc::new(MemoryRouter { local }),
+        background: Arc::new(NoBackground),
         bus: Some(bus),
     }
 }
@@ -208,9 +206,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[actix::test]
     async fn presence_on_first_and_last_connection_only() {
-        let e = engine(PresenceSource::Queue);
+        let e = engine(PresenceSource::Queue, LocalDelivery::start());
         let mut rx = e.bus.as_ref().unwrap().subscribe();
         e.store.register(&rec("u", "c1")).await.unwrap();
         e.store.register(&rec("u", "c2")).await.unwrap();
@@ -229,9 +227,9 @@ mod tests {
 mod presence_off {
     use super::*;
 
-    #[tokio::test]
+    #[actix::test]
     async fn no_presence_events_when_off() {
-        let e = engine(PresenceSource::None);
+        let e = engine(PresenceSource::None, LocalDelivery::start());
         let mut rx = e.bus.as_ref().unwrap().subscribe();
         let rec = ConnectionRecord {
             user_id: "u".into(),

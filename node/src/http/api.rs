@@ -1,28 +1,94 @@
-//! The backend API: `POST /api/notify`, `GET /api/users`, `GET /api/events`.
+//! The backend API: `POST /api/notify`, `GET /api/users`, `GET /api/events`,
+//! behind the API key (compared in constant time). A refusal is an
+//! [`ApiError`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bytes::Bytes;
 use serde::Serialize;
 use sumu_shared::NotificationRequest;
 
-use super::{json_error, AppState};
+use super::{error_body, AppState};
+use crate::engine::EngineError;
+use crate::hub::HubError;
+use crate::logging::chain;
 use crate::metrics::METRICS;
+
+/// Why an API call was refused.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ApiError {
+    #[error("the HTTP API is off: start the node with --api-key")]
+    Disabled,
+    #[error("missing or wrong API key")]
+    BadKey,
+    #[error("{0}")]
+    InvalidRequest(#[source] sumu_shared::NotificationError),
+    #[error("{0}")]
+    Routing(#[source] EngineError),
+    #[error("{0}")]
+    Hub(#[source] HubError),
+    #[error("the aws engine sends these to the messages topic and queue")]
+    NoBus,
+}
+
+impl ApiError {
+    fn reason(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Disabled => Some("api_disabled"),
+            ApiError::BadKey => Some("bad_api_key"),
+            ApiError::InvalidRequest(_) => Some("invalid_request"),
+            ApiError::Routing(_) => Some("routing_failed"),
+            ApiError::Hub(_) => None,
+            ApiError::NoBus => Some("no_bus"),
+        }
+    }
+
+    fn record(&self) {
+        match self {
+            ApiError::InvalidRequest(_) => METRICS
+                .notifications
+                .with_label_values(&["http", "invalid"])
+                .inc(),
+            ApiError::Routing(e) => {
+                METRICS
+                    .notifications
+                    .with_label_values(&["http", "failed"])
+                    .inc();
+                tracing::warn!(error = %chain(e), "notification routing failed");
+            }
+            ApiError::Hub(e) => tracing::warn!(error = %chain(e), "local sockets unreachable"),
+            ApiError::Disabled | ApiError::BadKey | ApiError::NoBus => {}
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Disabled | ApiError::NoBus => StatusCode::NOT_FOUND,
+            ApiError::BadKey => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Routing(_) | ApiError::Hub(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.record();
+        error_body(self.status_code(), &self.to_string(), self.reason())
+    }
+}
 
 /// Compares without leaking where the first difference is.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The refusal, if the request lacks the API key.
-fn refuse_without_key(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
+/// Refuses a request that lacks the API key.
+fn require_key(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     let Some(key) = &state.config.api_key else {
-        return Some(json_error(
-            404,
-            "the HTTP API is off: start the node with --api-key",
-            Some("api_disabled"),
-        ));
+        return Err(ApiError::Disabled);
     };
     let given = req
         .headers()
@@ -31,13 +97,9 @@ fn refuse_without_key(req: &HttpRequest, state: &AppState) -> Option<HttpRespons
         .and_then(|h| h.strip_prefix("Bearer ").or(Some(h)))
         .unwrap_or("");
     if constant_time_eq(given.trim().as_bytes(), key.as_bytes()) {
-        None
+        Ok(())
     } else {
-        Some(json_error(
-            401,
-            "missing or wrong API key",
-            Some("bad_api_key"),
-        ))
+        Err(ApiError::BadKey)
     }
 }
 
@@ -50,46 +112,33 @@ struct NotifyAccepted {
     mesh_messages: usize,
 }
 
-pub async fn notify(req: HttpRequest, body: Bytes, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(r) = refuse_without_key(&req, &state) {
-        return r;
-    }
-    let request = match NotificationRequest::parse(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            METRICS
-                .notifications
-                .with_label_values(&["http", "invalid"])
-                .inc();
-            return json_error(400, &e.to_string(), Some("invalid_request"));
-        }
-    };
+pub(super) async fn notify(
+    req: HttpRequest,
+    body: Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_key(&req, &state)?;
+    let request = NotificationRequest::parse(&body).map_err(ApiError::InvalidRequest)?;
     let request_id = format!(
         "{}-http-{}",
         state.config.node_id,
         REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
     );
-    match state.engine.router.route(&request_id, request).await {
-        Ok(outcome) => {
-            METRICS
-                .notifications
-                .with_label_values(&["http", "routed"])
-                .inc();
-            HttpResponse::Accepted().json(NotifyAccepted {
-                request_id,
-                deliveries: outcome.local_deliveries,
-                mesh_messages: outcome.mesh_messages,
-            })
-        }
-        Err(e) => {
-            METRICS
-                .notifications
-                .with_label_values(&["http", "failed"])
-                .inc();
-            tracing::warn!(error = %e, "notification routing failed");
-            json_error(503, &e.to_string(), Some("routing_failed"))
-        }
-    }
+    let outcome = state
+        .engine
+        .router
+        .route(&request_id, request)
+        .await
+        .map_err(ApiError::Routing)?;
+    METRICS
+        .notifications
+        .with_label_values(&["http", "routed"])
+        .inc();
+    Ok(HttpResponse::Accepted().json(NotifyAccepted {
+        request_id,
+        deliveries: outcome.local_deliveries,
+        mesh_messages: outcome.mesh_messages,
+    }))
 }
 
 #[derive(Serialize)]
@@ -97,28 +146,24 @@ struct Users {
     users: Vec<String>,
 }
 
-pub async fn users(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(r) = refuse_without_key(&req, &state) {
-        return r;
-    }
-    match state.local.connected_users().await {
-        Ok(users) => HttpResponse::Ok().json(Users { users }),
-        Err(e) => json_error(503, &e.to_string(), None),
-    }
+pub(super) async fn users(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_key(&req, &state)?;
+    let users = state.local.connected_users().await.map_err(ApiError::Hub)?;
+    Ok(HttpResponse::Ok().json(Users { users }))
 }
 
 /// Server-sent events of the memory engine's bus: every `publish`, `send`
 /// and presence event, as `{"source","destination","user_id","timestamp","message"}`.
-pub async fn events(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(r) = refuse_without_key(&req, &state) {
-        return r;
-    }
+pub(super) async fn events(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_key(&req, &state)?;
     let Some(bus) = &state.engine.bus else {
-        return json_error(
-            404,
-            "the aws engine sends these to the messages topic and queue",
-            Some("no_bus"),
-        );
+        return Err(ApiError::NoBus);
     };
     let rx = bus.subscribe();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -135,10 +180,10 @@ pub async fn events(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
     });
     // An initial comment so clients see the stream open at once.
     let hello = futures_util::stream::once(async { Ok(Bytes::from_static(b": sumu events\n\n")) });
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
-        .streaming(futures_util::StreamExt::chain(hello, stream))
+        .streaming(futures_util::StreamExt::chain(hello, stream)))
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! `/healthz`, `/readyz`, `/metrics`.
+//! `/healthz` (the process is up), `/readyz` (it takes new sockets: the
+//! balancer's health check), `/metrics` (Prometheus text).
 
 use std::sync::atomic::Ordering;
 
@@ -8,12 +9,12 @@ use super::AppState;
 use crate::metrics::METRICS;
 
 /// The process is up.
-pub async fn healthz() -> HttpResponse {
+pub(super) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
 /// The node takes new sockets (false while starting and draining).
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.ready.load(Ordering::Acquire) {
         HttpResponse::Ok().body("ready")
     } else {
@@ -21,7 +22,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-pub async fn metrics() -> HttpResponse {
+pub(super) async fn metrics() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(METRICS.render())

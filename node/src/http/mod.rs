@@ -1,14 +1,19 @@
 //! The HTTP surface: the WebSocket upgrade, the backend API, health,
-//! metrics and the `--dev` pages.
+//! metrics and the `--dev` pages. Each boundary has one error type that
+//! knows its status, its stable `reason`, its metric and its log line
+//! (`push::UpgradeError`, `api::ApiError`, `dev::DevError`); every refusal
+//! body is `{"message", "reason"?}`, written by [`error_body`] alone.
 
-pub mod api;
-pub mod dev;
-pub mod health;
-pub mod push;
+mod api;
+mod dev;
+mod health;
+mod push;
 
+use std::os::fd::RawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
@@ -16,22 +21,27 @@ use crate::auth::dev::DevIssuer;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::registry::LocalDelivery;
+use crate::hub::LocalDelivery;
 use crate::session::SessionEnv;
 
 /// What every handler shares.
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub auth: Arc<Authenticator>,
-    pub dev: Option<Arc<DevIssuer>>,
-    pub engine: Engine,
-    pub local: LocalDelivery,
-    pub session_env: Arc<SessionEnv>,
-    pub ready: Arc<AtomicBool>,
+pub(crate) struct AppState {
+    pub(crate) config: Arc<Config>,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) dev: Option<Arc<DevIssuer>>,
+    pub(crate) engine: Engine,
+    pub(crate) local: LocalDelivery,
+    pub(crate) session_env: Arc<SessionEnv>,
+    pub(crate) ready: Arc<AtomicBool>,
 }
 
+/// The raw descriptor of an accepted TCP connection, recorded at connect
+/// (for cutting off a slow reader from outside its session).
+#[derive(Clone, Copy)]
+pub(crate) struct SocketFd(pub(crate) RawFd);
+
 /// The largest notification request body (SQS's message size limit).
-pub const MAX_NOTIFY_BYTES: usize = 256 * 1024;
+const MAX_NOTIFY_BYTES: usize = 256 * 1024;
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -40,13 +50,12 @@ struct ErrorBody<'a> {
     reason: Option<&'a str>,
 }
 
-pub fn json_error(status: u16, message: &str, reason: Option<&str>) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(status)
-        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+/// The JSON body of every refusal.
+fn error_body(status: StatusCode, message: &str, reason: Option<&str>) -> HttpResponse {
     HttpResponse::build(status).json(ErrorBody { message, reason })
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
     let push_path = state.config.path.clone();
     cfg.app_data(web::PayloadConfig::new(MAX_NOTIFY_BYTES))
         .route(&push_path, web::get().to(push::upgrade))

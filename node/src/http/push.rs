@@ -1,51 +1,130 @@
-//! `GET /push`: verify the token, record the connection, then upgrade.
+//! `GET /push`: verify the token, register the socket (hub, then the
+//! engine's store, both before the 101), then upgrade. A refusal is an
+//! [`UpgradeError`]: HTTP status + `{"message","reason"}`, no socket.
+//!
+//! The socket's [`Registration`] guard exists before anything is
+//! registered, so an upgrade abandoned half-way (the client reset the
+//! connection) unregisters whatever it had registered.
 
-use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::AsyncContext;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use actix_web_actors::ws;
 use serde::Deserialize;
 
-use super::{json_error, AppState};
-use crate::auth::extract_token;
-use crate::engine::{now_ms, ConnectionRecord};
+use super::{error_body, AppState, SocketFd};
+use crate::auth::{extract_token, AuthError};
+use crate::clock::now_ms;
+use crate::engine::{ConnectionRecord, EngineError};
+use crate::hub::{HubError, Register, SessionHandle};
+use crate::logging::chain;
 use crate::metrics::METRICS;
-use crate::registry::{Register, SessionHandle, Unregister};
-use crate::session::outbound::{Metered, Outbound};
-use crate::session::registration::Registration;
-use crate::session::{Arm, Session};
+use crate::outbound::{Metered, Outbound};
+use crate::session::{Arm, Registration, Session};
 
-/// The raw descriptor of an accepted TCP connection, recorded at connect.
-#[derive(Clone, Copy)]
-pub struct SocketFd(pub RawFd);
+/// Why an upgrade was refused.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum UpgradeError {
+    #[error("node is not accepting connections")]
+    NotReady,
+    #[error("origin not allowed")]
+    Origin,
+    #[error(transparent)]
+    Auth(AuthError),
+    #[error("{0}")]
+    NotWebSocket(ws::HandshakeError),
+    #[error("session did not start")]
+    SessionDidNotStart,
+    #[error("node is not accepting connections")]
+    Hub(#[source] HubError),
+    #[error("connection could not be registered, retry")]
+    RegisterFailed(#[source] EngineError),
+}
+
+impl UpgradeError {
+    /// The stable `reason` of the body (and of the auth-failure metric).
+    fn reason(&self) -> Option<&'static str> {
+        match self {
+            UpgradeError::NotReady | UpgradeError::Hub(_) => Some("draining"),
+            UpgradeError::Origin => Some("origin_not_allowed"),
+            UpgradeError::Auth(e) => Some(e.reason()),
+            UpgradeError::NotWebSocket(_) => Some("not_a_websocket_upgrade"),
+            UpgradeError::SessionDidNotStart => None,
+            UpgradeError::RegisterFailed(_) => Some("register_failed"),
+        }
+    }
+
+    /// The body's `message`. A missing token says only "Unauthorized", as
+    /// API Gateway does.
+    fn message(&self) -> String {
+        match self {
+            UpgradeError::Auth(AuthError::Missing) => "Unauthorized".to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Counts and logs the refusal: client errors as information, ours as
+    /// warnings with their causes.
+    fn record(&self) {
+        match self {
+            UpgradeError::Origin | UpgradeError::Auth(_) => {
+                let reason = self.reason().unwrap_or_default();
+                METRICS.auth_failures.with_label_values(&[reason]).inc();
+                tracing::info!(reason, "upgrade refused");
+            }
+            UpgradeError::RegisterFailed(e) => {
+                METRICS.errors.with_label_values(&["register"]).inc();
+                tracing::warn!(error = %chain(e), "connection could not be recorded; refused");
+            }
+            UpgradeError::Hub(e) => tracing::info!(error = %chain(e), "upgrade refused"),
+            UpgradeError::SessionDidNotStart => tracing::warn!("session did not start"),
+            UpgradeError::NotReady | UpgradeError::NotWebSocket(_) => {}
+        }
+    }
+}
+
+impl ResponseError for UpgradeError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            UpgradeError::NotReady | UpgradeError::Hub(_) | UpgradeError::RegisterFailed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            UpgradeError::Origin => StatusCode::FORBIDDEN,
+            UpgradeError::Auth(e) => {
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED)
+            }
+            UpgradeError::NotWebSocket(_) => StatusCode::BAD_REQUEST,
+            UpgradeError::SessionDidNotStart => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.record();
+        error_body(self.status_code(), &self.message(), self.reason())
+    }
+}
 
 #[derive(Deserialize)]
 struct PushQuery {
     authorization: Option<String>,
 }
 
-fn refuse(reason: &'static str, status: u16, message: &str) -> HttpResponse {
-    METRICS.auth_failures.with_label_values(&[reason]).inc();
-    tracing::info!(reason, "upgrade refused");
-    json_error(status, message, Some(reason))
-}
-
-pub async fn upgrade(
+pub(super) async fn upgrade(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> HttpResponse {
+) -> Result<HttpResponse, UpgradeError> {
     if !state.ready.load(Ordering::Acquire) {
-        return json_error(503, "node is not accepting connections", Some("draining"));
+        return Err(UpgradeError::NotReady);
     }
     let origins = &state.config.allowed_origins;
     if !origins.is_empty() {
         if let Some(origin) = req.headers().get("origin").and_then(|o| o.to_str().ok()) {
             if !origins.iter().any(|o| o == origin) {
-                return refuse("origin_not_allowed", 403, "origin not allowed");
+                return Err(UpgradeError::Origin);
             }
         }
     }
@@ -55,20 +134,9 @@ pub async fn upgrade(
         .get("authorization")
         .and_then(|h| h.to_str().ok());
     let query_token = query.as_ref().and_then(|q| q.authorization.as_deref());
-    let Some(token) = extract_token(query_token, header) else {
-        return refuse("missing_token", 401, "Unauthorized");
-    };
-    let claims = match state.auth.verify(token).await {
-        Ok(c) => c,
-        Err(e) => {
-            let message = e.to_string();
-            return refuse(e.reason(), e.status(), &message);
-        }
-    };
-    let handshake = match ws::handshake(&req) {
-        Ok(h) => h,
-        Err(e) => return json_error(400, &e.to_string(), Some("not_a_websocket_upgrade")),
-    };
+    let token = extract_token(query_token, header).ok_or(UpgradeError::Auth(AuthError::Missing))?;
+    let claims = state.auth.verify(token).await.map_err(UpgradeError::Auth)?;
+    let mut response = ws::handshake(&req).map_err(UpgradeError::NotWebSocket)?;
 
     let connection_id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let user_id: Arc<str> = claims.sub.into();
@@ -91,22 +159,31 @@ pub async fn upgrade(
         session
     });
     let Some(addr) = slot.take() else {
-        return json_error(500, "session did not start", None);
+        outbound.closed();
+        return Err(UpgradeError::SessionDidNotStart);
     };
-    let registry = state.local.registry().clone();
-    let registered = registry
-        .send(Register {
+    // From here on, dropping `registration` (an error, or this request
+    // abandoned at an await) undoes what was registered.
+    let mut registration = Registration::new(
+        connection_id.clone(),
+        user_id.clone(),
+        state.local.clone(),
+        state.engine.store.clone(),
+    );
+    let registered = state
+        .local
+        .register(Register {
             connection_id: connection_id.clone(),
             user_id: user_id.clone(),
             handle: SessionHandle {
-                addr: addr.clone(),
+                recipient: addr.clone().recipient(),
                 outbound: outbound.clone(),
             },
         })
         .await;
-    if !matches!(registered, Ok(Ok(()))) {
+    if let Err(e) = registered {
         outbound.closed();
-        return json_error(503, "node is not accepting connections", Some("draining"));
+        return Err(UpgradeError::Hub(e));
     }
     let now = now_ms();
     let record = ConnectionRecord {
@@ -116,26 +193,12 @@ pub async fn upgrade(
         connected_at: now,
         delete_at: now / 1000 + state.config.limits.max_connection.as_secs() + 3600,
     };
+    registration.storing();
     if let Err(e) = state.engine.store.register(&record).await {
         outbound.closed();
-        registry.do_send(Unregister {
-            connection_id: connection_id.clone(),
-        });
-        METRICS.errors.with_label_values(&["register"]).inc();
-        tracing::warn!(error = %e, "connection could not be recorded; refused");
-        return json_error(
-            503,
-            "connection could not be registered, retry",
-            Some("register_failed"),
-        );
+        return Err(UpgradeError::RegisterFailed(e));
     }
-    addr.do_send(Arm(Registration {
-        connection_id: connection_id.clone(),
-        user_id: user_id.clone(),
-        registry,
-        store: state.engine.store.clone(),
-    }));
+    addr.do_send(Arm(registration));
     tracing::debug!(%connection_id, %user_id, "socket open");
-    let mut response = handshake;
-    response.streaming(Metered::new(Box::pin(stream), outbound))
+    Ok(response.streaming(Metered::new(Box::pin(stream), outbound)))
 }

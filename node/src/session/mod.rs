@@ -1,74 +1,75 @@
 //! The session actor: one per socket. It owns the socket's heartbeats, idle
 //! and lifetime limits, frame limits, rate limit and outbound bound, routes
 //! client frames, and never waits on I/O (engine calls run as spawned
-//! futures whose answers come back as frames).
+//! futures whose answers come back as frames). Every way it ends is a
+//! [`CloseReason`], counted once.
 
-pub mod outbound;
-pub mod rate;
-pub mod registration;
+mod rate;
+mod registration;
+mod timers;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use actix_web_actors::ws::{self, CloseCode, CloseReason};
+use actix_web_actors::ws;
 use bytes::BytesMut;
-use bytestring::ByteString;
 use sumu_shared::{server, ClientAction, ClientFrame};
 
+use crate::clock::now_ms;
+use crate::close::CloseReason;
 use crate::config::Limits;
-use crate::engine::{now_ms, ClientMessage, ClientOutput, OutputRoute};
+use crate::engine::{ClientMessage, ClientOutput, OutputRoute};
+use crate::hub::ToSession;
+use crate::logging::chain;
 use crate::metrics::METRICS;
-use outbound::Outbound;
+use crate::outbound::Outbound;
 use rate::TokenBucket;
-use registration::Registration;
+pub(crate) use registration::Registration;
+use timers::{Due, Lifetimes, Timers};
 
 /// What every session of a node shares.
-pub struct SessionEnv {
-    pub limits: Limits,
-    pub output: Arc<dyn ClientOutput>,
+pub(crate) struct SessionEnv {
+    pub(crate) limits: Limits,
+    pub(crate) output: Arc<dyn ClientOutput>,
 }
 
-pub struct Session {
+impl SessionEnv {
+    fn lifetimes(&self) -> Lifetimes {
+        Lifetimes {
+            idle_timeout: self.limits.idle_timeout,
+            max_connection: self.limits.max_connection,
+            ping_interval: self.limits.ping_interval,
+        }
+    }
+}
+
+pub(crate) struct Session {
     connection_id: Arc<str>,
     user_id: Arc<str>,
     env: Arc<SessionEnv>,
     outbound: Arc<Outbound>,
     bucket: TokenBucket,
     strikes: u32,
-    last_data: Instant,
-    last_seen: Instant,
-    opened: Instant,
-    next_ping: Instant,
+    timers: Timers,
     fragments: Option<(bool, BytesMut)>,
     registration: Option<Registration>,
 }
-
-/// A notification payload, already reserved in the outbound bound.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver(pub ByteString);
 
 /// The registrations to undo when the socket goes (sent once the
 /// connection is recorded; dropped with the mailbox if it never opens).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Arm(pub Registration);
-
-/// Node shutdown: close with 1001.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shutdown;
+pub(crate) struct Arm(pub(crate) Registration);
 
 impl Session {
-    pub fn new(
+    pub(crate) fn new(
         connection_id: Arc<str>,
         user_id: Arc<str>,
         env: Arc<SessionEnv>,
         outbound: Arc<Outbound>,
     ) -> Session {
-        let now = Instant::now();
-        let next_ping = now + env.limits.ping_interval;
+        let timers = Timers::new(Instant::now(), &env.lifetimes());
         Session {
             bucket: TokenBucket::new(env.limits.rate_per_sec, env.limits.rate_burst),
             connection_id,
@@ -76,10 +77,7 @@ impl Session {
             env,
             outbound,
             strikes: 0,
-            last_data: now,
-            last_seen: now,
-            opened: now,
-            next_ping,
+            timers,
             fragments: None,
             registration: None,
         }
@@ -93,51 +91,42 @@ impl Session {
         }
     }
 
-    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, why: &'static str) {
-        METRICS.connections_closed.with_label_values(&[why]).inc();
-        ctx.close(Some(CloseReason {
-            code,
-            description: Some(why.replace('_', " ")),
-        }));
+    /// Ends the socket: counts the reason, sends its close frame (if it has
+    /// a code), stops the actor.
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, reason: CloseReason) {
+        reason.count();
+        if let Some(code) = reason.code() {
+            ctx.close(Some(ws::CloseReason {
+                code,
+                description: Some(reason.description()),
+            }));
+        }
         ctx.stop();
     }
 
-    /// One timer per socket: it fires at the earliest of the next ping,
-    /// the idle deadline and the max-duration deadline, handles what is
-    /// due, and re-arms itself.
+    /// One timer per socket: it fires at the earliest deadline, handles
+    /// what is due, and re-arms itself.
     fn schedule_tick(&self, ctx: &mut ws::WebsocketContext<Self>) {
-        let limits = &self.env.limits;
-        let now = Instant::now();
-        let next = (self.next_ping)
-            .min(self.last_data + limits.idle_timeout)
-            .min(self.opened + limits.max_connection);
-        ctx.run_later(next.saturating_duration_since(now), |act, ctx| {
-            act.tick(ctx)
-        });
+        let next = self.timers.next_wake(&self.env.lifetimes());
+        ctx.run_later(
+            next.saturating_duration_since(Instant::now()),
+            |act, ctx| act.tick(ctx),
+        );
     }
 
     fn tick(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        let limits = &self.env.limits;
+        let life = self.env.lifetimes();
         let now = Instant::now();
-        if now >= self.opened + limits.max_connection {
-            return self.close(ctx, CloseCode::Away, "max_duration");
-        }
-        if now >= self.last_data + limits.idle_timeout {
-            return self.close(ctx, CloseCode::Away, "idle_timeout");
-        }
-        if now >= self.next_ping {
-            if self.last_seen.elapsed() > limits.ping_interval * 2 {
-                METRICS
-                    .connections_closed
-                    .with_label_values(&["no_pong"])
-                    .inc();
-                return ctx.stop();
+        match self.timers.due(now, &life) {
+            Due::Close(reason) => return self.close(ctx, reason),
+            Due::Ping => {
+                if !self.outbound.reserve(0) {
+                    return ctx.stop();
+                }
+                ctx.ping(b"");
+                self.timers.pinged(now, &life);
             }
-            if !self.outbound.reserve(0) {
-                return ctx.stop();
-            }
-            ctx.ping(b"");
-            self.next_ping = now + limits.ping_interval;
+            Due::Nothing => {}
         }
         self.schedule_tick(ctx);
     }
@@ -147,7 +136,7 @@ impl Session {
             self.strikes += 1;
             METRICS.errors.with_label_values(&["rate_limited"]).inc();
             if self.strikes >= self.env.limits.rate_strikes {
-                self.close(ctx, CloseCode::Policy, "rate_limit_abuse");
+                self.close(ctx, CloseReason::RateLimitAbuse);
             } else {
                 self.send(ctx, server::error(429, "rate limit exceeded", None));
             }
@@ -200,7 +189,7 @@ impl Session {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "client output failed");
+                        tracing::warn!(error = %chain(&e), "client output failed");
                         METRICS.errors.with_label_values(&["client_output"]).inc();
                         act.send(
                             ctx,
@@ -220,24 +209,24 @@ impl Session {
             actix_http::ws::Item::Last(b) => (None, b, true),
         };
         if chunk.len() > self.env.limits.max_frame_bytes {
-            return self.close(ctx, CloseCode::Size, "frame_too_big");
+            return self.close(ctx, CloseReason::FrameTooBig);
         }
         if let Some(is_text) = first {
             self.fragments = Some((is_text, BytesMut::from(&chunk[..])));
         } else if let Some((_, buf)) = &mut self.fragments {
             buf.extend_from_slice(&chunk);
         } else {
-            return self.close(ctx, CloseCode::Protocol, "unexpected_continuation");
+            return self.close(ctx, CloseReason::UnexpectedContinuation);
         }
         if self.fragments.as_ref().is_some_and(|(_, b)| b.len() > max) {
             self.fragments = None;
-            return self.close(ctx, CloseCode::Size, "message_too_big");
+            return self.close(ctx, CloseReason::MessageTooBig);
         }
         if last {
             if let Some((is_text, buf)) = self.fragments.take() {
                 match (is_text, std::str::from_utf8(&buf)) {
                     (true, Ok(text)) => self.on_text(text, ctx),
-                    (true, Err(_)) => self.close(ctx, CloseCode::Invalid, "invalid_utf8"),
+                    (true, Err(_)) => self.close(ctx, CloseReason::InvalidUtf8),
                     (false, _) => self.on_binary(ctx),
                 }
             }
@@ -265,48 +254,46 @@ impl Actor for Session {
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        self.last_seen = Instant::now();
+        let now = Instant::now();
+        self.timers.last_seen = now;
         let msg = match item {
             Ok(m) => m,
             Err(ws::ProtocolError::Overflow) => {
-                return self.close(ctx, CloseCode::Size, "frame_too_big");
+                return self.close(ctx, CloseReason::FrameTooBig);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "protocol error");
-                return self.close(ctx, CloseCode::Protocol, "protocol_error");
+                return self.close(ctx, CloseReason::ProtocolError);
             }
         };
         match msg {
             ws::Message::Text(text) => {
-                self.last_data = Instant::now();
+                self.timers.last_data = now;
                 if text.len() > self.env.limits.max_frame_bytes {
-                    return self.close(ctx, CloseCode::Size, "frame_too_big");
+                    return self.close(ctx, CloseReason::FrameTooBig);
                 }
                 self.on_text(&text, ctx);
             }
             ws::Message::Binary(b) => {
-                self.last_data = Instant::now();
+                self.timers.last_data = now;
                 if b.len() > self.env.limits.max_frame_bytes {
-                    return self.close(ctx, CloseCode::Size, "frame_too_big");
+                    return self.close(ctx, CloseReason::FrameTooBig);
                 }
                 self.on_binary(ctx);
             }
             ws::Message::Continuation(item) => {
-                self.last_data = Instant::now();
+                self.timers.last_data = now;
                 self.on_fragment(item, ctx);
             }
             ws::Message::Ping(p) => {
-                self.last_data = Instant::now();
+                self.timers.last_data = now;
                 if self.outbound.reserve(p.len()) {
                     ctx.pong(&p);
                 }
             }
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Close(reason) => {
-                METRICS
-                    .connections_closed
-                    .with_label_values(&["client"])
-                    .inc();
+                CloseReason::Client.count();
                 ctx.close(reason);
                 ctx.stop();
             }
@@ -318,11 +305,14 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     }
 }
 
-impl Handler<Deliver> for Session {
+impl Handler<ToSession> for Session {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        ctx.text(msg.0);
+    fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
+        match msg {
+            ToSession::Deliver(payload) => ctx.text(payload),
+            ToSession::Close(reason) => self.close(ctx, reason),
+        }
     }
 }
 
@@ -331,13 +321,5 @@ impl Handler<Arm> for Session {
 
     fn handle(&mut self, msg: Arm, _: &mut Self::Context) {
         self.registration = Some(msg.0);
-    }
-}
-
-impl Handler<Shutdown> for Session {
-    type Result = ();
-
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        self.close(ctx, CloseCode::Away, "server_shutdown");
     }
 }

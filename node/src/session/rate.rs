@@ -1,8 +1,9 @@
-//! Per-connection token bucket.
+//! Per-connection token bucket: `burst` frames at once, refilled at `rate`
+//! per second, never above `burst`.
 
 use std::time::Instant;
 
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -10,7 +11,7 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    pub fn new(rate_per_sec: f64, burst: f64) -> TokenBucket {
+    pub(crate) fn new(rate_per_sec: f64, burst: f64) -> TokenBucket {
         TokenBucket {
             rate: rate_per_sec,
             burst,
@@ -20,7 +21,7 @@ impl TokenBucket {
     }
 
     /// Takes one token if there is one.
-    pub fn take(&mut self) -> bool {
+    pub(crate) fn take(&mut self) -> bool {
         self.take_at(Instant::now())
     }
 

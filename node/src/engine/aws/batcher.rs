@@ -13,13 +13,15 @@ use crate::engine::EngineError;
 
 type Reply<R> = oneshot::Sender<Result<R, EngineError>>;
 
-pub struct Batcher<T, R> {
+pub(crate) struct Batcher<T, R> {
+    name: &'static str,
     tx: mpsc::Sender<(T, Reply<R>)>,
 }
 
 impl<T, R> Clone for Batcher<T, R> {
     fn clone(&self) -> Self {
         Batcher {
+            name: self.name,
             tx: self.tx.clone(),
         }
     }
@@ -28,7 +30,7 @@ impl<T, R> Clone for Batcher<T, R> {
 impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// `flush` gets up to `max` items and answers one result per item, in
     /// order.
-    pub fn spawn<F, Fut>(
+    pub(crate) fn spawn<F, Fut>(
         name: &'static str,
         max: usize,
         linger: Duration,
@@ -64,31 +66,23 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                 let in_flight = in_flight.clone();
                 in_flight.fetch_add(1, Ordering::AcqRel);
                 tokio::spawn(async move {
-                    let n = items.len();
                     let mut results = flush(items).await.into_iter();
                     for reply in replies {
-                        let r = results.next().unwrap_or_else(|| {
-                            Err(EngineError::Unavailable(format!(
-                                "{name}: batch answered short of {n}"
-                            )))
-                        });
+                        let r = results.next().unwrap_or(Err(EngineError::BatchShort(name)));
                         let _ = reply.send(r);
                     }
                     in_flight.fetch_sub(1, Ordering::AcqRel);
                 });
             }
         });
-        Batcher { tx }
+        Batcher { name, tx }
     }
 
-    pub async fn submit(&self, item: T) -> Result<R, EngineError> {
+    pub(crate) async fn submit(&self, item: T) -> Result<R, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send((item, reply))
-            .await
-            .map_err(|_| EngineError::Unavailable("batcher stopped".into()))?;
-        rx.await
-            .map_err(|_| EngineError::Unavailable("batch dropped".into()))?
+        let stopped = || EngineError::BatcherStopped(self.name);
+        self.tx.send((item, reply)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 }
 
@@ -113,7 +107,7 @@ mod tests {
                         .into_iter()
                         .map(|i| {
                             if i == 7 {
-                                Err(EngineError::Unavailable("x".into()))
+                                Err(EngineError::BatchShort("t"))
                             } else {
                                 Ok(i * 2)
                             }

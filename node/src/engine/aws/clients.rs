@@ -1,25 +1,48 @@
-//! AWS SDK clients: one shared configuration; locally only the endpoint
-//! differs.
+//! AWS SDK clients and the one way sumu calls AWS. Every call goes through
+//! [`call`], which says once what an operation is named, meters it
+//! (`sumu_aws_*` metrics) and maps its failure to a classified
+//! [`AwsError`]; the clients bound every call in time (attempt and
+//! operation timeouts), so nothing waits on AWS forever. Locally only the
+//! endpoint differs.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 
 use crate::config::AwsConfig;
-use crate::engine::EngineError;
+use crate::engine::{AwsError, AwsErrorKind};
+use crate::metrics::METRICS;
+
+/// One attempt of an ordinary call (long polls override it).
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A call with all its retries.
+pub(crate) const OPERATION_TIMEOUT: Duration = Duration::from_secs(12);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
-pub struct Clients {
-    pub cloudwatch: aws_sdk_cloudwatch::Client,
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    pub streams: aws_sdk_dynamodbstreams::Client,
-    pub sns: aws_sdk_sns::Client,
-    pub sqs: aws_sdk_sqs::Client,
+pub(crate) struct Clients {
+    pub(crate) cloudwatch: aws_sdk_cloudwatch::Client,
+    pub(crate) dynamodb: aws_sdk_dynamodb::Client,
+    pub(crate) streams: aws_sdk_dynamodbstreams::Client,
+    pub(crate) sns: aws_sdk_sns::Client,
+    pub(crate) sqs: aws_sdk_sqs::Client,
 }
 
 impl Clients {
-    pub async fn new(cfg: &AwsConfig) -> Clients {
+    pub(crate) async fn new(cfg: &AwsConfig) -> Clients {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(4));
+            .retry_config(RetryConfig::standard().with_max_attempts(4))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .operation_timeout(OPERATION_TIMEOUT)
+                    .build(),
+            );
         let region = cfg
             .region
             .clone()
@@ -55,23 +78,58 @@ impl Clients {
     }
 }
 
-/// Maps any SDK error to the engine's error, with the full error chain.
-pub fn aws_error<E>(service: &'static str, operation: &'static str) -> impl Fn(E) -> EngineError
-where
-    E: std::error::Error,
-{
-    move |e| EngineError::Aws {
-        service,
-        operation,
-        message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
-    }
+/// The timeouts of a long poll that waits up to `wait` for messages.
+pub(crate) fn long_poll_timeouts(wait: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(wait + ATTEMPT_TIMEOUT)
+        .operation_timeout(wait + OPERATION_TIMEOUT)
+        .build()
 }
 
-/// The error code of an SDK error, if the service sent one.
-pub fn error_code<E>(e: &aws_sdk_sqs::error::SdkError<E>) -> Option<String>
+/// Runs one AWS call: counts it, times it, and classifies its failure.
+pub(crate) async fn call<T, E, R, F>(
+    service: &'static str,
+    operation: &'static str,
+    fut: F,
+) -> Result<T, AwsError>
 where
-    E: aws_sdk_sqs::error::ProvideErrorMetadata,
+    F: Future<Output = Result<T, SdkError<E, R>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    use aws_sdk_sqs::error::ProvideErrorMetadata;
-    e.code().map(str::to_string)
+    let start = Instant::now();
+    let result = fut.await;
+    METRICS
+        .aws_calls
+        .with_label_values(&[service, operation])
+        .inc();
+    METRICS
+        .aws_latency
+        .with_label_values(&[service, operation])
+        .observe(start.elapsed().as_secs_f64());
+    result.map_err(|e| {
+        METRICS
+            .aws_errors
+            .with_label_values(&[service, operation])
+            .inc();
+        AwsError {
+            service,
+            operation,
+            kind: classify(&e),
+            source: Some(Box::new(e)),
+        }
+    })
+}
+
+/// The class of an SDK failure: by the error's variant, then by the
+/// service's error code.
+fn classify<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> AwsErrorKind {
+    match e {
+        SdkError::TimeoutError(_) => AwsErrorKind::Timeout,
+        SdkError::DispatchFailure(d) if d.is_timeout() => AwsErrorKind::Timeout,
+        SdkError::DispatchFailure(_) => AwsErrorKind::Unreachable,
+        SdkError::ServiceError(s) => crate::engine::error_kind_of_code(s.err().code()),
+        _ => AwsErrorKind::Other,
+    }
 }

@@ -7,25 +7,25 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::clients::aws_error;
-use crate::engine::{now_ms, EngineError};
-use crate::metrics::aws_call;
+use super::clients::call;
+use crate::clock::now_ms;
+use crate::engine::EngineError;
 
 /// How long a looked-up inbox URL is trusted.
 const CACHE_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeRow {
-    pub node_id: String,
-    pub inbox_url: String,
-    pub subscription_arn: String,
-    pub address: String,
-    pub started_at: u64,
-    pub heartbeat_at: u64,
-    pub status: String,
+pub(crate) struct NodeRow {
+    pub(crate) node_id: String,
+    pub(crate) inbox_url: String,
+    pub(crate) subscription_arn: String,
+    pub(crate) address: String,
+    pub(crate) started_at: u64,
+    pub(crate) heartbeat_at: u64,
+    pub(crate) status: String,
 }
 
-pub struct Cluster {
+pub(crate) struct Cluster {
     client: aws_sdk_dynamodb::Client,
     table: String,
     inboxes: Mutex<HashMap<String, (Option<String>, Instant)>>,
@@ -36,7 +36,7 @@ fn pk(node_id: &str) -> AttributeValue {
 }
 
 impl Cluster {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Cluster {
+    pub(crate) fn new(client: aws_sdk_dynamodb::Client, table: String) -> Cluster {
         Cluster {
             client,
             table,
@@ -46,9 +46,9 @@ impl Cluster {
 
     /// Writes (or refreshes) this node's row. `delete_at` lets TTL clear a
     /// row nobody removed, long after the reaper would have.
-    pub async fn put(&self, row: &NodeRow) -> Result<(), EngineError> {
+    pub(crate) async fn put(&self, row: &NodeRow) -> Result<(), EngineError> {
         let now = now_ms();
-        let call = self
+        let request = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -68,27 +68,23 @@ impl Cluster {
                 AttributeValue::N((now / 1000 + 86_400).to_string()),
             )
             .send();
-        aws_call("dynamodb", "PutItem", call)
-            .await
-            .map_err(aws_error("dynamodb", "PutItem"))?;
+        call("dynamodb", "PutItem", request).await?;
         Ok(())
     }
 
-    pub async fn delete(&self, node_id: &str) -> Result<(), EngineError> {
-        let call = self
+    pub(crate) async fn delete(&self, node_id: &str) -> Result<(), EngineError> {
+        let request = self
             .client
             .delete_item()
             .table_name(&self.table)
             .key("pk", pk(node_id))
             .send();
-        aws_call("dynamodb", "DeleteItem", call)
-            .await
-            .map_err(aws_error("dynamodb", "DeleteItem"))?;
+        call("dynamodb", "DeleteItem", request).await?;
         Ok(())
     }
 
     /// The inbox of a node; `None` when it has no row (gone).
-    pub async fn inbox_of(&self, node_id: &str) -> Result<Option<String>, EngineError> {
+    pub(crate) async fn inbox_of(&self, node_id: &str) -> Result<Option<String>, EngineError> {
         if let Some((url, at)) = self
             .inboxes
             .lock()
@@ -99,16 +95,14 @@ impl Cluster {
                 return Ok(url.clone());
             }
         }
-        let call = self
+        let request = self
             .client
             .get_item()
             .table_name(&self.table)
             .key("pk", pk(node_id))
             .consistent_read(true)
             .send();
-        let out = aws_call("dynamodb", "GetItem", call)
-            .await
-            .map_err(aws_error("dynamodb", "GetItem"))?;
+        let out = call("dynamodb", "GetItem", request).await?;
         let url = out
             .item()
             .and_then(|i| i.get("inbox_url"))
@@ -122,7 +116,7 @@ impl Cluster {
     }
 
     /// Forget a cached inbox (after a send to it failed).
-    pub fn forget(&self, node_id: &str) {
+    pub(crate) fn forget(&self, node_id: &str) {
         self.inboxes
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-pub struct RecentIds {
+pub(crate) struct RecentIds {
     seen: HashMap<String, Instant>,
     order: VecDeque<String>,
     capacity: usize,
@@ -12,7 +12,7 @@ pub struct RecentIds {
 }
 
 impl RecentIds {
-    pub fn new(capacity: usize, window: Duration) -> RecentIds {
+    pub(crate) fn new(capacity: usize, window: Duration) -> RecentIds {
         RecentIds {
             seen: HashMap::new(),
             order: VecDeque::new(),
@@ -21,12 +21,12 @@ impl RecentIds {
         }
     }
 
-    pub fn contains(&mut self, id: &str) -> bool {
+    pub(crate) fn contains(&mut self, id: &str) -> bool {
         self.expire();
         self.seen.contains_key(id)
     }
 
-    pub fn insert(&mut self, id: String) {
+    pub(crate) fn insert(&mut self, id: String) {
         self.expire();
         if self.seen.insert(id.clone(), Instant::now()).is_none() {
             self.order.push_back(id);

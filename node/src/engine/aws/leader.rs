@@ -1,35 +1,40 @@
 //! Leader election: one node at a time holds `lease#leader` in the cluster
 //! table (conditional writes) and runs the leader duties: presence from the
-//! connections table's stream, and the reaper of dead nodes.
+//! connections table's stream, and the reaper of dead nodes. The duties run
+//! only while the lease is held; losing a renewal stops them at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::clients::{aws_error, error_code};
+use super::clients::call;
 use super::presence::PresenceConsumer;
 use super::reaper::Reaper;
-use crate::engine::{now_ms, EngineError};
-use crate::metrics::aws_call;
+use crate::clock::now_ms;
+use crate::engine::{AwsErrorKind, EngineError};
+use crate::logging::chain;
 
 /// A lease lasts this long unless renewed.
-pub const LEASE: Duration = Duration::from_secs(15);
+pub(crate) const LEASE: Duration = Duration::from_secs(15);
 /// The holder renews (and others retry) this often.
-pub const RENEW_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// How long stopping duties may take before they are abandoned.
+const DUTIES_GRACE: Duration = Duration::from_secs(5);
 
-pub struct Lease {
-    pub client: aws_sdk_dynamodb::Client,
-    pub table: String,
-    pub node_id: String,
+pub(crate) struct Lease {
+    pub(crate) client: aws_sdk_dynamodb::Client,
+    pub(crate) table: String,
+    pub(crate) node_id: String,
 }
 
 impl Lease {
     /// Takes or renews the lease; `Ok(false)` when another node holds it.
-    pub async fn acquire(&self) -> Result<bool, EngineError> {
+    pub(crate) async fn acquire(&self) -> Result<bool, EngineError> {
         let now = now_ms();
-        let call = self
+        let request = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -44,18 +49,16 @@ impl Lease {
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .expression_attribute_values(":me", AttributeValue::S(self.node_id.clone()))
             .send();
-        match aws_call("dynamodb", "PutItem", call).await {
+        match call("dynamodb", "PutItem", request).await {
             Ok(_) => Ok(true),
-            Err(e) if error_code(&e).as_deref() == Some("ConditionalCheckFailedException") => {
-                Ok(false)
-            }
-            Err(e) => Err(aws_error("dynamodb", "PutItem")(e)),
+            Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Gives the lease up (graceful shutdown), if still ours.
-    pub async fn release(&self) {
-        let call = self
+    pub(crate) async fn release(&self) {
+        let request = self
             .client
             .delete_item()
             .table_name(&self.table)
@@ -64,60 +67,84 @@ impl Lease {
             .expression_attribute_names("#o", "owner")
             .expression_attribute_values(":me", AttributeValue::S(self.node_id.clone()))
             .send();
-        let _ = aws_call("dynamodb", "DeleteItem", call).await;
+        match call("dynamodb", "DeleteItem", request).await {
+            Ok(_) => {}
+            Err(e) if e.kind == AwsErrorKind::ConditionFailed => {}
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "leader lease not released; it will expire")
+            }
+        }
     }
 }
 
-pub struct Leader {
-    pub lease: Lease,
-    pub presence: Arc<PresenceConsumer>,
-    pub reaper: Arc<Reaper>,
+pub(crate) struct Leader {
+    pub(crate) lease: Lease,
+    pub(crate) presence: Arc<PresenceConsumer>,
+    pub(crate) reaper: Arc<Reaper>,
+}
+
+/// The duties of one term as leader: stopped by their own token.
+struct Term {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Term {
+    async fn end(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(DUTIES_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("leader duties did not stop in time");
+        }
+    }
 }
 
 impl Leader {
-    /// Campaigns forever; while the lease is ours, runs the duties. Losing
-    /// a renewal stops them at once.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut duties: Option<(watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)> = None;
+    /// Campaigns until `stop` is cancelled; while the lease is ours, runs
+    /// the duties.
+    pub(crate) async fn run(self, stop: CancellationToken) {
+        let mut term: Option<Term> = None;
         loop {
             let held = match self.lease.acquire().await {
                 Ok(h) => h,
                 Err(e) => {
-                    tracing::warn!(error = %e, "leader lease call failed");
+                    tracing::warn!(error = %chain(&e), "leader lease call failed");
                     false
                 }
             };
-            match (held, duties.is_some()) {
+            match (held, term.is_some()) {
                 (true, false) => {
                     tracing::info!(node_id = %self.lease.node_id, "became leader");
-                    let (tx, rx) = watch::channel(false);
-                    let tasks = vec![
-                        tokio::spawn(self.presence.clone().run(rx.clone())),
-                        tokio::spawn(self.reaper.clone().run(rx)),
-                    ];
-                    duties = Some((tx, tasks));
+                    let duties = Term {
+                        stop: stop.child_token(),
+                        tasks: TaskTracker::new(),
+                    };
+                    duties
+                        .tasks
+                        .spawn(self.presence.clone().run(duties.stop.clone()));
+                    duties
+                        .tasks
+                        .spawn(self.reaper.clone().run(duties.stop.clone()));
+                    term = Some(duties);
                 }
                 (false, true) => {
                     tracing::warn!("lost the leader lease: stopping leader duties");
-                    if let Some((tx, tasks)) = duties.take() {
-                        let _ = tx.send(true);
-                        for t in tasks {
-                            let _ = t.await;
-                        }
+                    if let Some(t) = term.take() {
+                        t.end().await;
                     }
                 }
                 _ => {}
             }
             tokio::select! {
-                _ = stop.changed() => break,
+                _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(RENEW_EVERY) => {}
             }
         }
-        if let Some((tx, tasks)) = duties.take() {
-            let _ = tx.send(true);
-            for t in tasks {
-                let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-            }
+        if let Some(t) = term.take() {
+            t.end().await;
             self.lease.release().await;
         }
     }

@@ -9,37 +9,45 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use bytestring::ByteString;
 use sumu_shared::mesh::{MeshConnection, MeshEnvelope, MeshTarget};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use super::clients::{aws_error, error_code};
+use super::clients::{call, Clients};
 use super::cluster::{Cluster, NodeRow};
 use super::dedup::RecentIds;
 use super::queue::Poll;
 use super::resources::{create_queue, sns_to_sqs_policy};
-use super::router::prune;
 use super::store::DynamoStore;
-use crate::engine::{now_ms, EngineError};
-use crate::metrics::{aws_call, METRICS};
-use crate::registry::LocalDelivery;
+use crate::clock::now_ms;
+use crate::engine::{AwsErrorKind, EngineError};
+use crate::hub::LocalDelivery;
+use crate::logging::chain;
+use crate::metrics::METRICS;
 
 /// Envelopes stay under SNS's and SQS's 256 KiB with room for attributes.
-pub const MAX_ENVELOPE: usize = 250 * 1024;
+pub(crate) const MAX_ENVELOPE: usize = 250 * 1024;
 
-pub struct Mesh {
-    pub node_id: String,
-    pub address: String,
-    pub sqs: aws_sdk_sqs::Client,
-    pub sns: aws_sdk_sns::Client,
-    pub topic_arn: String,
-    pub inbox_name: String,
-    pub cluster: Arc<Cluster>,
-    pub store: DynamoStore,
-    pub heartbeat_every: Duration,
+/// Who this node is in the mesh.
+pub(crate) struct MeshSettings {
+    pub(crate) node_id: String,
+    /// The address written to the node's row (for operators).
+    pub(crate) address: String,
+    pub(crate) topic_arn: String,
+    /// `<prefix>Inbox-<node id>`.
+    pub(crate) inbox_name: String,
+    pub(crate) heartbeat_every: Duration,
+}
+
+pub(crate) struct Mesh {
+    settings: MeshSettings,
+    sqs: aws_sdk_sqs::Client,
+    sns: aws_sdk_sns::Client,
+    cluster: Arc<Cluster>,
+    store: DynamoStore,
     state: Mutex<Option<NodeRow>>,
 }
 
 /// Splits a multicast for one node into envelopes under `max` bytes.
-pub fn envelopes(
+pub(crate) fn envelopes(
     request_id: &str,
     from_node: &str,
     connections: Vec<MeshConnection>,
@@ -79,38 +87,28 @@ pub fn envelopes(
 }
 
 impl Mesh {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        node_id: String,
-        address: String,
-        sqs: aws_sdk_sqs::Client,
-        sns: aws_sdk_sns::Client,
-        topic_arn: String,
-        name_prefix: &str,
+    pub(crate) fn new(
+        settings: MeshSettings,
+        clients: &Clients,
         cluster: Arc<Cluster>,
         store: DynamoStore,
-        heartbeat_every: Duration,
     ) -> Mesh {
         Mesh {
-            inbox_name: format!("{name_prefix}Inbox-{node_id}"),
-            node_id,
-            address,
-            sqs,
-            sns,
-            topic_arn,
+            settings,
+            sqs: clients.sqs.clone(),
+            sns: clients.sns.clone(),
             cluster,
             store,
-            heartbeat_every,
             state: Mutex::new(None),
         }
     }
 
     /// Creates the inbox, subscribes it raw to the mesh topic, writes the
     /// node's row.
-    pub async fn join(&self) -> Result<NodeRow, EngineError> {
+    pub(crate) async fn join(&self) -> Result<NodeRow, EngineError> {
         let (url, arn) = create_queue(
             &self.sqs,
-            &self.inbox_name,
+            &self.settings.inbox_name,
             HashMap::from([
                 (QueueAttributeName::SqsManagedSseEnabled, "true".to_string()),
                 (
@@ -120,38 +118,35 @@ impl Mesh {
             ]),
         )
         .await?;
-        let call = self
+        let request = self
             .sqs
             .set_queue_attributes()
             .queue_url(&url)
             .attributes(
                 QueueAttributeName::Policy,
-                sns_to_sqs_policy(&arn, &self.topic_arn),
+                sns_to_sqs_policy(&arn, &self.settings.topic_arn),
             )
             .send();
-        aws_call("sqs", "SetQueueAttributes", call)
-            .await
-            .map_err(aws_error("sqs", "SetQueueAttributes"))?;
-        let call = self
+        call("sqs", "SetQueueAttributes", request).await?;
+        let request = self
             .sns
             .subscribe()
-            .topic_arn(&self.topic_arn)
+            .topic_arn(&self.settings.topic_arn)
             .protocol("sqs")
             .endpoint(&arn)
             .attributes("RawMessageDelivery", "true")
             .return_subscription_arn(true)
             .send();
-        let subscription_arn = aws_call("sns", "Subscribe", call)
-            .await
-            .map_err(aws_error("sns", "Subscribe"))?
+        let subscription_arn = call("sns", "Subscribe", request)
+            .await?
             .subscription_arn()
             .unwrap_or_default()
             .to_string();
         let row = NodeRow {
-            node_id: self.node_id.clone(),
+            node_id: self.settings.node_id.clone(),
             inbox_url: url,
             subscription_arn,
-            address: self.address.clone(),
+            address: self.settings.address.clone(),
             started_at: now_ms(),
             heartbeat_at: now_ms(),
             status: "active".into(),
@@ -165,38 +160,38 @@ impl Mesh {
     /// Graceful leave: unsubscribe first (a publish to a deleted queue's
     /// subscription fails on some implementations), then the queue, then
     /// the row.
-    pub async fn leave(&self) {
+    pub(crate) async fn leave(&self) {
         let Some(row) = self.state.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
-        let call = self
+        let request = self
             .sns
             .unsubscribe()
             .subscription_arn(&row.subscription_arn)
             .send();
-        if let Err(e) = aws_call("sns", "Unsubscribe", call).await {
-            tracing::warn!(error = %aws_error("sns", "Unsubscribe")(e), "unsubscribe failed");
+        if let Err(e) = call("sns", "Unsubscribe", request).await {
+            tracing::warn!(error = %chain(&e), "unsubscribe failed");
         }
-        let call = self.sqs.delete_queue().queue_url(&row.inbox_url).send();
-        if let Err(e) = aws_call("sqs", "DeleteQueue", call).await {
-            tracing::warn!(error = %aws_error("sqs", "DeleteQueue")(e), "inbox not deleted");
+        let request = self.sqs.delete_queue().queue_url(&row.inbox_url).send();
+        if let Err(e) = call("sqs", "DeleteQueue", request).await {
+            tracing::warn!(error = %chain(&e), "inbox not deleted");
         }
-        if let Err(e) = self.cluster.delete(&self.node_id).await {
-            tracing::warn!(error = %e, "node row not deleted");
+        if let Err(e) = self.cluster.delete(&self.settings.node_id).await {
+            tracing::warn!(error = %chain(&e), "node row not deleted");
         }
         tracing::info!("left the mesh");
     }
 
-    pub async fn heartbeat(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn heartbeat(self: Arc<Self>, stop: CancellationToken) {
         loop {
             tokio::select! {
-                _ = stop.changed() => return,
-                _ = tokio::time::sleep(self.heartbeat_every) => {}
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.settings.heartbeat_every) => {}
             }
             let row = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(row) = row {
                 if let Err(e) = self.cluster.put(&row).await {
-                    tracing::warn!(error = %e, "heartbeat failed");
+                    tracing::warn!(error = %chain(&e), "heartbeat failed");
                 }
             }
         }
@@ -204,7 +199,7 @@ impl Mesh {
 
     /// Sends a multicast's share to another node. `Ok(false)`: that node is
     /// gone (no row); its rows were pruned.
-    pub async fn send_to(
+    pub(crate) async fn send_to(
         &self,
         node_id: &str,
         request_id: &str,
@@ -217,29 +212,27 @@ impl Mesh {
                 rows = rows.len(),
                 "rows of a node with no cluster row: pruning"
             );
-            prune(
-                self.store.clone(),
+            self.store.prune(
                 rows.into_iter()
                     .map(|r| (r.user_id, r.connection_id))
                     .collect(),
             );
             return Ok(false);
         };
-        for body in envelopes(request_id, &self.node_id, rows, data, MAX_ENVELOPE) {
-            let call = self
+        for body in envelopes(request_id, &self.settings.node_id, rows, data, MAX_ENVELOPE) {
+            let request = self
                 .sqs
                 .send_message()
                 .queue_url(&inbox)
                 .message_body(body)
                 .send();
-            if let Err(e) = aws_call("sqs", "SendMessage", call).await {
-                let code = error_code(&e).unwrap_or_default();
+            if let Err(e) = call("sqs", "SendMessage", request).await {
                 self.cluster.forget(node_id);
-                if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist") {
+                if e.kind == AwsErrorKind::NotFound {
                     tracing::info!(node_id, "inbox gone: node left");
                     return Ok(false);
                 }
-                return Err(aws_error("sqs", "SendMessage")(e));
+                return Err(e.into());
             }
         }
         Ok(true)
@@ -248,7 +241,7 @@ impl Mesh {
     /// One publish to the mesh topic: every node delivers to its sockets
     /// but the excluded users' (this node skips its own; it delivered
     /// directly).
-    pub async fn broadcast(
+    pub(crate) async fn broadcast(
         &self,
         request_id: &str,
         exclude_users: Vec<String>,
@@ -256,20 +249,18 @@ impl Mesh {
     ) -> Result<(), EngineError> {
         let env = MeshEnvelope {
             request_id: request_id.to_string(),
-            from_node: self.node_id.clone(),
+            from_node: self.settings.node_id.clone(),
             target: MeshTarget::Broadcast { exclude_users },
             data: data.to_owned(),
         };
         let body = serde_json::to_string(&env).unwrap_or_default();
-        let call = self
+        let request = self
             .sns
             .publish()
-            .topic_arn(&self.topic_arn)
+            .topic_arn(&self.settings.topic_arn)
             .message(body)
             .send();
-        aws_call("sns", "Publish", call)
-            .await
-            .map_err(aws_error("sns", "Publish"))?;
+        call("sns", "Publish", request).await?;
         Ok(())
     }
 
@@ -282,15 +273,11 @@ impl Mesh {
     }
 
     /// Long-polls this node's inbox and delivers what it is told to.
-    pub async fn poll_inbox(
-        self: Arc<Self>,
-        local: LocalDelivery,
-        mut stop: watch::Receiver<bool>,
-    ) {
+    pub(crate) async fn poll_inbox(self: Arc<Self>, local: LocalDelivery, stop: CancellationToken) {
         let Some(url) = self.inbox_url() else { return };
         let mut recent = RecentIds::new(100_000, Duration::from_secs(900));
         let mut poll = Poll::new(self.sqs.clone(), url);
-        while let Some(messages) = poll.next(&mut stop).await {
+        while let Some(messages) = poll.next(&stop).await {
             let mut done = Vec::new();
             for m in &messages {
                 let ok = match serde_json::from_str::<MeshEnvelope>(m.body().unwrap_or_default()) {
@@ -318,7 +305,9 @@ impl Mesh {
         recent: &mut RecentIds,
         env: MeshEnvelope,
     ) -> bool {
-        if env.from_node == self.node_id && matches!(env.target, MeshTarget::Broadcast { .. }) {
+        if env.from_node == self.settings.node_id
+            && matches!(env.target, MeshTarget::Broadcast { .. })
+        {
             return true;
         }
         if recent.contains(&env.request_id) {
@@ -347,7 +336,7 @@ impl Mesh {
                             .into_iter()
                             .filter_map(|id| Some((by_id.get(&id)?.clone(), id)))
                             .collect();
-                        prune(self.store.clone(), stale);
+                        self.store.prune(stale);
                         Ok(())
                     }
                     Err(e) => Err(e),
@@ -364,7 +353,7 @@ impl Mesh {
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "mesh delivery failed; will retry");
+                tracing::warn!(error = %chain(&e), "mesh delivery failed; will retry");
                 false
             }
         }

@@ -2,41 +2,42 @@
 //! the official AWS SDK for Rust. Against AWS in production, against a local
 //! emulator (`infra/local/`) in development and CI; only the endpoint differs.
 
-pub mod batcher;
-pub mod clients;
-pub mod cluster;
-pub mod dedup;
-pub mod leader;
-pub mod mesh;
-pub mod notifications;
-pub mod output;
-pub mod presence;
-pub mod queue;
-pub mod reaper;
-pub mod resources;
-pub mod router;
-pub mod store;
-pub mod sweeper;
+mod batcher;
+mod clients;
+mod cluster;
+mod dedup;
+mod leader;
+mod mesh;
+mod notifications;
+mod output;
+mod presence;
+mod queue;
+mod reaper;
+mod resources;
+mod router;
+mod store;
+mod sweeper;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::{Background, Engine, EngineError};
+use super::{Background, ClientOutput, Engine, EngineError};
 use crate::config::Config;
-use crate::registry::LocalDelivery;
+use crate::hub::LocalDelivery;
 use clients::Clients;
 use cluster::Cluster;
 use dedup::RecentIds;
 use leader::{Leader, Lease};
-use mesh::Mesh;
+use mesh::{Mesh, MeshSettings};
 use notifications::Poller;
 use output::SnsSqsOutput;
 use presence::{LagMetric, PresenceConsumer};
 use reaper::Reaper;
-use resources::Resources;
+pub(crate) use resources::Resources;
 use router::AwsRouter;
 use store::DynamoStore;
 use sweeper::Sweeper;
@@ -52,21 +53,19 @@ struct AwsBackground {
     store: DynamoStore,
     router: Arc<AwsRouter>,
     mesh: Arc<Mesh>,
+    local: LocalDelivery,
+    /// Taken by `start`: the leader campaigns once.
     leader: Mutex<Option<Leader>>,
-    stop: watch::Sender<bool>,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 #[async_trait]
 impl Background for AwsBackground {
-    async fn start(&self, local: LocalDelivery) -> Result<(), EngineError> {
-        self.router.attach(local.clone());
+    async fn start(&self, tasks: &TaskTracker, stop: CancellationToken) -> Result<(), EngineError> {
         self.mesh.join().await?;
         let recent = Arc::new(Mutex::new(RecentIds::new(
             100_000,
             Duration::from_secs(900),
         )));
-        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         for _ in 0..self.pollers {
             let poller = Poller {
                 sqs: self.clients.sqs.clone(),
@@ -74,41 +73,35 @@ impl Background for AwsBackground {
                 router: self.router.clone(),
                 recent: recent.clone(),
             };
-            tasks.push(tokio::spawn(poller.run(self.stop.subscribe())));
+            tasks.spawn(poller.run(stop.clone()));
         }
-        tasks.push(tokio::spawn(
+        tasks.spawn(
             self.mesh
                 .clone()
-                .poll_inbox(local.clone(), self.stop.subscribe()),
-        ));
-        tasks.push(tokio::spawn(
-            self.mesh.clone().heartbeat(self.stop.subscribe()),
-        ));
+                .poll_inbox(self.local.clone(), stop.clone()),
+        );
+        tasks.spawn(self.mesh.clone().heartbeat(stop.clone()));
         let sweeper = Sweeper {
             store: self.store.clone(),
             node_id: self.node_id.clone(),
-            local,
+            local: self.local.clone(),
             every: SWEEP_EVERY,
         };
-        tasks.push(tokio::spawn(sweeper.run(self.stop.subscribe())));
+        tasks.spawn(sweeper.run(stop.clone()));
         if let Some(leader) = self.leader.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            tasks.push(tokio::spawn(leader.run(self.stop.subscribe())));
+            tasks.spawn(leader.run(stop));
         }
         tracing::info!(pollers = self.pollers, queue = %self.resources.notifications_queue_url, "aws engine started");
         Ok(())
     }
 
-    async fn stop(&self) {
-        let _ = self.stop.send(true);
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-        }
+    async fn leave(&self) {
         self.mesh.leave().await;
     }
 }
 
-pub async fn engine(config: &Config) -> Result<Engine, EngineError> {
+/// The aws engine of node `config.node_id`, delivering through `local`.
+pub(crate) async fn engine(config: &Config, local: LocalDelivery) -> Result<Engine, EngineError> {
     let cfg = &config.aws;
     let clients = Clients::new(cfg).await;
     let resources = resources::resolve(&clients, cfg).await?;
@@ -118,34 +111,35 @@ pub async fn engine(config: &Config) -> Result<Engine, EngineError> {
         resources.connections_table.clone(),
         cfg.batch_linger,
     );
-    let output = SnsSqsOutput::new(
+    let output: Arc<dyn ClientOutput> = Arc::new(SnsSqsOutput::new(
         clients.sns.clone(),
         clients.sqs.clone(),
         resources.messages_topic_arn.clone(),
         resources.messages_queue_url.clone(),
         cfg.batch_linger,
-    );
+    ));
     let cluster = Arc::new(Cluster::new(
         clients.dynamodb.clone(),
         resources.cluster_table.clone(),
     ));
     let mesh = Arc::new(Mesh::new(
-        config.node_id.clone(),
-        config.listen.to_string(),
-        clients.sqs.clone(),
-        clients.sns.clone(),
-        resources.mesh_topic_arn.clone(),
-        &cfg.name_prefix,
+        MeshSettings {
+            node_id: config.node_id.clone(),
+            address: config.listen.to_string(),
+            topic_arn: resources.mesh_topic_arn.clone(),
+            inbox_name: format!("{}Inbox-{}", cfg.name_prefix, config.node_id),
+            heartbeat_every: cfg.heartbeat,
+        },
+        &clients,
         cluster,
         store.clone(),
-        cfg.heartbeat,
     ));
     let router = Arc::new(AwsRouter::new(
         config.node_id.clone(),
         store.clone(),
         mesh.clone(),
+        local.clone(),
     ));
-    let output: Arc<dyn super::ClientOutput> = Arc::new(output);
     let leader = Leader {
         lease: Lease {
             client: clients.dynamodb.clone(),
@@ -184,9 +178,8 @@ pub async fn engine(config: &Config) -> Result<Engine, EngineError> {
         store: store.clone(),
         router: router.clone(),
         mesh,
+        local,
         leader: Mutex::new(Some(leader)),
-        stop: watch::channel(false).0,
-        tasks: Mutex::new(Vec::new()),
     });
     Ok(Engine {
         store: Arc::new(store),
@@ -198,7 +191,7 @@ pub async fn engine(config: &Config) -> Result<Engine, EngineError> {
 }
 
 /// `sumu-node bootstrap`: create everything, print where it is.
-pub async fn bootstrap(config: &Config) -> Result<Resources, EngineError> {
+pub(crate) async fn bootstrap(config: &Config) -> Result<Resources, EngineError> {
     let clients = Clients::new(&config.aws).await;
     resources::bootstrap(&clients, &config.aws).await
 }

@@ -7,19 +7,20 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use sumu_shared::NotificationRequest;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use super::clients::aws_error;
+use super::clients::call;
 use super::dedup::RecentIds;
 use super::queue::Poll;
 use crate::engine::Router;
-use crate::metrics::{aws_call, METRICS};
+use crate::logging::chain;
+use crate::metrics::METRICS;
 
-pub struct Poller {
-    pub sqs: aws_sdk_sqs::Client,
-    pub queue_url: String,
-    pub router: Arc<dyn Router>,
-    pub recent: Arc<Mutex<RecentIds>>,
+pub(crate) struct Poller {
+    pub(crate) sqs: aws_sdk_sqs::Client,
+    pub(crate) queue_url: String,
+    pub(crate) router: Arc<dyn Router>,
+    pub(crate) recent: Arc<Mutex<RecentIds>>,
 }
 
 enum Outcome {
@@ -33,7 +34,7 @@ enum Outcome {
 
 /// The request text: the SQS body, or the `Message` of an SNS envelope
 /// when the notifications topic's subscription is not raw.
-pub fn request_text(body: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn request_text(body: &str) -> std::borrow::Cow<'_, str> {
     #[derive(serde::Deserialize)]
     struct Envelope {
         #[serde(rename = "Type")]
@@ -50,9 +51,9 @@ pub fn request_text(body: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl Poller {
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         let mut poll = Poll::new(self.sqs.clone(), self.queue_url.clone());
-        while let Some(messages) = poll.next(&mut stop).await {
+        while let Some(messages) = poll.next(&stop).await {
             if messages.is_empty() {
                 continue;
             }
@@ -121,22 +122,22 @@ impl Poller {
                     .notifications
                     .with_label_values(&["sqs", "failed"])
                     .inc();
-                tracing::warn!(message_id = %id, error = %e, "routing failed; the request will be retried");
+                tracing::warn!(message_id = %id, error = %chain(&e), "routing failed; the request will be retried");
                 Outcome::Retry
             }
         }
     }
 
     async fn release(&self, handle: &str) {
-        let call = self
+        let request = self
             .sqs
             .change_message_visibility()
             .queue_url(&self.queue_url)
             .receipt_handle(handle)
             .visibility_timeout(0)
             .send();
-        if let Err(e) = aws_call("sqs", "ChangeMessageVisibility", call).await {
-            tracing::debug!(error = %aws_error("sqs", "ChangeMessageVisibility")(e), "release failed; the visibility timeout will do");
+        if let Err(e) = call("sqs", "ChangeMessageVisibility", request).await {
+            tracing::debug!(error = %chain(&e), "release failed; the visibility timeout will do");
         }
     }
 }

@@ -6,15 +6,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sumu_shared::attributes::{SOURCE, TIMESTAMP, USER_ID};
 
+use std::sync::Arc;
+
 use super::batcher::Batcher;
-use super::clients::aws_error;
-use crate::engine::{ClientMessage, ClientOutput, EngineError, OutputRoute};
-use crate::metrics::aws_call;
+use super::clients::call;
+use crate::engine::{AwsError, ClientMessage, ClientOutput, EngineError, OutputRoute};
 
 const BATCH_MAX: usize = 10;
 
 #[derive(Clone)]
-pub struct SnsSqsOutput {
+pub(crate) struct SnsSqsOutput {
     publishes: Batcher<ClientMessage, ()>,
     sends: Batcher<ClientMessage, ()>,
 }
@@ -29,31 +30,39 @@ fn attributes(m: &ClientMessage) -> [(&'static str, &'static str, String); 3] {
 }
 
 /// Per-entry results of a batch call: entry ids are the indexes; `failed`
-/// lists (id, why) of the refused entries.
-fn batch_results<E: std::error::Error>(
+/// lists (id, code, message) of the refused entries.
+fn batch_results(
     n: usize,
     service: &'static str,
     operation: &'static str,
-    outcome: Result<Vec<(String, String)>, E>,
+    outcome: Result<Vec<(String, String, String)>, AwsError>,
 ) -> Vec<Result<(), EngineError>> {
-    let error = |message: String| EngineError::Aws {
-        service,
-        operation,
-        message,
-    };
     match outcome {
         Ok(failed) => {
             let mut results: Vec<Result<(), EngineError>> = (0..n).map(|_| Ok(())).collect();
-            for (id, why) in failed {
+            for (id, code, message) in failed {
                 if let Some(slot) = id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
-                    *slot = Err(error(why));
+                    *slot = Err(EngineError::EntryRefused {
+                        service,
+                        operation,
+                        code,
+                        message,
+                    });
                 }
             }
             results
         }
         Err(e) => {
-            let why = aws_error(service, operation)(e).to_string();
-            (0..n).map(|_| Err(error(why.clone()))).collect()
+            let source = Arc::new(e);
+            (0..n)
+                .map(|_| {
+                    Err(EngineError::Batch {
+                        service,
+                        operation,
+                        source: source.clone(),
+                    })
+                })
+                .collect()
         }
     }
 }
@@ -78,19 +87,17 @@ async fn publish_batch(
             .build()
             .ok()
     });
-    let call = sns
+    let request = sns
         .publish_batch()
         .topic_arn(topic_arn)
         .set_publish_batch_request_entries(Some(entries.collect()))
         .send();
-    let outcome = aws_call("sns", "PublishBatch", call).await.map(|out| {
+    let outcome = call("sns", "PublishBatch", request).await.map(|out| {
         out.failed()
             .iter()
             .map(|f| {
-                (
-                    f.id().to_string(),
-                    format!("{}: {}", f.code(), f.message().unwrap_or("")),
-                )
+                let message = f.message().unwrap_or_default().to_string();
+                (f.id().to_string(), f.code().to_string(), message)
             })
             .collect()
     });
@@ -117,19 +124,17 @@ async fn send_batch(
             .build()
             .ok()
     });
-    let call = sqs
+    let request = sqs
         .send_message_batch()
         .queue_url(queue_url)
         .set_entries(Some(entries.collect()))
         .send();
-    let outcome = aws_call("sqs", "SendMessageBatch", call).await.map(|out| {
+    let outcome = call("sqs", "SendMessageBatch", request).await.map(|out| {
         out.failed()
             .iter()
             .map(|f| {
-                (
-                    f.id().to_string(),
-                    format!("{}: {}", f.code(), f.message().unwrap_or("")),
-                )
+                let message = f.message().unwrap_or_default().to_string();
+                (f.id().to_string(), f.code().to_string(), message)
             })
             .collect()
     });
@@ -137,7 +142,7 @@ async fn send_batch(
 }
 
 impl SnsSqsOutput {
-    pub fn new(
+    pub(crate) fn new(
         sns: aws_sdk_sns::Client,
         sqs: aws_sdk_sqs::Client,
         topic_arn: String,
@@ -172,10 +177,16 @@ mod tests {
 
     #[test]
     fn batch_results_map_failed_ids_to_their_entries() {
-        let r =
-            batch_results::<std::io::Error>(3, "sqs", "Op", Ok(vec![("1".into(), "nope".into())]));
+        let refused = ("1".into(), "Throttled".into(), "nope".into());
+        let r = batch_results(3, "sqs", "Op", Ok(vec![refused]));
         assert!(r[0].is_ok() && r[1].is_err() && r[2].is_ok());
-        let r = batch_results(2, "sqs", "Op", Err(std::io::Error::other("down")));
+        let down = AwsError {
+            service: "sqs",
+            operation: "Op",
+            kind: crate::engine::AwsErrorKind::Unreachable,
+            source: None,
+        };
+        let r = batch_results(2, "sqs", "Op", Err(down));
         assert!(r.iter().all(|x| x.is_err()));
     }
 }

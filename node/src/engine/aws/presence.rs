@@ -12,36 +12,38 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::types::{OperationType, Record, ShardIteratorType};
 use futures_util::{StreamExt, TryStreamExt};
 use sumu_shared::{PresenceEvent, PresenceStatus};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use super::clients::aws_error;
+use super::clients::call;
 use super::store::DynamoStore;
+use crate::clock::now_ms;
 use crate::config::PresenceSource;
 use crate::engine::{ClientMessage, ClientOutput, EngineError, OutputRoute};
-use crate::metrics::{aws_call, METRICS};
+use crate::logging::chain;
+use crate::metrics::METRICS;
 
 /// Users whose records are handled at once.
 const USER_CONCURRENCY: usize = 32;
 const IDLE_PAUSE: Duration = Duration::from_millis(250);
 const RESCAN_EVERY: Duration = Duration::from_secs(10);
 
-pub struct PresenceConsumer {
-    pub ddb: aws_sdk_dynamodb::Client,
-    pub streams: aws_sdk_dynamodbstreams::Client,
-    pub connections_table: String,
-    pub cluster_table: String,
-    pub store: DynamoStore,
-    pub output: Arc<dyn ClientOutput>,
-    pub source: PresenceSource,
+pub(crate) struct PresenceConsumer {
+    pub(crate) ddb: aws_sdk_dynamodb::Client,
+    pub(crate) streams: aws_sdk_dynamodbstreams::Client,
+    pub(crate) connections_table: String,
+    pub(crate) cluster_table: String,
+    pub(crate) store: DynamoStore,
+    pub(crate) output: Arc<dyn ClientOutput>,
+    pub(crate) source: PresenceSource,
     /// Where the lag metric goes (None: Prometheus only).
-    pub lag_metric: Option<LagMetric>,
+    pub(crate) lag_metric: Option<LagMetric>,
 }
 
 /// The CloudWatch metric the stream-lag alarm watches
 /// (`infra/terraform/alarms.tf`).
-pub struct LagMetric {
-    pub cloudwatch: aws_sdk_cloudwatch::Client,
-    pub namespace: String,
+pub(crate) struct LagMetric {
+    pub(crate) cloudwatch: aws_sdk_cloudwatch::Client,
+    pub(crate) namespace: String,
 }
 
 const PUBLISH_LAG_EVERY: Duration = Duration::from_secs(60);
@@ -55,15 +57,15 @@ impl LagMetric {
             .unit(StandardUnit::Milliseconds)
             .value(lag_ms as f64)
             .build();
-        let call = self
+        let request = self
             .cloudwatch
             .put_metric_data()
             .namespace(&self.namespace)
             .metric_data(datum)
             .send();
         tokio::spawn(async move {
-            if let Err(e) = aws_call("cloudwatch", "PutMetricData", call).await {
-                tracing::warn!(error = %aws_error("cloudwatch", "PutMetricData")(e), "stream lag metric not published");
+            if let Err(e) = call("cloudwatch", "PutMetricData", request).await {
+                tracing::warn!(error = %chain(&e), "stream lag metric not published");
             }
         });
     }
@@ -71,7 +73,7 @@ impl LagMetric {
 
 /// What the consumer believes of each user it has seen.
 #[derive(Default)]
-pub struct PresenceState {
+pub(crate) struct PresenceState {
     online: HashMap<String, bool>,
 }
 
@@ -80,7 +82,12 @@ impl PresenceState {
     /// count now. An INSERT whose connection is already gone emits nothing
     /// (its REMOVE follows); a REMOVE of a user we never saw emits OFFLINE
     /// (a duplicate at worst, never a lost OFFLINE).
-    pub fn decide(&mut self, user: &str, inserted: bool, live: usize) -> Option<PresenceStatus> {
+    pub(crate) fn decide(
+        &mut self,
+        user: &str,
+        inserted: bool,
+        live: usize,
+    ) -> Option<PresenceStatus> {
         let known = self.online.get(user).copied();
         if inserted {
             if live > 0 && known != Some(true) {
@@ -110,23 +117,24 @@ fn millis_of(record: &Record) -> u64 {
         .dynamodb()
         .and_then(|d| d.approximate_creation_date_time())
         .map(|t| (t.secs().max(0) as u64) * 1000 + u64::from(t.subsec_nanos() / 1_000_000))
-        .unwrap_or_else(crate::engine::now_ms)
+        .unwrap_or_else(now_ms)
 }
 
 impl PresenceConsumer {
     async fn stream_arn(&self) -> Result<String, EngineError> {
-        let call = self
+        let request = self
             .ddb
             .describe_table()
             .table_name(&self.connections_table)
             .send();
-        let out = aws_call("dynamodb", "DescribeTable", call)
-            .await
-            .map_err(aws_error("dynamodb", "DescribeTable"))?;
+        let out = call("dynamodb", "DescribeTable", request).await?;
         out.table()
             .and_then(|t| t.latest_stream_arn())
             .map(str::to_string)
-            .ok_or_else(|| EngineError::Unavailable("the connections table has no stream".into()))
+            .ok_or_else(|| EngineError::Missing {
+                what: "stream of table",
+                name: self.connections_table.clone(),
+            })
     }
 
     /// Every shard: (id, parent).
@@ -134,15 +142,13 @@ impl PresenceConsumer {
         let mut out = Vec::new();
         let mut start = None;
         loop {
-            let call = self
+            let request = self
                 .streams
                 .describe_stream()
                 .stream_arn(stream_arn)
                 .set_exclusive_start_shard_id(start)
                 .send();
-            let d = aws_call("dynamodbstreams", "DescribeStream", call)
-                .await
-                .map_err(aws_error("dynamodbstreams", "DescribeStream"))?;
+            let d = call("dynamodbstreams", "DescribeStream", request).await?;
             let Some(desc) = d.stream_description() else {
                 return Ok(out);
             };
@@ -167,16 +173,14 @@ impl PresenceConsumer {
         stream_arn: &str,
         shard: &str,
     ) -> Result<Option<String>, EngineError> {
-        let call = self
+        let request = self
             .ddb
             .get_item()
             .table_name(&self.cluster_table)
             .key("pk", Self::checkpoint_key(stream_arn, shard))
             .consistent_read(true)
             .send();
-        let out = aws_call("dynamodb", "GetItem", call)
-            .await
-            .map_err(aws_error("dynamodb", "GetItem"))?;
+        let out = call("dynamodb", "GetItem", request).await?;
         Ok(out
             .item()
             .and_then(|i| i.get("sequence_number"))
@@ -190,23 +194,21 @@ impl PresenceConsumer {
         shard: &str,
         seq: &str,
     ) -> Result<(), EngineError> {
-        let call = self
+        let request = self
             .ddb
             .put_item()
             .table_name(&self.cluster_table)
             .item("pk", Self::checkpoint_key(stream_arn, shard))
             .item("sequence_number", AttributeValue::S(seq.to_string()))
             .send();
-        aws_call("dynamodb", "PutItem", call)
-            .await
-            .map_err(aws_error("dynamodb", "PutItem"))?;
+        call("dynamodb", "PutItem", request).await?;
         Ok(())
     }
 
     async fn iterator(&self, stream_arn: &str, shard: &str) -> Result<Option<String>, EngineError> {
         let after = self.checkpoint(stream_arn, shard).await?;
         if let Some(seq) = &after {
-            let call = self
+            let request = self
                 .streams
                 .get_shard_iterator()
                 .stream_arn(stream_arn)
@@ -214,24 +216,22 @@ impl PresenceConsumer {
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .sequence_number(seq)
                 .send();
-            match aws_call("dynamodbstreams", "GetShardIterator", call).await {
+            match call("dynamodbstreams", "GetShardIterator", request).await {
                 Ok(out) => return Ok(out.shard_iterator().map(str::to_string)),
                 // Trimmed (older than 24 h) or from another stream: start over.
                 Err(e) => {
-                    tracing::warn!(shard, error = %aws_error("dynamodbstreams", "GetShardIterator")(e), "checkpoint unusable; reading from the trim horizon")
+                    tracing::warn!(shard, error = %chain(&e), "checkpoint unusable; reading from the trim horizon")
                 }
             }
         }
-        let call = self
+        let request = self
             .streams
             .get_shard_iterator()
             .stream_arn(stream_arn)
             .shard_id(shard)
             .shard_iterator_type(ShardIteratorType::TrimHorizon)
             .send();
-        let out = aws_call("dynamodbstreams", "GetShardIterator", call)
-            .await
-            .map_err(aws_error("dynamodbstreams", "GetShardIterator"))?;
+        let out = call("dynamodbstreams", "GetShardIterator", request).await?;
         Ok(out.shard_iterator().map(str::to_string))
     }
 
@@ -308,13 +308,13 @@ impl PresenceConsumer {
     }
 
     /// Reads every shard until told to stop.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut state = PresenceState::default();
-        while !*stop.borrow() {
-            if let Err(e) = self.consume(&mut state, &mut stop).await {
-                tracing::warn!(error = %e, "presence consumer failed; restarting");
+        while !stop.is_cancelled() {
+            if let Err(e) = self.consume(&mut state, &stop).await {
+                tracing::warn!(error = %chain(&e), "presence consumer failed; restarting");
                 tokio::select! {
-                    _ = stop.changed() => return,
+                    _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
@@ -324,7 +324,7 @@ impl PresenceConsumer {
     async fn consume(
         &self,
         state: &mut PresenceState,
-        stop: &mut watch::Receiver<bool>,
+        stop: &CancellationToken,
     ) -> Result<(), EngineError> {
         let stream_arn = self.stream_arn().await?;
         // Shard id → its next iterator (None: the shard is closed and read).
@@ -334,7 +334,7 @@ impl PresenceConsumer {
         let mut known: Vec<(String, Option<String>)> = Vec::new();
         let mut lag_published = tokio::time::Instant::now() - PUBLISH_LAG_EVERY;
         loop {
-            if *stop.borrow() {
+            if stop.is_cancelled() {
                 return Ok(());
             }
             if scanned.elapsed() >= RESCAN_EVERY {
@@ -365,17 +365,17 @@ impl PresenceConsumer {
                     finished.insert(shard.clone());
                     continue;
                 };
-                let call = self
+                let request = self
                     .streams
                     .get_records()
                     .shard_iterator(iterator)
                     .limit(1000)
                     .send();
-                let out = match aws_call("dynamodbstreams", "GetRecords", call).await {
+                let out = match call("dynamodbstreams", "GetRecords", request).await {
                     Ok(out) => out,
                     Err(e) => {
                         // An expired iterator: get a fresh one from the checkpoint.
-                        tracing::debug!(shard, error = %aws_error("dynamodbstreams", "GetRecords")(e), "re-reading shard from checkpoint");
+                        tracing::debug!(shard, error = %chain(&e), "re-reading shard from checkpoint");
                         cursors.remove(shard);
                         continue;
                     }
@@ -383,7 +383,7 @@ impl PresenceConsumer {
                 let records = out.records();
                 self.handle_batch(state, records).await?;
                 if let Some(last) = records.last() {
-                    lag_ms = lag_ms.max(crate::engine::now_ms().saturating_sub(millis_of(last)));
+                    lag_ms = lag_ms.max(now_ms().saturating_sub(millis_of(last)));
                 }
                 if let Some(seq) = records
                     .last()
@@ -407,7 +407,7 @@ impl PresenceConsumer {
             }
             if !got_any {
                 tokio::select! {
-                    _ = stop.changed() => return Ok(()),
+                    _ = stop.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(IDLE_PAUSE) => {}
                 }
             }

@@ -1,16 +1,26 @@
-//! SQS helpers shared by the notification pollers and the mesh inbox.
+//! SQS helpers shared by the notification pollers and the mesh inbox: one
+//! long-poll loop that stops on the node's cancellation token, and batch
+//! deletion of handled messages.
 
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use super::clients::aws_error;
-use crate::metrics::aws_call;
+use super::clients::{call, long_poll_timeouts};
+use crate::logging::chain;
+
+/// How long one receive waits for messages.
+const WAIT: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Deletes handled messages (one call for up to 10); a failure is logged,
 /// since redeliveries are deduplicated by the receivers.
-pub async fn delete_handled(sqs: &aws_sdk_sqs::Client, queue_url: &str, handles: Vec<String>) {
+pub(crate) async fn delete_handled(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    handles: Vec<String>,
+) {
     if handles.is_empty() {
         return;
     }
@@ -25,12 +35,12 @@ pub async fn delete_handled(sqs: &aws_sdk_sqs::Client, queue_url: &str, handles:
                 .ok()
         })
         .collect();
-    let call = sqs
+    let request = sqs
         .delete_message_batch()
         .queue_url(queue_url)
         .set_entries(Some(entries))
         .send();
-    match aws_call("sqs", "DeleteMessageBatch", call).await {
+    match call("sqs", "DeleteMessageBatch", request).await {
         Ok(out) if out.failed().is_empty() => {}
         Ok(out) => tracing::warn!(
             queue_url,
@@ -38,22 +48,20 @@ pub async fn delete_handled(sqs: &aws_sdk_sqs::Client, queue_url: &str, handles:
             "handled messages not deleted; redeliveries will be deduplicated"
         ),
         Err(e) => {
-            tracing::warn!(queue_url, error = %aws_error("sqs", "DeleteMessageBatch")(e), "handled messages not deleted; redeliveries will be deduplicated")
+            tracing::warn!(queue_url, error = %chain(&e), "handled messages not deleted; redeliveries will be deduplicated")
         }
     }
 }
 
 /// Long-polls one queue for batches of 10, backing off on errors.
-pub struct Poll {
-    pub sqs: aws_sdk_sqs::Client,
-    pub queue_url: String,
+pub(crate) struct Poll {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
     backoff: Duration,
 }
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-
 impl Poll {
-    pub fn new(sqs: aws_sdk_sqs::Client, queue_url: String) -> Poll {
+    pub(crate) fn new(sqs: aws_sdk_sqs::Client, queue_url: String) -> Poll {
         Poll {
             sqs,
             queue_url,
@@ -61,9 +69,9 @@ impl Poll {
         }
     }
 
-    /// The next batch (possibly empty), or `None` once `stop` is signalled.
-    pub async fn next(&mut self, stop: &mut watch::Receiver<bool>) -> Option<Vec<Message>> {
-        if *stop.borrow() {
+    /// The next batch (possibly empty), or `None` once `stop` is cancelled.
+    pub(crate) async fn next(&mut self, stop: &CancellationToken) -> Option<Vec<Message>> {
+        if stop.is_cancelled() {
             return None;
         }
         let receive = self
@@ -71,12 +79,16 @@ impl Poll {
             .receive_message()
             .queue_url(&self.queue_url)
             .max_number_of_messages(10)
-            .wait_time_seconds(10)
+            .wait_time_seconds(WAIT.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .customize()
+            .config_override(
+                aws_sdk_sqs::config::Builder::default().timeout_config(long_poll_timeouts(WAIT)),
+            )
             .send();
         let received = tokio::select! {
-            _ = stop.changed() => return None,
-            r = aws_call("sqs", "ReceiveMessage", receive) => r,
+            _ = stop.cancelled() => return None,
+            r = call("sqs", "ReceiveMessage", receive) => r,
         };
         match received {
             Ok(out) => {
@@ -84,9 +96,9 @@ impl Poll {
                 Some(out.messages.unwrap_or_default())
             }
             Err(e) => {
-                tracing::warn!(queue_url = %self.queue_url, error = %aws_error("sqs", "ReceiveMessage")(e), "receive failed; backing off");
+                tracing::warn!(queue_url = %self.queue_url, error = %chain(&e), "receive failed; backing off");
                 tokio::select! {
-                    _ = stop.changed() => return None,
+                    _ = stop.cancelled() => return None,
                     _ = tokio::time::sleep(self.backoff) => {}
                 }
                 self.backoff = (self.backoff * 2).min(Duration::from_secs(20));
@@ -95,7 +107,7 @@ impl Poll {
         }
     }
 
-    pub async fn delete(&self, handles: Vec<String>) {
+    pub(crate) async fn delete(&self, handles: Vec<String>) {
         delete_handled(&self.sqs, &self.queue_url, handles).await;
     }
 }

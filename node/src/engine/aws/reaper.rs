@@ -6,23 +6,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use super::clients::aws_error;
+use super::clients::call;
 use super::store::DynamoStore;
-use crate::engine::{now_ms, EngineError};
-use crate::metrics::{aws_call, METRICS};
+use crate::clock::now_ms;
+use crate::engine::EngineError;
+use crate::logging::chain;
+use crate::metrics::METRICS;
 
-pub struct Reaper {
-    pub ddb: aws_sdk_dynamodb::Client,
-    pub sqs: aws_sdk_sqs::Client,
-    pub sns: aws_sdk_sns::Client,
-    pub cluster_table: String,
-    pub store: DynamoStore,
-    pub node_id: String,
+pub(crate) struct Reaper {
+    pub(crate) ddb: aws_sdk_dynamodb::Client,
+    pub(crate) sqs: aws_sdk_sqs::Client,
+    pub(crate) sns: aws_sdk_sns::Client,
+    pub(crate) cluster_table: String,
+    pub(crate) store: DynamoStore,
+    pub(crate) node_id: String,
     /// A heartbeat older than this means the node is dead.
-    pub timeout: Duration,
-    pub every: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) every: Duration,
 }
 
 struct DeadNode {
@@ -32,15 +34,15 @@ struct DeadNode {
 }
 
 impl Reaper {
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(self: Arc<Self>, stop: CancellationToken) {
         loop {
             match self.reap_once().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(nodes = n, "reaped dead nodes"),
-                Err(e) => tracing::warn!(error = %e, "reaper pass failed"),
+                Err(e) => tracing::warn!(error = %chain(&e), "reaper pass failed"),
             }
             tokio::select! {
-                _ = stop.changed() => return,
+                _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(self.every) => {}
             }
         }
@@ -51,7 +53,7 @@ impl Reaper {
         let mut dead = Vec::new();
         let mut start = None;
         loop {
-            let call = self
+            let request = self
                 .ddb
                 .scan()
                 .table_name(&self.cluster_table)
@@ -61,9 +63,7 @@ impl Reaper {
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send();
-            let out = aws_call("dynamodb", "Scan", call)
-                .await
-                .map_err(aws_error("dynamodb", "Scan"))?;
+            let out = call("dynamodb", "Scan", request).await?;
             for item in out.items() {
                 let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
                 let Some(node_id) = s("node_id") else {
@@ -84,7 +84,7 @@ impl Reaper {
         }
     }
 
-    pub async fn reap_once(&self) -> Result<usize, EngineError> {
+    pub(crate) async fn reap_once(&self) -> Result<usize, EngineError> {
         let dead = self.dead_nodes().await?;
         for node in &dead {
             tracing::warn!(node_id = %node.node_id, "node heartbeat expired: reaping");
@@ -95,26 +95,24 @@ impl Reaper {
                 .map(|r| self.store.delete(&r.user_id, &r.connection_id));
             futures_util::future::try_join_all(deletes).await?;
             if let Some(arn) = &node.subscription_arn {
-                let call = self.sns.unsubscribe().subscription_arn(arn).send();
-                if let Err(e) = aws_call("sns", "Unsubscribe", call).await {
-                    tracing::warn!(error = %aws_error("sns", "Unsubscribe")(e), "dead node's subscription not removed");
+                let request = self.sns.unsubscribe().subscription_arn(arn).send();
+                if let Err(e) = call("sns", "Unsubscribe", request).await {
+                    tracing::warn!(error = %chain(&e), "dead node's subscription not removed");
                 }
             }
             if let Some(url) = &node.inbox_url {
-                let call = self.sqs.delete_queue().queue_url(url).send();
-                if let Err(e) = aws_call("sqs", "DeleteQueue", call).await {
-                    tracing::warn!(error = %aws_error("sqs", "DeleteQueue")(e), "dead node's inbox not deleted");
+                let request = self.sqs.delete_queue().queue_url(url).send();
+                if let Err(e) = call("sqs", "DeleteQueue", request).await {
+                    tracing::warn!(error = %chain(&e), "dead node's inbox not deleted");
                 }
             }
-            let call = self
+            let request = self
                 .ddb
                 .delete_item()
                 .table_name(&self.cluster_table)
                 .key("pk", AttributeValue::S(format!("node#{}", node.node_id)))
                 .send();
-            aws_call("dynamodb", "DeleteItem", call)
-                .await
-                .map_err(aws_error("dynamodb", "DeleteItem"))?;
+            call("dynamodb", "DeleteItem", request).await?;
             METRICS.errors.with_label_values(&["node_reaped"]).inc();
             tracing::info!(node_id = %node.node_id, rows = n, "dead node reaped");
         }

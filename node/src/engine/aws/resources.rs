@@ -11,26 +11,25 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use super::clients::{aws_error, error_code, Clients};
+use super::clients::{call, Clients};
 use crate::config::AwsConfig;
-use crate::engine::EngineError;
-use crate::metrics::aws_call;
+use crate::engine::{AwsErrorKind, EngineError};
 
 /// Where a node's inputs and outputs are.
 #[derive(Debug, Clone)]
-pub struct Resources {
-    pub connections_table: String,
-    pub cluster_table: String,
-    pub messages_topic_arn: String,
-    pub messages_queue_url: String,
-    pub notifications_queue_url: String,
-    pub notifications_topic_arn: Option<String>,
-    pub mesh_topic_arn: String,
+pub(crate) struct Resources {
+    pub(crate) connections_table: String,
+    pub(crate) cluster_table: String,
+    pub(crate) messages_topic_arn: String,
+    pub(crate) messages_queue_url: String,
+    pub(crate) notifications_queue_url: String,
+    pub(crate) notifications_topic_arn: Option<String>,
+    pub(crate) mesh_topic_arn: String,
 }
 
 impl Resources {
     /// Environment lines a node (or a backend) can be started with.
-    pub fn to_env(&self) -> String {
+    pub(crate) fn to_env(&self) -> String {
         let mut out = format!(
             "SUMU_CONNECTIONS_TABLE={}\nSUMU_CLUSTER_TABLE={}\nSUMU_MESSAGES_TOPIC_ARN={}\nSUMU_MESSAGES_QUEUE_URL={}\nSUMU_NOTIFICATIONS_QUEUE_URL={}\n",
             self.connections_table,
@@ -47,16 +46,30 @@ impl Resources {
     }
 }
 
-fn names(cfg: &AwsConfig) -> (String, String, String, String, String, String) {
-    let p = &cfg.name_prefix;
-    (
-        format!("{p}Messages"),
-        format!("{p}Notifications"),
-        format!("{p}Mesh"),
-        format!("{p}MessagesDLQ"),
-        format!("{p}NotificationsDLQ"),
-        p.clone(),
-    )
+/// The names of the topics and queues, all from the name prefix.
+struct Names {
+    messages: String,
+    notifications: String,
+    mesh: String,
+    messages_dlq: String,
+    notifications_dlq: String,
+}
+
+impl Names {
+    fn of(cfg: &AwsConfig) -> Names {
+        let p = &cfg.name_prefix;
+        Names {
+            messages: format!("{p}Messages"),
+            notifications: format!("{p}Notifications"),
+            mesh: format!("{p}Mesh"),
+            messages_dlq: format!("{p}MessagesDLQ"),
+            notifications_dlq: format!("{p}NotificationsDLQ"),
+        }
+    }
+}
+
+fn build_error(what: &'static str) -> impl Fn(aws_sdk_dynamodb::error::BuildError) -> EngineError {
+    move |source| EngineError::Build { what, source }
 }
 
 fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, EngineError> {
@@ -64,7 +77,7 @@ fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, EngineError> {
         .attribute_name(name)
         .key_type(kind)
         .build()
-        .map_err(aws_error("dynamodb", "CreateTable"))
+        .map_err(build_error("CreateTable"))
 }
 
 fn attr(name: &str) -> Result<AttributeDefinition, EngineError> {
@@ -72,7 +85,7 @@ fn attr(name: &str) -> Result<AttributeDefinition, EngineError> {
         .attribute_name(name)
         .attribute_type(ScalarAttributeType::S)
         .build()
-        .map_err(aws_error("dynamodb", "CreateTable"))
+        .map_err(build_error("CreateTable"))
 }
 
 async fn create_table(
@@ -97,112 +110,114 @@ async fn create_table(
                 .stream_enabled(true)
                 .stream_view_type(StreamViewType::NewAndOldImages)
                 .build()
-                .map_err(aws_error("dynamodb", "CreateTable"))?,
+                .map_err(build_error("CreateTable"))?,
         );
     }
-    match aws_call("dynamodb", "CreateTable", req.send()).await {
+    match call("dynamodb", "CreateTable", req.send()).await {
         Ok(_) => tracing::info!(table = name, "created table"),
-        Err(e) if error_code(&e).as_deref() == Some("ResourceInUseException") => {
+        Err(e) if e.kind == AwsErrorKind::AlreadyExists => {
             tracing::info!(table = name, "table exists")
         }
-        Err(e) => return Err(aws_error("dynamodb", "CreateTable")(e)),
+        Err(e) => return Err(e.into()),
     }
     let ttl = TimeToLiveSpecification::builder()
         .attribute_name("delete_at")
         .enabled(true)
         .build()
-        .map_err(aws_error("dynamodb", "UpdateTimeToLive"))?;
-    let call = c
+        .map_err(build_error("UpdateTimeToLive"))?;
+    let request = c
         .dynamodb
         .update_time_to_live()
         .table_name(name)
         .time_to_live_specification(ttl)
         .send();
-    match aws_call("dynamodb", "UpdateTimeToLive", call).await {
+    match call("dynamodb", "UpdateTimeToLive", request).await {
         Ok(_) => Ok(()),
         // "TimeToLive is already enabled"
-        Err(e) if error_code(&e).as_deref() == Some("ValidationException") => Ok(()),
-        Err(e) => Err(aws_error("dynamodb", "UpdateTimeToLive")(e)),
+        Err(e) if e.kind == AwsErrorKind::Invalid => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
 async fn create_topic(c: &Clients, name: &str) -> Result<String, EngineError> {
-    let out = aws_call("sns", "CreateTopic", c.sns.create_topic().name(name).send())
-        .await
-        .map_err(aws_error("sns", "CreateTopic"))?;
+    let out = call("sns", "CreateTopic", c.sns.create_topic().name(name).send()).await?;
     out.topic_arn()
         .map(str::to_string)
-        .ok_or_else(|| EngineError::Unavailable(format!("no ARN for topic {name}")))
+        .ok_or_else(|| EngineError::Missing {
+            what: "ARN of topic",
+            name: name.to_string(),
+        })
 }
 
-pub async fn create_queue(
+pub(crate) async fn create_queue(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
     attributes: HashMap<QueueAttributeName, String>,
 ) -> Result<(String, String), EngineError> {
-    let call = sqs
+    let request = sqs
         .create_queue()
         .queue_name(name)
         .set_attributes(Some(attributes.clone()))
         .send();
-    let url = match aws_call("sqs", "CreateQueue", call).await {
+    let url = match call("sqs", "CreateQueue", request).await {
         Ok(out) => out.queue_url().unwrap_or_default().to_string(),
-        Err(e)
-            if error_code(&e)
-                .as_deref()
-                .is_some_and(|c| c.contains("QueueAlreadyExists")) =>
-        {
+        Err(e) if e.kind == AwsErrorKind::AlreadyExists => {
             // Exists with other attributes: converge them.
             let url = queue_url(sqs, name).await?;
-            let call = sqs
+            let request = sqs
                 .set_queue_attributes()
                 .queue_url(&url)
                 .set_attributes(Some(attributes))
                 .send();
-            aws_call("sqs", "SetQueueAttributes", call)
-                .await
-                .map_err(aws_error("sqs", "SetQueueAttributes"))?;
+            call("sqs", "SetQueueAttributes", request).await?;
             url
         }
-        Err(e) => return Err(aws_error("sqs", "CreateQueue")(e)),
+        Err(e) => return Err(e.into()),
     };
-    let call = sqs
+    let request = sqs
         .get_queue_attributes()
         .queue_url(&url)
         .attribute_names(QueueAttributeName::QueueArn)
         .send();
-    let arn = aws_call("sqs", "GetQueueAttributes", call)
-        .await
-        .map_err(aws_error("sqs", "GetQueueAttributes"))?
+    let arn = call("sqs", "GetQueueAttributes", request)
+        .await?
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::QueueArn))
         .cloned()
-        .ok_or_else(|| EngineError::Unavailable(format!("no ARN for queue {name}")))?;
+        .ok_or_else(|| EngineError::Missing {
+            what: "ARN of queue",
+            name: name.to_string(),
+        })?;
     Ok((url, arn))
 }
 
-pub async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, EngineError> {
-    let out = aws_call(
+pub(crate) async fn queue_url(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+) -> Result<String, EngineError> {
+    let out = match call(
         "sqs",
         "GetQueueUrl",
         sqs.get_queue_url().queue_name(name).send(),
     )
     .await
-    .map_err(aws_error("sqs", "GetQueueUrl"))?;
-    out.queue_url()
-        .map(str::to_string)
-        .ok_or_else(|| EngineError::Unavailable(format!("no URL for queue {name}")))
+    {
+        Err(e) if e.kind == AwsErrorKind::NotFound => None,
+        result => result?.queue_url().map(str::to_string),
+    };
+    out.ok_or_else(|| EngineError::Missing {
+        what: "queue",
+        name: name.to_string(),
+    })
 }
 
 /// The ARN of an existing topic, by name (never creates one).
-pub async fn topic_arn(c: &Clients, name: &str) -> Result<String, EngineError> {
+pub(crate) async fn topic_arn(c: &Clients, name: &str) -> Result<String, EngineError> {
     let suffix = format!(":{name}");
     let mut token = None;
     loop {
-        let call = c.sns.list_topics().set_next_token(token).send();
-        let out = aws_call("sns", "ListTopics", call)
-            .await
-            .map_err(aws_error("sns", "ListTopics"))?;
+        let request = c.sns.list_topics().set_next_token(token).send();
+        let out = call("sns", "ListTopics", request).await?;
         if let Some(arn) = out
             .topics()
             .iter()
@@ -213,15 +228,16 @@ pub async fn topic_arn(c: &Clients, name: &str) -> Result<String, EngineError> {
         }
         token = out.next_token().map(str::to_string);
         if token.is_none() {
-            return Err(EngineError::Unavailable(format!(
-                "topic {name} not found: run `sumu-node bootstrap` or pass its ARN"
-            )));
+            return Err(EngineError::Missing {
+                what: "topic",
+                name: name.to_string(),
+            });
         }
     }
 }
 
 /// Lets `topic_arn` deliver to the queue (AWS requires it; emulators don't).
-pub fn sns_to_sqs_policy(queue_arn: &str, topic_arn: &str) -> String {
+pub(crate) fn sns_to_sqs_policy(queue_arn: &str, topic_arn: &str) -> String {
     serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [{
@@ -237,8 +253,14 @@ pub fn sns_to_sqs_policy(queue_arn: &str, topic_arn: &str) -> String {
 }
 
 /// Creates every resource (idempotently) and answers where they are.
-pub async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources, EngineError> {
-    let (messages, notifications, mesh, messages_dlq, notifications_dlq, _) = names(cfg);
+pub(crate) async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources, EngineError> {
+    let Names {
+        messages,
+        notifications,
+        mesh,
+        messages_dlq,
+        notifications_dlq,
+    } = Names::of(cfg);
     create_table(
         c,
         &cfg.connections_table,
@@ -258,7 +280,7 @@ pub async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources, Engine
                         .build(),
                 )
                 .build()
-                .map_err(aws_error("dynamodb", "CreateTable"))?,
+                .map_err(build_error("CreateTable"))?,
         ),
         true,
     )
@@ -303,7 +325,7 @@ pub async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources, Engine
         ]),
     )
     .await?;
-    let call = c
+    let request = c
         .sqs
         .set_queue_attributes()
         .queue_url(&notifications_queue_url)
@@ -312,10 +334,8 @@ pub async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources, Engine
             sns_to_sqs_policy(&notifications_queue_arn, &notifications_topic_arn),
         )
         .send();
-    aws_call("sqs", "SetQueueAttributes", call)
-        .await
-        .map_err(aws_error("sqs", "SetQueueAttributes"))?;
-    let call = c
+    call("sqs", "SetQueueAttributes", request).await?;
+    let request = c
         .sns
         .subscribe()
         .topic_arn(&notifications_topic_arn)
@@ -324,9 +344,7 @@ pub async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources, Engine
         .attributes("RawMessageDelivery", "true")
         .return_subscription_arn(true)
         .send();
-    aws_call("sns", "Subscribe", call)
-        .await
-        .map_err(aws_error("sns", "Subscribe"))?;
+    call("sns", "Subscribe", request).await?;
     Ok(Resources {
         connections_table: cfg.connections_table.clone(),
         cluster_table: cfg.cluster_table.clone(),
@@ -339,8 +357,13 @@ pub async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources, Engine
 }
 
 /// What a starting node uses: given ARNs/URLs, else looked up by name.
-pub async fn resolve(c: &Clients, cfg: &AwsConfig) -> Result<Resources, EngineError> {
-    let (messages, notifications, mesh, _, _, _) = names(cfg);
+pub(crate) async fn resolve(c: &Clients, cfg: &AwsConfig) -> Result<Resources, EngineError> {
+    let Names {
+        messages,
+        notifications,
+        mesh,
+        ..
+    } = Names::of(cfg);
     let messages_topic_arn = match &cfg.messages_topic_arn {
         Some(a) => a.clone(),
         None => topic_arn(c, &messages).await?,
@@ -353,14 +376,12 @@ pub async fn resolve(c: &Clients, cfg: &AwsConfig) -> Result<Resources, EngineEr
         Some(u) => u.clone(),
         None => queue_url(&c.sqs, &notifications).await?,
     };
-    let call = c
+    let request = c
         .dynamodb
         .describe_table()
         .table_name(&cfg.connections_table)
         .send();
-    aws_call("dynamodb", "DescribeTable", call)
-        .await
-        .map_err(aws_error("dynamodb", "DescribeTable"))?;
+    call("dynamodb", "DescribeTable", request).await?;
     Ok(Resources {
         connections_table: cfg.connections_table.clone(),
         cluster_table: cfg.cluster_table.clone(),

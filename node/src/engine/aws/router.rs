@@ -3,7 +3,7 @@
 //! deliver what this node holds, prune rows no node holds.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytestring::ByteString;
@@ -13,40 +13,32 @@ use sumu_shared::NotificationRequest;
 use super::mesh::Mesh;
 use super::store::{DynamoStore, Row};
 use crate::engine::{EngineError, RouteOutcome, Router};
-use crate::metrics::METRICS;
-use crate::registry::LocalDelivery;
+use crate::hub::LocalDelivery;
 use sumu_shared::mesh::MeshConnection;
 
 /// Concurrent Queries per request.
 const QUERY_CONCURRENCY: usize = 16;
 
-pub struct AwsRouter {
+pub(crate) struct AwsRouter {
     node_id: String,
     store: DynamoStore,
     mesh: Arc<Mesh>,
-    local: Mutex<Option<LocalDelivery>>,
+    local: LocalDelivery,
 }
 
 impl AwsRouter {
-    pub fn new(node_id: String, store: DynamoStore, mesh: Arc<Mesh>) -> AwsRouter {
+    pub(crate) fn new(
+        node_id: String,
+        store: DynamoStore,
+        mesh: Arc<Mesh>,
+        local: LocalDelivery,
+    ) -> AwsRouter {
         AwsRouter {
             node_id,
             store,
             mesh,
-            local: Mutex::new(None),
+            local,
         }
-    }
-
-    pub fn attach(&self, local: LocalDelivery) {
-        *self.local.lock().unwrap_or_else(|e| e.into_inner()) = Some(local);
-    }
-
-    fn local(&self) -> Result<LocalDelivery, EngineError> {
-        self.local
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| EngineError::Unavailable("node is starting".into()))
     }
 
     /// Rows of the target users; fails as a whole (before any delivery) so
@@ -71,7 +63,7 @@ impl Router for AwsRouter {
         request_id: &str,
         request: NotificationRequest,
     ) -> Result<RouteOutcome, EngineError> {
-        let local = self.local()?;
+        let local = &self.local;
         if request.is_broadcast() {
             // Other nodes first: if the publish fails nothing was delivered
             // and the request is retried whole.
@@ -119,28 +111,9 @@ impl Router for AwsRouter {
                     .filter(|r| report.missing.contains(&r.connection_id))
                     .map(|r| (r.user_id.clone(), r.connection_id.clone()))
                     .collect();
-                prune(self.store.clone(), stale);
+                self.store.prune(stale);
             }
         }
         Ok(outcome)
     }
-}
-
-/// Deletes rows of connections no node holds (the seed's GoneException
-/// pruning), in the background.
-pub fn prune(store: DynamoStore, stale: Vec<(String, String)>) {
-    if stale.is_empty() {
-        return;
-    }
-    METRICS
-        .errors
-        .with_label_values(&["stale_rows"])
-        .inc_by(stale.len() as u64);
-    tokio::spawn(async move {
-        for (user_id, connection_id) in stale {
-            if let Err(e) = store.delete(&user_id, &connection_id).await {
-                tracing::warn!(error = %e, %connection_id, "stale row not deleted");
-            }
-        }
-    });
 }

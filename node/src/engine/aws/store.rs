@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
 use super::batcher::Batcher;
-use super::clients::aws_error;
+use super::clients::call;
 use crate::engine::{ConnectionRecord, ConnectionStore, EngineError};
-use crate::metrics::aws_call;
+use crate::metrics::METRICS;
 
 /// BatchWriteItem takes at most 25 requests.
 const BATCH_MAX: usize = 25;
@@ -18,16 +18,16 @@ const ATTEMPTS: u32 = 5;
 
 /// A connection row as read back (Query).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    pub user_id: String,
-    pub connection_id: String,
-    pub node_id: String,
-    pub connected_at: u64,
-    pub delete_at: u64,
+pub(crate) struct Row {
+    pub(crate) user_id: String,
+    pub(crate) connection_id: String,
+    pub(crate) node_id: String,
+    pub(crate) connected_at: u64,
+    pub(crate) delete_at: u64,
 }
 
 #[derive(Clone)]
-pub struct DynamoStore {
+pub(crate) struct DynamoStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
     puts: Batcher<ConnectionRecord, ()>,
@@ -109,11 +109,11 @@ async fn batch_write(
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
         }
-        let call = client
+        let request = client
             .batch_write_item()
             .request_items(table, pending.clone())
             .send();
-        match aws_call("dynamodb", "BatchWriteItem", call).await {
+        match call("dynamodb", "BatchWriteItem", request).await {
             Ok(out) => {
                 pending = out
                     .unprocessed_items()
@@ -121,29 +121,33 @@ async fn batch_write(
                     .cloned()
                     .unwrap_or_default();
             }
-            Err(e) => last_error = Some(aws_error("dynamodb", "BatchWriteItem")(e).to_string()),
+            Err(e) => last_error = Some(std::sync::Arc::new(e)),
         }
     }
     let failed: Vec<Option<(String, String)>> = pending.iter().map(key_of).collect();
     keys.into_iter()
         .map(|k| {
-            if failed.contains(&k) {
-                Err(EngineError::Aws {
+            if !failed.contains(&k) {
+                return Ok(());
+            }
+            Err(match &last_error {
+                Some(source) => EngineError::Batch {
                     service: "dynamodb",
                     operation: "BatchWriteItem",
-                    message: last_error
-                        .clone()
-                        .unwrap_or_else(|| "unprocessed after retries".into()),
-                })
-            } else {
-                Ok(())
-            }
+                    source: source.clone(),
+                },
+                None => EngineError::Unprocessed { attempts: ATTEMPTS },
+            })
         })
         .collect()
 }
 
 impl DynamoStore {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: String, linger: Duration) -> DynamoStore {
+    pub(crate) fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: String,
+        linger: Duration,
+    ) -> DynamoStore {
         let (c, t) = (client.clone(), table.clone());
         let puts = Batcher::spawn(
             "connection puts",
@@ -189,12 +193,18 @@ impl DynamoStore {
                         })
                         .collect();
                     let results = batch_write(&c, &t, requests).await;
+                    let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
+                    let mut results: Vec<Option<Result<(), EngineError>>> =
+                        results.into_iter().map(Some).collect();
+                    // A key named twice shares one request: the first asker
+                    // gets its result, repeats the same outcome.
                     keys.iter()
                         .map(|k| {
                             let i = unique.iter().position(|u| u == k).unwrap_or(0);
-                            match &results[i] {
-                                Ok(()) => Ok(()),
-                                Err(e) => Err(EngineError::Unavailable(e.to_string())),
+                            match results.get_mut(i).and_then(Option::take) {
+                                Some(first) => first,
+                                None if ok.get(i).copied().unwrap_or(false) => Ok(()),
+                                None => Err(EngineError::Unprocessed { attempts: ATTEMPTS }),
                             }
                         })
                         .collect()
@@ -210,12 +220,12 @@ impl DynamoStore {
     }
 
     /// Every connection of one user (strongly consistent).
-    pub async fn connections_of(&self, user_id: &str) -> Result<Vec<Row>, EngineError> {
+    pub(crate) async fn connections_of(&self, user_id: &str) -> Result<Vec<Row>, EngineError> {
         self.query_all(None, "user_id", user_id).await
     }
 
     /// Every row that names `node_id` (GSI `by_node`).
-    pub async fn connections_on(&self, node_id: &str) -> Result<Vec<Row>, EngineError> {
+    pub(crate) async fn connections_on(&self, node_id: &str) -> Result<Vec<Row>, EngineError> {
         self.query_all(Some("by_node"), "node_id", node_id).await
     }
 
@@ -229,7 +239,7 @@ impl DynamoStore {
         let mut rows = Vec::new();
         let mut start = None;
         loop {
-            let call = self
+            let request = self
                 .client
                 .query()
                 .table_name(&self.table)
@@ -240,9 +250,7 @@ impl DynamoStore {
                 .consistent_read(index.is_none())
                 .set_exclusive_start_key(start)
                 .send();
-            let out = aws_call("dynamodb", "Query", call)
-                .await
-                .map_err(aws_error("dynamodb", "Query"))?;
+            let out = call("dynamodb", "Query", request).await?;
             rows.extend(out.items().iter().filter_map(row));
             start = out.last_evaluated_key().cloned();
             if start.is_none() {
@@ -251,10 +259,34 @@ impl DynamoStore {
         }
     }
 
-    pub async fn delete(&self, user_id: &str, connection_id: &str) -> Result<(), EngineError> {
+    pub(crate) async fn delete(
+        &self,
+        user_id: &str,
+        connection_id: &str,
+    ) -> Result<(), EngineError> {
         self.deletes
             .submit((user_id.to_string(), connection_id.to_string()))
             .await
+    }
+
+    /// Deletes, in the background, rows of connections no node holds (the
+    /// seed's GoneException pruning).
+    pub(crate) fn prune(&self, stale: Vec<(String, String)>) {
+        if stale.is_empty() {
+            return;
+        }
+        METRICS
+            .errors
+            .with_label_values(&["stale_rows"])
+            .inc_by(stale.len() as u64);
+        let store = self.clone();
+        tokio::spawn(async move {
+            for (user_id, connection_id) in stale {
+                if let Err(e) = store.delete(&user_id, &connection_id).await {
+                    tracing::warn!(error = %crate::logging::chain(&e), %connection_id, "stale row not deleted");
+                }
+            }
+        });
     }
 }
 

@@ -4,39 +4,40 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use super::router::prune;
 use super::store::DynamoStore;
-use crate::engine::now_ms;
-use crate::registry::LocalDelivery;
+use crate::clock::now_ms;
+use crate::engine::EngineError;
+use crate::hub::LocalDelivery;
+use crate::logging::chain;
 
 /// Rows younger than this may belong to a socket still being opened.
 const GRACE_MS: u64 = 30_000;
 
-pub struct Sweeper {
-    pub store: DynamoStore,
-    pub node_id: String,
-    pub local: LocalDelivery,
-    pub every: Duration,
+pub(crate) struct Sweeper {
+    pub(crate) store: DynamoStore,
+    pub(crate) node_id: String,
+    pub(crate) local: LocalDelivery,
+    pub(crate) every: Duration,
 }
 
 impl Sweeper {
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         let mut wait = Duration::from_secs(2).min(self.every);
         loop {
             tokio::select! {
-                _ = stop.changed() => return,
+                _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
             wait = self.every;
             if let Err(e) = self.sweep_once().await {
-                tracing::warn!(error = %e, "sweep failed");
+                tracing::warn!(error = %chain(&e), "sweep failed");
             }
         }
     }
 
-    pub async fn sweep_once(&self) -> Result<usize, crate::engine::EngineError> {
+    pub(crate) async fn sweep_once(&self) -> Result<usize, EngineError> {
         let rows = self.store.connections_on(&self.node_id).await?;
         let now = now_ms();
         let candidates: Vec<String> = rows
@@ -54,7 +55,7 @@ impl Sweeper {
         if n > 0 {
             tracing::info!(rows = n, "sweeping rows of closed connections");
         }
-        prune(self.store.clone(), stale);
+        self.store.prune(stale);
         Ok(n)
     }
 }

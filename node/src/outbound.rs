@@ -25,7 +25,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::Stream;
 
-pub struct Outbound {
+use crate::close::CloseReason;
+
+pub(crate) struct Outbound {
     queued: AtomicUsize,
     cap: usize,
     killed: AtomicBool,
@@ -35,7 +37,7 @@ pub struct Outbound {
 }
 
 /// Size of an unmasked server frame carrying `payload` bytes.
-pub fn frame_len(payload: usize) -> usize {
+pub(crate) fn frame_len(payload: usize) -> usize {
     let header = match payload {
         0..=125 => 2,
         126..=65535 => 4,
@@ -45,7 +47,7 @@ pub fn frame_len(payload: usize) -> usize {
 }
 
 impl Outbound {
-    pub fn new(cap: usize, socket: Option<RawFd>) -> Outbound {
+    pub(crate) fn new(cap: usize, socket: Option<RawFd>) -> Outbound {
         Outbound {
             queued: AtomicUsize::new(0),
             cap,
@@ -56,13 +58,13 @@ impl Outbound {
 
     /// The response stream is gone (or never started): never touch the
     /// descriptor again.
-    pub fn closed(&self) {
+    pub(crate) fn closed(&self) {
         *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Reserves room for a text frame of `payload` bytes; false (and the
     /// socket killed) when that would pass the cap.
-    pub fn reserve(&self, payload: usize) -> bool {
+    pub(crate) fn reserve(&self, payload: usize) -> bool {
         if self.is_killed() {
             return false;
         }
@@ -76,7 +78,7 @@ impl Outbound {
     }
 
     /// Bytes the HTTP layer took.
-    pub fn released(&self, n: usize) {
+    pub(crate) fn released(&self, n: usize) {
         let _ = self
             .queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
@@ -84,55 +86,39 @@ impl Outbound {
             });
     }
 
-    pub fn queued(&self) -> usize {
+    #[cfg(test)]
+    fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }
 
-    pub fn is_killed(&self) -> bool {
+    pub(crate) fn is_killed(&self) -> bool {
         self.killed.load(Ordering::Acquire)
     }
 
     /// Drops the connection now, discarding unsent data. Idempotent.
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         if self.killed.swap(true, Ordering::AcqRel) {
             return;
         }
-        crate::metrics::METRICS
-            .connections_closed
-            .with_label_values(&["slow_reader"])
-            .inc();
+        CloseReason::SlowReader.count();
         let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(fd) = *socket {
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: `fd` is this connection's open socket: the lock we hold
-            // is taken by `closed()` before the dispatcher can close it; the
-            // arguments are a valid `linger` struct of the size we pass.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&linger as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                );
-                libc::shutdown(fd, libc::SHUT_RDWR);
-            }
+            // `fd` is still this connection's socket: `closed()` takes the
+            // lock we hold before the dispatcher can close it.
+            crate::sys::abort_socket(fd);
         }
     }
 }
 
 /// Wraps a session's response stream: releases bytes as they are taken and
 /// ends the stream once the socket was killed.
-pub struct Metered<S> {
+pub(crate) struct Metered<S> {
     inner: S,
     outbound: Arc<Outbound>,
 }
 
 impl<S> Metered<S> {
-    pub fn new(inner: S, outbound: Arc<Outbound>) -> Metered<S> {
+    pub(crate) fn new(inner: S, outbound: Arc<Outbound>) -> Metered<S> {
         Metered { inner, outbound }
     }
 }

@@ -1,23 +1,50 @@
-//! The registry actor: this node's connections, by connection id and by
-//! user, and delivery to them with one shared, pre-serialized payload.
+//! The hub: this node's open sockets, by connection id and by user, and
+//! delivery to them with one shared, pre-serialized payload (serialized
+//! once, never per connection).
+//!
+//! The hub knows a socket only as the [`ToSession`] messages it sends it and
+//! the socket's [`Outbound`] bound: it never imports the session, so
+//! dependencies point one way (hub → engine → session). One recipient per
+//! socket, one message type: a second recipient would make every socket
+//! heavier.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytestring::ByteString;
 use sumu_shared::NotificationRequest;
+use tokio::sync::watch;
 
-use crate::engine::EngineError;
+use crate::close::CloseReason;
 use crate::metrics::METRICS;
-use crate::session::outbound::Outbound;
-use crate::session::{Deliver, Session, Shutdown};
+use crate::outbound::Outbound;
 
-/// What the registry holds per socket.
+/// What the hub tells a session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) enum ToSession {
+    /// A notification payload, already reserved in the outbound bound.
+    Deliver(ByteString),
+    /// Close the socket for this reason (the node is draining).
+    Close(CloseReason),
+}
+
+/// Why the hub could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HubError {
+    #[error("the node is draining")]
+    Draining,
+    #[error("the hub is not running")]
+    Stopped(#[from] MailboxError),
+}
+
+/// What the hub holds per socket.
 #[derive(Clone)]
-pub struct SessionHandle {
-    pub addr: Addr<Session>,
-    pub outbound: Arc<Outbound>,
+pub(crate) struct SessionHandle {
+    pub(crate) recipient: Recipient<ToSession>,
+    pub(crate) outbound: Arc<Outbound>,
 }
 
 impl SessionHandle {
@@ -27,7 +54,7 @@ impl SessionHandle {
         if !self.outbound.reserve(payload.len()) {
             return false;
         }
-        self.addr.do_send(Deliver(payload.clone()));
+        self.recipient.do_send(ToSession::Deliver(payload.clone()));
         true
     }
 }
@@ -37,14 +64,26 @@ struct Entry {
     handle: SessionHandle,
 }
 
-#[derive(Default)]
-pub struct Registry {
+pub(crate) struct Hub {
     connections: HashMap<Arc<str>, Entry>,
     users: HashMap<Arc<str>, Vec<Arc<str>>>,
     draining: bool,
+    /// The number of open sockets, for whoever waits for the node to empty.
+    count: watch::Sender<usize>,
 }
 
-impl Actor for Registry {
+impl Default for Hub {
+    fn default() -> Hub {
+        Hub {
+            connections: HashMap::new(),
+            users: HashMap::new(),
+            draining: false,
+            count: watch::channel(0).0,
+        }
+    }
+}
+
+impl Actor for Hub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -53,70 +92,66 @@ impl Actor for Registry {
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<(), EngineError>")]
-pub struct Register {
-    pub connection_id: Arc<str>,
-    pub user_id: Arc<str>,
-    pub handle: SessionHandle,
+#[rtype(result = "Result<(), HubError>")]
+pub(crate) struct Register {
+    pub(crate) connection_id: Arc<str>,
+    pub(crate) user_id: Arc<str>,
+    pub(crate) handle: SessionHandle,
 }
 
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Unregister {
-    pub connection_id: Arc<str>,
+pub(crate) struct Unregister {
+    pub(crate) connection_id: Arc<str>,
 }
 
 /// Deliver to every connection of these users.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct DeliverToUsers {
-    pub users: Vec<String>,
-    pub payload: ByteString,
+struct DeliverToUsers {
+    users: Vec<String>,
+    payload: ByteString,
 }
 
 /// Deliver to these connections; answers which ones this node does not hold.
 #[derive(Message)]
 #[rtype(result = "ConnectionsReport")]
-pub struct DeliverToConnections {
-    pub connection_ids: Vec<String>,
-    pub payload: ByteString,
+struct DeliverToConnections {
+    connection_ids: Vec<String>,
+    payload: ByteString,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ConnectionsReport {
-    pub delivered: usize,
-    pub missing: Vec<String>,
+pub(crate) struct ConnectionsReport {
+    pub(crate) delivered: usize,
+    pub(crate) missing: Vec<String>,
 }
 
 /// Deliver to every local connection except the excluded users'.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct Broadcast {
-    pub exclude_users: Vec<String>,
-    pub payload: ByteString,
+struct Broadcast {
+    exclude_users: Vec<String>,
+    payload: ByteString,
 }
 
 /// The users with at least one socket here.
 #[derive(Message)]
 #[rtype(result = "Vec<String>")]
-pub struct ConnectedUsers;
-
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct Count;
+struct ConnectedUsers;
 
 /// Which of these connection ids this node does not hold.
 #[derive(Message)]
 #[rtype(result = "Vec<String>")]
-pub struct Missing(pub Vec<String>);
+struct Missing(Vec<String>);
 
 /// Stop accepting registrations and hand back every session, for the
 /// shutdown waves.
 #[derive(Message)]
-#[rtype(result = "Vec<Addr<Session>>")]
-pub struct Drain;
+#[rtype(result = "Vec<Recipient<ToSession>>")]
+struct Drain;
 
-impl Registry {
+impl Hub {
     fn remove(&mut self, connection_id: &str) {
         if let Some(entry) = self.connections.remove(connection_id) {
             if let Some(list) = self.users.get_mut(&entry.user_id) {
@@ -126,6 +161,12 @@ impl Registry {
                 }
             }
         }
+    }
+
+    fn counted(&self) {
+        let n = self.connections.len();
+        METRICS.connections.set(n as i64);
+        self.count.send_replace(n);
     }
 
     fn deliver_to(&mut self, ids: &[Arc<str>], payload: &ByteString) -> usize {
@@ -140,19 +181,29 @@ impl Registry {
                 }
             }
         }
-        for id in dead {
-            self.remove(&id);
-        }
+        self.forget_dead(dead);
+        METRICS.deliveries.inc_by(delivered as u64);
         delivered
+    }
+
+    /// Forgets sockets cut off while delivering (their outbound cap tripped).
+    fn forget_dead(&mut self, dead: Vec<Arc<str>>) {
+        if dead.is_empty() {
+            return;
+        }
+        for id in &dead {
+            self.remove(id);
+        }
+        self.counted();
     }
 }
 
-impl Handler<Register> for Registry {
-    type Result = Result<(), EngineError>;
+impl Handler<Register> for Hub {
+    type Result = Result<(), HubError>;
 
     fn handle(&mut self, msg: Register, _: &mut Self::Context) -> Self::Result {
         if self.draining {
-            return Err(EngineError::Unavailable("node is draining".into()));
+            return Err(HubError::Draining);
         }
         self.users
             .entry(msg.user_id.clone())
@@ -165,21 +216,21 @@ impl Handler<Register> for Registry {
                 handle: msg.handle,
             },
         );
-        METRICS.connections.set(self.connections.len() as i64);
+        self.counted();
         Ok(())
     }
 }
 
-impl Handler<Unregister> for Registry {
+impl Handler<Unregister> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Unregister, _: &mut Self::Context) {
         self.remove(&msg.connection_id);
-        METRICS.connections.set(self.connections.len() as i64);
+        self.counted();
     }
 }
 
-impl Handler<DeliverToUsers> for Registry {
+impl Handler<DeliverToUsers> for Hub {
     type Result = usize;
 
     fn handle(&mut self, msg: DeliverToUsers, _: &mut Self::Context) -> usize {
@@ -189,13 +240,11 @@ impl Handler<DeliverToUsers> for Registry {
                 ids.extend(list.iter().cloned());
             }
         }
-        let n = self.deliver_to(&ids, &msg.payload);
-        METRICS.deliveries.inc_by(n as u64);
-        n
+        self.deliver_to(&ids, &msg.payload)
     }
 }
 
-impl Handler<DeliverToConnections> for Registry {
+impl Handler<DeliverToConnections> for Hub {
     type Result = MessageResult<DeliverToConnections>;
 
     fn handle(&mut self, msg: DeliverToConnections, _: &mut Self::Context) -> Self::Result {
@@ -208,12 +257,11 @@ impl Handler<DeliverToConnections> for Registry {
             }
         }
         report.delivered = self.deliver_to(&ids, &msg.payload);
-        METRICS.deliveries.inc_by(report.delivered as u64);
         MessageResult(report)
     }
 }
 
-impl Handler<Broadcast> for Registry {
+impl Handler<Broadcast> for Hub {
     type Result = usize;
 
     fn handle(&mut self, msg: Broadcast, _: &mut Self::Context) -> usize {
@@ -230,15 +278,13 @@ impl Handler<Broadcast> for Registry {
                 dead.push(id.clone());
             }
         }
-        for id in dead {
-            self.remove(&id);
-        }
+        self.forget_dead(dead);
         METRICS.deliveries.inc_by(delivered as u64);
         delivered
     }
 }
 
-impl Handler<ConnectedUsers> for Registry {
+impl Handler<ConnectedUsers> for Hub {
     type Result = MessageResult<ConnectedUsers>;
 
     fn handle(&mut self, _: ConnectedUsers, _: &mut Self::Context) -> Self::Result {
@@ -248,15 +294,7 @@ impl Handler<ConnectedUsers> for Registry {
     }
 }
 
-impl Handler<Count> for Registry {
-    type Result = usize;
-
-    fn handle(&mut self, _: Count, _: &mut Self::Context) -> usize {
-        self.connections.len()
-    }
-}
-
-impl Handler<Missing> for Registry {
+impl Handler<Missing> for Hub {
     type Result = MessageResult<Missing>;
 
     fn handle(&mut self, msg: Missing, _: &mut Self::Context) -> Self::Result {
@@ -269,7 +307,7 @@ impl Handler<Missing> for Registry {
     }
 }
 
-impl Handler<Drain> for Registry {
+impl Handler<Drain> for Hub {
     type Result = MessageResult<Drain>;
 
     fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
@@ -277,92 +315,103 @@ impl Handler<Drain> for Registry {
         MessageResult(
             self.connections
                 .values()
-                .map(|e| e.handle.addr.clone())
+                .map(|e| e.handle.recipient.clone())
                 .collect(),
         )
     }
 }
 
-/// A cloneable handle for delivering to this node's sockets.
+/// A cloneable handle for delivering to this node's sockets: what the
+/// engines and the HTTP layer are given.
 #[derive(Clone)]
-pub struct LocalDelivery {
-    registry: Addr<Registry>,
-}
-
-fn mailbox(e: MailboxError) -> EngineError {
-    EngineError::Unavailable(format!("registry: {e}"))
+pub(crate) struct LocalDelivery {
+    hub: Addr<Hub>,
+    count: watch::Receiver<usize>,
 }
 
 impl LocalDelivery {
-    pub fn new(registry: Addr<Registry>) -> LocalDelivery {
-        LocalDelivery { registry }
+    /// Starts the node's hub.
+    pub(crate) fn start() -> LocalDelivery {
+        let hub = Hub::default();
+        let count = hub.count.subscribe();
+        LocalDelivery {
+            hub: hub.start(),
+            count,
+        }
     }
 
     /// Delivers a request to the local sockets it targets. The payload is
     /// copied once from the request; every socket shares that copy.
-    pub async fn deliver_request(
+    pub(crate) async fn deliver_request(
         &self,
         request: &NotificationRequest,
-    ) -> Result<usize, EngineError> {
+    ) -> Result<usize, HubError> {
         let payload = ByteString::from(request.data.get());
         if request.is_broadcast() {
             self.broadcast(request.exclude_users.clone(), payload).await
         } else {
             let users = request.targets().cloned().collect();
-            self.registry
-                .send(DeliverToUsers { users, payload })
-                .await
-                .map_err(mailbox)
+            Ok(self.hub.send(DeliverToUsers { users, payload }).await?)
         }
     }
 
-    pub async fn broadcast(
+    pub(crate) async fn broadcast(
         &self,
         exclude_users: Vec<String>,
         payload: ByteString,
-    ) -> Result<usize, EngineError> {
-        self.registry
+    ) -> Result<usize, HubError> {
+        Ok(self
+            .hub
             .send(Broadcast {
                 exclude_users,
                 payload,
             })
-            .await
-            .map_err(mailbox)
+            .await?)
     }
 
-    pub async fn to_connections(
+    pub(crate) async fn to_connections(
         &self,
         connection_ids: Vec<String>,
         payload: ByteString,
-    ) -> Result<ConnectionsReport, EngineError> {
-        self.registry
+    ) -> Result<ConnectionsReport, HubError> {
+        Ok(self
+            .hub
             .send(DeliverToConnections {
                 connection_ids,
                 payload,
             })
-            .await
-            .map_err(mailbox)
+            .await?)
     }
 
-    pub async fn connected_users(&self) -> Result<Vec<String>, EngineError> {
-        self.registry.send(ConnectedUsers).await.map_err(mailbox)
+    pub(crate) async fn connected_users(&self) -> Result<Vec<String>, HubError> {
+        Ok(self.hub.send(ConnectedUsers).await?)
     }
 
-    pub async fn missing(&self, connection_ids: Vec<String>) -> Result<Vec<String>, EngineError> {
-        self.registry
-            .send(Missing(connection_ids))
-            .await
-            .map_err(mailbox)
+    pub(crate) async fn missing(
+        &self,
+        connection_ids: Vec<String>,
+    ) -> Result<Vec<String>, HubError> {
+        Ok(self.hub.send(Missing(connection_ids)).await?)
     }
 
-    pub async fn count(&self) -> Result<usize, EngineError> {
-        self.registry.send(Count).await.map_err(mailbox)
+    pub(crate) async fn register(&self, msg: Register) -> Result<(), HubError> {
+        self.hub.send(msg).await?
     }
 
-    /// Stops registrations and closes every socket with 1001, spread over
-    /// `over` in waves (with jitter), so clients do not reconnect at once.
-    pub async fn drain(&self, over: std::time::Duration) -> Result<usize, EngineError> {
-        let sessions = self.registry.send(Drain).await.map_err(mailbox)?;
+    /// Forgets a socket (fire and forget: safe from `Drop`).
+    pub(crate) fn unregister(&self, connection_id: Arc<str>) {
+        self.hub.do_send(Unregister { connection_id });
+    }
+
+    /// Stops registrations and closes every socket with `reason`, spread
+    /// over `over` in waves (with jitter), so clients do not reconnect at
+    /// once. Answers how many sockets were told to close.
+    pub(crate) async fn drain(
+        &self,
+        over: Duration,
+        reason: CloseReason,
+    ) -> Result<usize, HubError> {
+        let sessions = self.hub.send(Drain).await?;
         let total = sessions.len();
         if total == 0 {
             return Ok(0);
@@ -371,8 +420,8 @@ impl LocalDelivery {
         let per_wave = total.div_ceil(waves);
         let pause = over / waves as u32;
         for chunk in sessions.chunks(per_wave) {
-            for addr in chunk {
-                addr.do_send(Shutdown);
+            for session in chunk {
+                session.do_send(ToSession::Close(reason));
             }
             let jitter =
                 pause.mul_f64(0.5 + (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0);
@@ -381,7 +430,10 @@ impl LocalDelivery {
         Ok(total)
     }
 
-    pub fn registry(&self) -> &Addr<Registry> {
-        &self.registry
+    /// Resolves once no socket is open (or at once if none is).
+    pub(crate) async fn emptied(&self) {
+        let mut count = self.count.clone();
+        // An error means the hub is gone: nothing is open either.
+        let _ = count.wait_for(|n| *n == 0).await;
     }
 }
