@@ -82,18 +82,6 @@ impl Cluster {
 }
 
 /// Polls `check` until it holds (or fails the test after LONG).
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + LONG;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn row_exists(ddb: &aws_sdk_dynamodb::Client, table: &str, user: &str, conn: &str) -> bool {
     ddb.get_item()
         .table_name(table)
@@ -220,7 +208,7 @@ async fn rows_follow_sockets_and_publish_send_carry_sumu_attributes() {
     assert_eq!(attr(&m, "timestamp").0, "Number");
 
     drop(ws);
-    eventually("row removed on close", || async {
+    eventually("row removed on close", LONG, || async {
         !row_exists(&ddb, &table, "alice", &conn).await
     })
     .await;
@@ -377,7 +365,7 @@ async fn rows_of_sockets_nobody_holds_are_pruned() {
     let node = cluster.node(&[]);
     let (status, _) = node.notify(r#"{"users":["ghost"],"data":1}"#).await;
     assert_eq!(status, 202);
-    eventually("stale rows pruned", || async {
+    eventually("stale rows pruned", LONG, || async {
         ddb.query()
             .table_name(&table)
             .key_condition_expression("user_id = :u")
@@ -486,7 +474,7 @@ async fn the_mesh_carries_multicasts_and_broadcasts_between_nodes() {
         .to_string();
     b.signal(libc::SIGTERM);
     assert_eq!(close_code(&mut bob, LONG).await, Some(1001));
-    eventually("node-b left: row and inbox gone", || async {
+    eventually("node-b left: row and inbox gone", LONG, || async {
         cluster_row(&ddb, &cluster, "node#node-b").await.is_none()
             && sqs
                 .get_queue_attributes()
@@ -513,7 +501,7 @@ async fn the_mesh_carries_multicasts_and_broadcasts_between_nodes() {
         .unwrap();
     let (status, _) = a.notify(r#"{"users":["zombie"],"data":1}"#).await;
     assert_eq!(status, 202);
-    eventually("zombie row pruned", || async {
+    eventually("zombie row pruned", LONG, || async {
         !row_exists(&ddb, &table, "zombie", "z1").await
     })
     .await;
@@ -608,7 +596,7 @@ async fn the_leader_emits_presence_and_reaps_a_dead_node() {
     let fast = ["--heartbeat-secs", "1", "--node-timeout-secs", "3"];
     let a = cluster.named("node-a", &fast);
     // node-a leads before node-b starts.
-    eventually("node-a leads", || async {
+    eventually("node-a leads", LONG, || async {
         cluster_row(&ddb, &cluster, "lease#leader")
             .await
             .is_some_and(|l| l["owner"] == AttributeValue::S("node-a".into()))
@@ -648,7 +636,7 @@ async fn the_leader_emits_presence_and_reaps_a_dead_node() {
     b.child.kill().unwrap();
     let reaped = presence_events(&sqs, &presence_q, 1, Duration::from_secs(20)).await;
     assert_eq!(reaped, vec![("bob".into(), "OFFLINE".into())]);
-    eventually("dead node's inbox deleted", || async {
+    eventually("dead node's inbox deleted", LONG, || async {
         sqs.get_queue_attributes()
             .queue_url(&inbox)
             .send()

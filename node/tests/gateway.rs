@@ -318,18 +318,7 @@ async fn a_reader_that_never_reads_is_cut_off_while_others_keep_receiving() {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(node.addr).unwrap();
         // A tiny receive buffer so the kernel holds little for it.
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
-        let size: libc::c_int = 4096;
-        // SAFETY: setting a socket option on a socket we own.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&size as *const libc::c_int).cast(),
-                4,
-            );
-        }
+        sumu_testkit::sys::set_recv_buffer(std::os::fd::AsRawFd::as_raw_fd(&s), 4096);
         write!(
             s,
             "GET /push?authorization={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"

@@ -1,7 +1,7 @@
 //! Helpers of the end-to-end tests: start a server process on a free loopback port, wait
 //! for readiness, run `sumu-loadtest` as a process and read its JSON report.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,27 +29,7 @@ impl Drop for Server {
     }
 }
 
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sumu-loadtest-e2e-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
-
-/// `<target>/release/<name>`, found from this test binary (`<target>/release/deps/<test>`).
-pub fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let release = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in <target>/release/deps");
-    let path = release.join(name);
-    assert!(
-        path.exists(),
-        "{} not found: build the whole workspace first (cargo build --release --workspace)",
-        path.display()
-    );
-    path
-}
+pub use sumu_testkit::{scratch, workspace_binary};
 
 /// Starts `program args...` (with `{port}` replaced) and waits until GET /readyz is 200.
 pub fn start_server(program: &Path, args: &[&str], name: &str) -> Server {

@@ -1,7 +1,17 @@
-//! Test helpers shared by the node's and the load tester's integration
-//! tests: a ministack AWS emulator (installed into `infra/local/.venv` by
-//! `infra/local/emulator install`, which `infra/local/test-all` runs) on a
-//! loopback port chosen at run time, killed on drop.
+//! The one set of test helpers every sumu crate's integration tests use:
+//! a real `sumu-node` on a run-time port ([`node`]), a WebSocket client
+//! ([`ws`]), token signing ([`tokens`]), waiting for a condition with a
+//! deadline ([`eventually`]), and a ministack AWS emulator (installed into
+//! `infra/local/.venv` by `infra/local/emulator install`, which
+//! `infra/local/test-all` runs) on a loopback port chosen at run time,
+//! killed on drop. Every process a helper starts dies with its value.
+
+pub mod node;
+pub mod sys;
+pub mod tokens;
+pub mod ws;
+
+pub use node::{scratch, workspace_binary, Node};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -93,4 +103,33 @@ impl Drop for Emulator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits until `check` answers true, polling every 100 ms; panics with
+/// `what` once `within` has passed.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SDK configuration for the emulator (what a backend would use locally).
+pub async fn sdk(emulator: &Emulator) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&emulator.endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await
 }

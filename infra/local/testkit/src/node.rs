@@ -1,0 +1,152 @@
+//! A real `sumu-node` process on a loopback port chosen at run time (it
+//! binds `127.0.0.1:0` and prints the address), killed on drop; and the
+//! calls tests make to it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::ws::Ws;
+
+/// `<target>/release/<name>`, found from the running test binary
+/// (`<target>/release/deps/<test>`), or `SUMU_NODE_BIN` for `sumu-node`.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    if name == "sumu-node" {
+        if let Some(bin) = std::env::var_os("SUMU_NODE_BIN") {
+            return PathBuf::from(bin);
+        }
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let release = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in <target>/release/deps");
+    let path = release.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the whole workspace first (cargo build --release --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// A scratch directory for one test, under the system's temp dir.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sumu-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// A running node; killed on drop.
+pub struct Node {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub api_key: String,
+}
+
+impl Node {
+    /// `--dev` node on 127.0.0.1:0 with extra flags.
+    pub fn dev(extra: &[&str]) -> Node {
+        let mut args = vec!["--dev"];
+        args.extend_from_slice(extra);
+        Node::start(&args, "dev")
+    }
+
+    pub fn start(args: &[&str], api_key: &str) -> Node {
+        Node::start_with_env(args, api_key, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], api_key: &str, env: &[(&str, &str)]) -> Node {
+        let mut cmd = Command::new(workspace_binary("sumu-node"));
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("SUMU_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn sumu-node");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("node exited before listening")
+                .expect("read stdout");
+            if let Some(rest) = line.strip_prefix("sumu-node listening on ") {
+                break rest.trim().parse().expect("address");
+            }
+        };
+        // Keep draining stdout so the node never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Node {
+            child,
+            addr,
+            api_key: api_key.to_string(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/push?authorization={}", self.addr, token)
+    }
+
+    pub async fn dev_token(&self, sub: &str) -> String {
+        let v: serde_json::Value = reqwest::get(self.url(&format!("/dev/token?sub={sub}")))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    /// A `--dev` socket for `sub`.
+    pub async fn connect(&self, sub: &str) -> Ws {
+        let token = self.dev_token(sub).await;
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url(&token))
+            .await
+            .expect("connect");
+        ws
+    }
+
+    /// POST /api/notify; returns (status, body).
+    pub async fn notify(&self, body: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(self.url("/api/notify"))
+            .header("authorization", format!("Bearer {}", self.api_key))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGTERM`) to the node.
+    pub fn signal(&self, sig: i32) {
+        crate::sys::signal(self.child.id(), sig);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
