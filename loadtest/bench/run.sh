@@ -4,6 +4,8 @@
 #   ws-node   Node.js + ws (peers/ws-node; decodes the token without verifying it)
 #   peer-min  target/release/sumu-peer-min, minimal tokio-tungstenite broadcaster
 #             (near-physical-limit reference; decodes the token without verifying it)
+#   sumu-baseline  the sumu-node binary named by BENCH_BASELINE_BIN, run exactly like sumu
+#             (a before/after comparison of two builds in one run)
 # Scenarios (each on a freshly started server; all traffic on loopback):
 #   connect-small    hold BENCH_SMALL (10k) sockets: held, server RSS per socket, connect latency
 #   connect-large    hold BENCH_LARGE (50k) sockets (10k users x 5 sockets): held, RSS per socket
@@ -24,6 +26,7 @@
 #   BENCH_BURST_COUNT [50] broadcasts, BENCH_BURST_RATE [50] per second
 #   BENCH_HOLD [5s] hold time of connect scenarios
 #   BENCH_SKIP_BUILD [0] 1 = use the binaries already in target/release
+#   BENCH_BASELINE_BIN [none] another sumu-node binary, for the sumu-baseline peer
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -72,7 +75,7 @@ fi
 PEER_PID=""
 PEER_URL=""
 port_of() {
-  case "$1" in sumu) echo $((PORT_BASE + 0));; ws-node) echo $((PORT_BASE + 1));; peer-min) echo $((PORT_BASE + 2));; *) echo $((PORT_BASE + 3));; esac
+  case "$1" in sumu) echo $((PORT_BASE + 0));; ws-node) echo $((PORT_BASE + 1));; peer-min) echo $((PORT_BASE + 2));; sumu-baseline) echo $((PORT_BASE + 4));; *) echo $((PORT_BASE + 3));; esac
 }
 
 start_peer() { # NAME LOGFILE
@@ -80,8 +83,12 @@ start_peer() { # NAME LOGFILE
   port=$(port_of "$name")
   PEER_URL="http://127.0.0.1:$port"
   case "$name" in
-    sumu)
-      "$BIN/sumu-node" --listen "127.0.0.1:$port" --jwks-file "$OUT/keys/public.pem" \
+    sumu|sumu-baseline)
+      local bin="$BIN/sumu-node"
+      if [ "$name" = sumu-baseline ]; then
+        bin=${BENCH_BASELINE_BIN:?set BENCH_BASELINE_BIN to the baseline sumu-node binary}
+      fi
+      "$bin" --listen "127.0.0.1:$port" --jwks-file "$OUT/keys/public.pem" \
         --jwt-audiences "$AUD" --api-key "$API_KEY" --log warn >"$logfile" 2>&1 &
       ;;
     ws-node)

@@ -1,5 +1,7 @@
 //! What the machine (not the server) can do: the open-file limit, error classes that
 //! mean "the load generator's machine ran out", CPU saturation, and a process's RSS.
+//! The load tester's only `unsafe` code (plain libc calls) lives here.
+#![allow(unsafe_code)]
 
 use std::io;
 
