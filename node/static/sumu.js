@@ -381,7 +381,11 @@ export class SumuClient {
       this._onFrame(typeof ev.data === 'string' ? ev.data : String(ev.data));
     };
     ws.onerror = () => {
-      // Always followed by a close event; nothing to do here.
+      // Browsers follow an error with a close event (code 1006); some
+      // runtimes (Node 20's undici) do not. Either way the socket is done.
+      this._cancel(connectTimer);
+      if (gen !== this._gen) return;
+      this._lose(gen, opened ? 'closed_by_server' : 'failed_connect', 1006, opened);
     };
     ws.onclose = (ev) => {
       this._cancel(connectTimer);

@@ -113,6 +113,18 @@ test('failed connects back off exponentially with jitter, refresh the token, the
   assert.equal(made.length, 4);
 });
 
+test('an error event without a close event (Node 20 undici) is a failed connect too', async () => {
+  const { c, made, states } = client();
+  c.connect();
+  await flush();
+  made[0].onerror?.({});
+  assert.equal(c.state, 'reconnecting');
+  assert.equal(states.at(-1).reason, 'failed_connect');
+  made[0].drop(1006); // a late close of the same socket changes nothing
+  assert.equal(states.filter((s) => s.state === 'reconnecting').length, 1);
+  c.close();
+});
+
 test('the backoff grows across quick drops and resets after a stable connection', async () => {
   const { c, clock, made, states } = client({ stableAfterMs: 10000 });
   c.connect();
