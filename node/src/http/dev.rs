@@ -1,6 +1,8 @@
-//! `--dev` only: the token issuer and the demo page.
+//! The token issuer and the demo page (`--dev` only), and the browser client
+//! `/sumu.js` (every mode). The page's files live in `node/static/` and are
+//! embedded in the binary: what the repository holds is what the node serves.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{http::header, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::{json_error, AppState};
@@ -50,8 +52,58 @@ pub async fn config(state: web::Data<AppState>) -> HttpResponse {
     })
 }
 
+/// Registers this module's routes: `/sumu.js` always (apps load the client
+/// from the node they connect to), the demo page and the token issuer only
+/// with `--dev`.
+pub fn configure(cfg: &mut web::ServiceConfig, dev: bool) {
+    cfg.route("/sumu.js", web::get().to(sumu_js));
+    if dev {
+        cfg.route("/", web::get().to(demo_page))
+            .route("/app.js", web::get().to(app_js))
+            .route("/style.css", web::get().to(style_css))
+            .route("/dev/token", web::get().to(token))
+            .route("/dev/config", web::get().to(config));
+    }
+}
+
+const SUMU_JS: &str = include_str!("../../static/sumu.js");
+const APP_JS: &str = include_str!("../../static/app.js");
+const STYLE_CSS: &str = include_str!("../../static/style.css");
+const INDEX_HTML: &str = include_str!("../../static/index.html");
+
+fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        // Revalidated on every load, so a rebuilt node never serves a stale client.
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(body)
+}
+
+/// The browser client, an ES module.
+pub async fn sumu_js() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", SUMU_JS)
+}
+
+pub async fn app_js() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+pub async fn style_css() -> HttpResponse {
+    asset("text/css; charset=utf-8", STYLE_CSS)
+}
+
+/// The demo page. Its CSP allows only this origin's scripts and styles and
+/// WebSocket/fetch to any host (a pasted wss URL may point elsewhere).
 pub async fn demo_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(include_str!("demo.html"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
+             style-src 'self'; script-src 'self'; base-uri 'none'; \
+             form-action 'none'; frame-ancestors 'none'",
+        ))
+        .body(INDEX_HTML)
 }

@@ -10,18 +10,21 @@ import { dirname, join } from 'node:path';
 export const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const binary = process.env.SUMU_NODE_BIN || join(repo, 'target', 'release', 'sumu-node');
 
-/** A `sumu-node --dev` process. `listen` may be `127.0.0.1:0`. */
+/** A `sumu-node --dev` process (or, with `dev: false`, a plain one). */
 export class DevNode {
-  constructor(extraArgs = []) {
+  constructor(extraArgs = [], { dev = true, env = {} } = {}) {
     this.extraArgs = extraArgs;
+    this.dev = dev;
+    this.env = env;
     this.child = null;
     this.addr = null;
   }
 
   /** Starts on `listen` (default: a free port; later: the same port again). */
   async start(listen = this.addr ?? '127.0.0.1:0') {
-    const child = spawn(binary, ['--dev', '--listen', listen, ...this.extraArgs], {
-      env: { ...process.env, SUMU_LOG: 'warn' },
+    const args = [...(this.dev ? ['--dev'] : []), '--listen', listen, ...this.extraArgs];
+    const child = spawn(binary, args, {
+      env: { ...process.env, SUMU_LOG: 'warn', ...this.env },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     this.child = child;

