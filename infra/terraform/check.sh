@@ -2,9 +2,11 @@
 # Static checks of infra/terraform without the terraform binary:
 #   (a) parse every .tf file with python-hcl2,
 #   (b) run tests/test_static.py (pytest),
-#   (c) run checkov on the folder (skips must carry a reason in the code).
+#   (c) run checkov on the folder twice, once per tls_termination value
+#       (skips must carry a reason in the code).
 # Idempotent; runnable from any directory; needs python3 (3.11) and PyPI.
-# Last line: "N passed, M failed" (N = static tests passed + 1 for checkov).
+# Last line: "N passed, M failed" (N = static tests passed + 1 per checkov
+# pass: defaults = TLS on the NLB, tests/tls-on-node.tfvars = TLS on the nodes).
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -108,16 +110,27 @@ PY
 )
 
 # (c) checkov ----------------------------------------------------------------------
-log "checkov"
-# No network here: skip the guideline download and the external checks fetch.
-BC_SKIP_MAPPING=TRUE \
-  "$VENV_ROOT/checkov/bin/checkov" -d "$HERE" --framework terraform \
-  --skip-path '\.venv' --skip-path tests --skip-download \
-  -o json >"$WORK/results_json.json" 2>"$WORK/checkov.err"
-CK_RC=$?
-C_FAILED=1
-if [ -f "$WORK/results_json.json" ]; then
-  if "$HCL_PY" - "$WORK/results_json.json" <<'PY'
+# Twice: with the defaults (TLS on the NLB) and with tests/tls-on-node.tfvars
+# (TLS on the nodes), so both values of tls_termination are checked.
+# checkov_run LABEL [ARGS...]: 0 when checkov ran, found no failure and every
+# skip carries a reason.
+checkov_run() {
+  local label="$1"; shift
+  local out="$WORK/checkov-$label"
+  mkdir -p "$out"
+  log "checkov ($label)"
+  # No network here: skip the guideline download and the external checks fetch.
+  BC_SKIP_MAPPING=TRUE \
+    "$VENV_ROOT/checkov/bin/checkov" -d "$HERE" --framework terraform \
+    --skip-path '\.venv' --skip-path tests --skip-download "$@" \
+    -o json >"$out/results_json.json" 2>"$out/checkov.err"
+  local rc=$?
+  if [ ! -f "$out/results_json.json" ]; then
+    echo "checkov wrote no report (exit $rc):" >&2
+    cat "$out/checkov.err" >&2
+    return 1
+  fi
+  "$HCL_PY" - "$out/results_json.json" <<'PY' || return 1
 import json
 import re
 import sys
@@ -145,13 +158,13 @@ if passed == 0:
     print("checkov checked nothing")
 sys.exit(1 if failed or unexplained or passed == 0 else 0)
 PY
-  then
-    [ "$CK_RC" -eq 0 ] && C_FAILED=0
-  fi
-else
-  echo "checkov wrote no report (exit $CK_RC):" >&2
-  cat "$WORK/checkov.err" >&2
-fi
+  [ "$rc" -eq 0 ]
+}
 
-if [ "$C_FAILED" -eq 0 ]; then C_PASSED=1; else C_PASSED=0; fi
+C_PASSED=0
+C_FAILED=0
+if checkov_run tls-on-nlb; then C_PASSED=$((C_PASSED + 1)); else C_FAILED=$((C_FAILED + 1)); fi
+if checkov_run tls-on-node --var-file "$HERE/tests/tls-on-node.tfvars"; then
+  C_PASSED=$((C_PASSED + 1)); else C_FAILED=$((C_FAILED + 1)); fi
+
 finish $((T_PASSED + C_PASSED)) $((T_FAILED + C_FAILED))

@@ -9,8 +9,16 @@ data "aws_ssm_parameter" "al2023_ami" {
 locals {
   ami_id = var.ami_id != null ? var.ami_id : nonsensitive(data.aws_ssm_parameter.al2023_ami[0].value)
 
+  # TLS on the node: the listener and the files the boot script keeps fresh
+  # (flags --tls-listen, --tls-cert, --tls-key).
+  node_tls_environment = local.tls_on_node ? {
+    SUMU_TLS_LISTEN = "0.0.0.0:${var.node_tls_port}"
+    SUMU_TLS_CERT   = local.node_tls_cert_path
+    SUMU_TLS_KEY    = local.node_tls_key_path
+  } : {}
+
   # Environment of sumu-node (SUMU_API_KEY is added at boot from SSM).
-  node_environment = merge(var.extra_environment, {
+  node_environment = merge(var.extra_environment, local.node_tls_environment, {
     SUMU_LISTEN                   = "0.0.0.0:${var.node_port}"
     SUMU_ENGINE                   = "aws"
     SUMU_AWS_REGION               = local.region
@@ -39,6 +47,13 @@ locals {
     drain_seconds          = var.drain_seconds
     asg_name               = local.asg_name
     lifecycle_hook_name    = local.lifecycle_hook_name
+    tls_on_node            = local.tls_on_node
+    node_tls_source        = local.node_tls_source
+    node_tls_secret_arn    = var.node_tls_secret_arn == null ? "" : var.node_tls_secret_arn
+    node_tls_secret_region = local.node_tls_secret_region
+    node_tls_cert_param    = var.node_tls_ssm_parameter_names == null ? "" : var.node_tls_ssm_parameter_names.certificate
+    node_tls_key_param     = var.node_tls_ssm_parameter_names == null ? "" : var.node_tls_ssm_parameter_names.private_key
+    node_tls_refresh_min   = var.node_tls_refresh_minutes
   })
 }
 
@@ -77,6 +92,16 @@ resource "aws_vpc_security_group_ingress_rule" "nlb_plain" {
   cidr_ipv4         = each.value
 }
 
+resource "aws_vpc_security_group_egress_rule" "nlb_to_nodes_tls" {
+  count                        = local.tls_on_node ? 1 : 0
+  security_group_id            = aws_security_group.nlb.id
+  description                  = "wss traffic passed through to the nodes' TLS port"
+  ip_protocol                  = "tcp"
+  from_port                    = var.node_tls_port
+  to_port                      = var.node_tls_port
+  referenced_security_group_id = aws_security_group.node.id
+}
+
 resource "aws_vpc_security_group_egress_rule" "nlb_to_nodes" {
   security_group_id            = aws_security_group.nlb.id
   description                  = "traffic and /readyz health checks to the nodes"
@@ -103,6 +128,16 @@ resource "aws_vpc_security_group_ingress_rule" "node_from_nlb" {
   ip_protocol                  = "tcp"
   from_port                    = var.node_port
   to_port                      = var.node_port
+  referenced_security_group_id = aws_security_group.nlb.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "node_tls_from_nlb" {
+  count                        = local.tls_on_node ? 1 : 0
+  security_group_id            = aws_security_group.node.id
+  description                  = "wss traffic (TLS ends on the node) from the NLB"
+  ip_protocol                  = "tcp"
+  from_port                    = var.node_tls_port
+  to_port                      = var.node_tls_port
   referenced_security_group_id = aws_security_group.nlb.id
 }
 
@@ -170,6 +205,17 @@ resource "aws_launch_template" "node" {
   }
 
   tags = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = !local.tls_on_node || ((var.node_tls_secret_arn == null) != (var.node_tls_ssm_parameter_names == null))
+      error_message = "tls_termination = \"node\" needs exactly one of node_tls_secret_arn and node_tls_ssm_parameter_names."
+    }
+    precondition {
+      condition     = !local.tls_on_node || var.node_tls_port != var.node_port
+      error_message = "node_tls_port must differ from node_port (the plain port keeps serving /readyz)."
+    }
+  }
 }
 
 resource "aws_autoscaling_group" "nodes" {
@@ -178,7 +224,7 @@ resource "aws_autoscaling_group" "nodes" {
   min_size                  = var.min_size
   max_size                  = var.max_size
   desired_capacity          = var.desired_capacity == null ? var.min_size : var.desired_capacity
-  target_group_arns         = [aws_lb_target_group.nodes.arn]
+  target_group_arns         = concat([aws_lb_target_group.nodes.arn], aws_lb_target_group.nodes_plain[*].arn)
   health_check_type         = "ELB"
   health_check_grace_period = 120
   default_instance_warmup   = 120

@@ -194,6 +194,45 @@ data "aws_iam_policy_document" "node" {
     }
   }
 
+  # TLS on the node: read exactly the certificate's secret or its two
+  # parameters (sumu-tls-fetch, at boot and on its timer), and decrypt with
+  # their customer managed key only through that service.
+  dynamic "statement" {
+    for_each = local.tls_on_node && var.node_tls_secret_arn != null ? [var.node_tls_secret_arn] : []
+    content {
+      sid       = "ReadNodeTlsSecret"
+      effect    = "Allow"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.tls_on_node && var.node_tls_ssm_parameter_names != null ? [local.node_tls_parameter_arns] : []
+    content {
+      sid       = "ReadNodeTlsParameters"
+      effect    = "Allow"
+      actions   = ["ssm:GetParameters"]
+      resources = statement.value
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.tls_on_node && var.node_tls_kms_key_arn != null ? [var.node_tls_kms_key_arn] : []
+    content {
+      sid       = "DecryptNodeTls"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = [local.node_tls_via_service]
+      }
+    }
+  }
+
   dynamic "statement" {
     for_each = var.node_binary_s3_uri == null ? [] : [var.node_binary_s3_uri]
     content {

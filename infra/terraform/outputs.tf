@@ -13,6 +13,21 @@ output "ws_url" {
   value       = var.enable_plain_tcp_listener ? "ws://${var.domain_name}${local.plain_port_suffix}/push" : null
 }
 
+output "tls_termination" {
+  description = "Where TLS ends: nlb (ACM certificate on the NLB's TLS listener) or node (TCP pass-through; sumu-node holds the certificate)."
+  value       = var.tls_termination
+}
+
+output "node_tls_listen" {
+  description = "With tls_termination = node: the address of sumu-node's TLS listener on each instance (SUMU_TLS_LISTEN), else null."
+  value       = local.tls_on_node ? "0.0.0.0:${var.node_tls_port}" : null
+}
+
+output "node_tls_certificate_source" {
+  description = "With tls_termination = node: where the nodes fetch their certificate and key (the Secrets Manager secret ARN or the two SSM parameter names), else null."
+  value       = !local.tls_on_node ? null : (var.node_tls_secret_arn != null ? var.node_tls_secret_arn : "${var.node_tls_ssm_parameter_names.certificate},${var.node_tls_ssm_parameter_names.private_key}")
+}
+
 output "nlb_dns_name" {
   description = "DNS name of the Network Load Balancer."
   value       = aws_lb.nlb.dns_name

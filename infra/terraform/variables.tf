@@ -76,13 +76,25 @@ variable "allowed_client_cidrs" {
 # Load balancer and DNS
 # ---------------------------------------------------------------------------
 
-variable "certificate_arn" {
+variable "tls_termination" {
   type        = string
-  description = "ARN of the ACM certificate for domain_name, used by the TLS listener (wss://)."
+  default     = "nlb"
+  description = "Where TLS (wss://) ends. \"nlb\": a TLS listener with the ACM certificate certificate_arn; the nodes speak plain TCP. \"node\": a TCP listener passes the bytes through and sumu-node terminates TLS itself (--tls-listen on node_tls_port) with a certificate and key it fetches from Secrets Manager (node_tls_secret_arn) or SSM Parameter Store (node_tls_ssm_parameter_names) at boot and every node_tls_refresh_minutes. See README \"Where TLS ends\" for the cost trade-off."
 
   validation {
-    condition     = can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/.+$", var.certificate_arn))
-    error_message = "certificate_arn must be an ACM certificate ARN (arn:aws:acm:<region>:<account>:certificate/<id>)."
+    condition     = contains(["nlb", "node"], var.tls_termination)
+    error_message = "tls_termination must be \"nlb\" or \"node\"."
+  }
+}
+
+variable "certificate_arn" {
+  type        = string
+  default     = null
+  description = "ARN of the ACM certificate for domain_name, used by the NLB's TLS listener (wss://). Required when tls_termination = \"nlb\", unused when \"node\"."
+
+  validation {
+    condition     = var.certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/.+$", var.certificate_arn))
+    error_message = "certificate_arn must be null or an ACM certificate ARN (arn:aws:acm:<region>:<account>:certificate/<id>)."
   }
 }
 
@@ -295,6 +307,68 @@ variable "extra_environment" {
   validation {
     condition     = alltrue([for k in keys(var.extra_environment) : can(regex("^SUMU_[A-Z0-9_]+$", k)) && k != "SUMU_API_KEY"])
     error_message = "extra_environment keys must match ^SUMU_[A-Z0-9_]+$ and must not be SUMU_API_KEY."
+  }
+}
+
+# ---------------------------------------------------------------------------
+# TLS on the nodes (tls_termination = "node")
+# ---------------------------------------------------------------------------
+
+variable "node_tls_port" {
+  type        = number
+  default     = 8443
+  description = "Port of sumu-node's TLS listener (--tls-listen 0.0.0.0:<node_tls_port>) when tls_termination = \"node\". The plain listener on node_port stays open for the NLB's /readyz health checks."
+
+  validation {
+    condition     = var.node_tls_port >= 1024 && var.node_tls_port <= 65535 && floor(var.node_tls_port) == var.node_tls_port
+    error_message = "node_tls_port must be an integer between 1024 and 65535."
+  }
+}
+
+variable "node_tls_secret_arn" {
+  type        = string
+  default     = null
+  description = "Secrets Manager secret (full ARN, with its random suffix) whose SecretString is JSON {\"certificate\": \"<PEM full chain>\", \"private_key\": \"<PEM key>\"}. Used when tls_termination = \"node\"; set this or node_tls_ssm_parameter_names, not both."
+
+  validation {
+    condition     = var.node_tls_secret_arn == null || can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+$", var.node_tls_secret_arn))
+    error_message = "node_tls_secret_arn must be null or a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>-<suffix>)."
+  }
+}
+
+variable "node_tls_ssm_parameter_names" {
+  type = object({
+    certificate = string
+    private_key = string
+  })
+  default     = null
+  description = "Two SSM parameters (fully qualified names starting with '/'): certificate = the PEM full chain (String or SecureString; advanced tier if over 4 KB), private_key = the PEM key (SecureString). Used when tls_termination = \"node\"; set this or node_tls_secret_arn, not both."
+
+  validation {
+    condition     = var.node_tls_ssm_parameter_names == null || try(alltrue([for n in [var.node_tls_ssm_parameter_names.certificate, var.node_tls_ssm_parameter_names.private_key] : can(regex("^/[A-Za-z0-9_.\\-/]+$", n))]) && var.node_tls_ssm_parameter_names.certificate != var.node_tls_ssm_parameter_names.private_key, false)
+    error_message = "node_tls_ssm_parameter_names must be null or two different fully qualified SSM parameter names starting with '/'."
+  }
+}
+
+variable "node_tls_kms_key_arn" {
+  type        = string
+  default     = null
+  description = "Customer managed KMS key that encrypts node_tls_secret_arn or the private_key parameter (null = the AWS managed key aws/secretsmanager or aws/ssm). The node role may use it only through that service (kms:ViaService)."
+
+  validation {
+    condition     = var.node_tls_kms_key_arn == null || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/.+$", var.node_tls_kms_key_arn))
+    error_message = "node_tls_kms_key_arn must be null or a KMS key ARN."
+  }
+}
+
+variable "node_tls_refresh_minutes" {
+  type        = number
+  default     = 60
+  description = "How often each node re-fetches its certificate and key (systemd timer, with up to 5 minutes of random delay). A changed, valid pair is swapped in atomically and sumu-node reloads it on SIGHUP without dropping open sockets; an invalid pair is refused and the old one stays."
+
+  validation {
+    condition     = var.node_tls_refresh_minutes >= 5 && var.node_tls_refresh_minutes <= 1440 && floor(var.node_tls_refresh_minutes) == var.node_tls_refresh_minutes
+    error_message = "node_tls_refresh_minutes must be an integer between 5 and 1440."
   }
 }
 

@@ -4,7 +4,8 @@
 #   messaging.tf  SNS topics (messages, notifications, mesh), SQS queues + DLQs
 #   iam.tf        node role (least privilege) and a policy for backends
 #   fleet.tf      launch template, auto scaling group, lifecycle hook, security groups
-#   nlb.tf        Network Load Balancer, TLS (+ optional plain TCP) listeners, target group
+#   nlb.tf        Network Load Balancer, TLS or TCP pass-through (TLS on the node) listener,
+#                 optional plain TCP listener, target groups
 #   dns.tf        Route 53 alias record
 #   alarms.tf     CloudWatch alarms (DLQ depth, presence stream lag, healthy hosts)
 #   outputs.tf    wss URL, topic ARNs and queue URLs for backends

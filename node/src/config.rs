@@ -103,6 +103,9 @@ pub struct Options {
     /// Development mode: dev token issuer at /dev/token, demo page at /, API key `dev` unless --api-key [default: false]
     #[arg(long, env = "SUMU_DEV", num_args = 0..=1, default_missing_value = "true", global = true)]
     pub dev: Option<bool>,
+    /// With --dev on the memory engine, run SUMU's demo backend in process (chat echoes, presence re-broadcast, connected users) [default: true]
+    #[arg(long, env = "SUMU_DEMO_BACKEND", num_args = 0..=1, default_missing_value = "true", global = true)]
+    pub demo_backend: Option<bool>,
     /// Allow --dev on a non-loopback listen address [default: false]
     #[arg(long, env = "SUMU_DEV_ALLOW_REMOTE", num_args = 0..=1, default_missing_value = "true", global = true)]
     pub dev_allow_remote: Option<bool>,
@@ -243,7 +246,7 @@ impl Options {
     /// `self` wins over `lower` field by field.
     pub fn over(self, lower: Options) -> Options {
         prefer!(self, lower;
-            listen, path, engine, node_id, workers, dev, dev_allow_remote, api_key,
+            listen, path, engine, node_id, workers, dev, demo_backend, dev_allow_remote, api_key,
             log_format, log, jwks_uri, jwks_file, hs256_secret, jwt_audiences, jwt_issuer,
             verify_token_expiration, jwt_leeway_secs, jwks_cache_secs, jwks_refetch_secs,
             idle_timeout_secs, max_connection_secs, ping_interval_secs, max_frame_bytes,
@@ -340,6 +343,8 @@ pub struct Config {
     pub node_id: String,
     pub workers: usize,
     pub dev: bool,
+    /// SUMU's demo backend runs in process (`--dev`, memory engine).
+    pub demo_backend: bool,
     pub api_key: Option<String>,
     pub log_format: LogFormat,
     pub log: String,
@@ -472,10 +477,12 @@ impl Config {
                     .into(),
             );
         }
+        let engine = o.engine.unwrap_or(EngineKind::Memory);
         Ok(Config {
             listen,
             path,
-            engine: o.engine.unwrap_or(EngineKind::Memory),
+            engine,
+            demo_backend: dev && engine == EngineKind::Memory && o.demo_backend.unwrap_or(true),
             node_id: o.node_id.unwrap_or_else(random_node_id),
             workers: o
                 .workers

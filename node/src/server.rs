@@ -94,6 +94,16 @@ pub async fn serve(
         .start(&tasks, stop.clone())
         .await
         .map_err(|e| NodeError::Engine(e.into()))?;
+    if let (true, Some(bus)) = (config.demo_backend, &engine.bus) {
+        crate::demo::spawn(
+            &tasks,
+            stop.clone(),
+            bus,
+            engine.router.clone(),
+            local.clone(),
+            config.node_id.clone(),
+        );
+    }
 
     let dev = config.dev.then(|| {
         Arc::new(DevIssuer::new(

@@ -14,7 +14,7 @@ fn layer(top: &str) -> usize {
         "sys" | "clock" | "config" | "logging" | "metrics" | "close" | "outbound" | "auth" => 0,
         "hub" => 1,
         "engine" => 2,
-        "session" => 3,
+        "session" | "demo" => 3,
         "http" => 4,
         "server" => 5,
         "lib" | "main" => 6,

@@ -8,6 +8,7 @@
 pub mod attributes;
 pub mod claims;
 pub mod client;
+pub mod demo;
 pub mod mesh;
 pub mod notification;
 pub mod presence;

@@ -496,7 +496,7 @@ def _split_top_level(text: str):
 
 def _node_env(tf):
     text = expr(tf["locals"]["node_environment"])
-    prefix = "merge(var.extra_environment, {"
+    prefix = "merge(var.extra_environment, local.node_tls_environment, {"
     assert text.startswith(prefix) and text.endswith("})"), "the module's settings must win over extra_environment"
     env = {}
     for part in _split_top_level(text[len(prefix) : -2]):
@@ -578,7 +578,7 @@ def test_launch_template_hardening(tf):
 
 def test_asg_behind_target_group_with_drain_hook(tf):
     asg = res(tf, "aws_autoscaling_group", "nodes")
-    assert asg["target_group_arns"] == ["${aws_lb_target_group.nodes.arn}"]
+    assert squash(asg["target_group_arns"]) == "${concat([aws_lb_target_group.nodes.arn],aws_lb_target_group.nodes_plain[*].arn)}"
     assert asg["health_check_type"] == "ELB"
     assert asg["vpc_zone_identifier"] == "${var.private_subnet_ids}"
     assert asg["min_size"] == "${var.min_size}" and asg["max_size"] == "${var.max_size}"
@@ -597,7 +597,8 @@ def test_asg_behind_target_group_with_drain_hook(tf):
 def test_target_group_health_check_and_deregistration(tf):
     tg = res(tf, "aws_lb_target_group", "nodes")
     assert tg["protocol"] == "TCP"
-    assert tg["port"] == "${var.node_port}"
+    assert tg["port"] == "${local.wss_target_port}"
+    assert squash(expr(tf["locals"]["wss_target_port"])) == "local.tls_on_node?var.node_tls_port:var.node_port"
     assert tg["target_type"] == "instance"
     assert tg["deregistration_delay"] == "${var.drain_seconds}"
     # The node closes its own sockets while draining; the NLB must not cut them.
@@ -605,7 +606,9 @@ def test_target_group_health_check_and_deregistration(tf):
     hc = block(tg, "health_check")
     assert hc["protocol"] == "HTTP"
     assert hc["path"] == "/readyz"
-    assert hc["port"] == "traffic-port"
+    # Health checks always hit the plain port (no certificate needed), also
+    # when the traffic port is the node's TLS port.
+    assert hc["port"] == "${tostring(var.node_port)}"
     assert hc["matcher"] == "200"
     # drain_seconds must fit the NLB's deregistration delay range.
     cond = tf["variable"]["drain_seconds"]["validation"][0]["condition"]
@@ -642,7 +645,9 @@ def test_tls_listener(tf):
     assert l["port"] == "${var.tls_port}"
     assert l["certificate_arn"] == "${var.certificate_arn}"
     assert l["ssl_policy"] == "${var.ssl_policy}"
-    assert "count" not in l, "the TLS listener is always present"
+    assert squash(expr(l["count"])) == "local.tls_on_node?0:1", "TLS listener only when TLS ends on the NLB"
+    [pre] = block(l, "lifecycle")["precondition"]
+    assert squash(pre["condition"]) == "${var.certificate_arn!=null}"
     action = block(l, "default_action")
     assert action == {"type": "forward", "target_group_arn": "${aws_lb_target_group.nodes.arn}"}
     assert tf["variable"]["tls_port"]["default"] == 443
@@ -654,7 +659,8 @@ def test_plain_tcp_listener_is_opt_in(tf):
     assert l["protocol"] == "TCP"
     assert squash(expr(l["count"])) == "var.enable_plain_tcp_listener?1:0"
     assert tf["variable"]["enable_plain_tcp_listener"]["default"] is False
-    assert block(l, "default_action")["target_group_arn"] == "${aws_lb_target_group.nodes.arn}"
+    assert squash(block(l, "default_action")["target_group_arn"]) == (
+        "${local.tls_on_node?aws_lb_target_group.nodes_plain[0].arn:aws_lb_target_group.nodes.arn}")
     ing = res(tf, "aws_vpc_security_group_ingress_rule", "nlb_plain")
     assert "var.enable_plain_tcp_listener" in ing["for_each"]
 
@@ -814,6 +820,7 @@ def hcl_condition_to_python(condition: str) -> str:
     text = text.replace("&&", " and ").replace("||", " or ")
     text = re.sub(r"!(?!=)", " not ", text)
     text = re.sub(r"\bvar\.(\w+)", r"V['\1']", text)
+    text = re.sub(r"(V\['\w+'\])\.(\w+)", r"\1['\2']", text)  # object attributes
     text = re.sub(r"\bnull\b", "None", text)
     text = re.sub(r"\btrue\b", "True", text)
     text = re.sub(r"\bfalse\b", "False", text)
@@ -844,7 +851,17 @@ VALIDATION_CASES = {
     "public_subnet_ids": ([["subnet-0a1b"], ["subnet-1", "subnet-2"]], [[], ["sg-123"], ["subnet-1", "vpc-1"]]),
     "private_subnet_ids": ([["subnet-0a1b"]], [[], ["subnet-"]]),
     "allowed_client_cidrs": ([["0.0.0.0/0"], ["10.0.0.0/8", "192.168.1.0/24"]], [[], ["10.0.0.0"], ["300.0.0.0/8"], ["nope"]]),
-    "certificate_arn": (["arn:aws:acm:eu-west-1:123456789012:certificate/abc-123"],
+    "tls_termination": (["nlb", "node"], ["NLB", "both", ""]),
+    "node_tls_port": ([8443, 1024, 65535], [443, 8080.5, 65536]),
+    "node_tls_secret_arn": ([None, "arn:aws:secretsmanager:us-east-1:123456789012:secret:sumu/tls-AbCdEf"],
+                            ["sumu/tls", "arn:aws:ssm:us-east-1:123456789012:parameter/x", "arn:aws:secretsmanager:us-east-1:1:secret:x"]),
+    "node_tls_ssm_parameter_names": ([None, {"certificate": "/sumu/tls/cert", "private_key": "/sumu/tls/key"}],
+                                     [{"certificate": "sumu/cert", "private_key": "/sumu/key"},
+                                      {"certificate": "/sumu/x", "private_key": "/sumu/x"},
+                                      {"certificate": "/sumu/cert", "private_key": "/bad key"}]),
+    "node_tls_kms_key_arn": ([None, "arn:aws:kms:us-east-1:123456789012:key/1234abcd"], ["alias/aws/secretsmanager", "key/1"]),
+    "node_tls_refresh_minutes": ([5, 60, 1440], [4, 1441, 7.5]),
+    "certificate_arn": ([None, "arn:aws:acm:eu-west-1:123456789012:certificate/abc-123"],
                         ["arn:aws:iam::123456789012:server-certificate/x", "abc", "arn:aws:acm:eu-west-1:1234:certificate/x"]),
     "tls_port": ([443, 8443, 1, 65535], [0, 65536, 443.5]),
     "ssl_policy": (["ELBSecurityPolicy-TLS13-1-2-2021-06", "ELBSecurityPolicy-TLS13-1-3-2021-06", "ELBSecurityPolicy-TLS-1-2-2017-01"],
@@ -913,7 +930,7 @@ def test_variable_validation(tf, name):
 def test_required_variables(tf):
     required = {n for n, v in tf["variable"].items() if "default" not in v}
     assert required == {
-        "vpc_id", "public_subnet_ids", "private_subnet_ids", "certificate_arn", "route53_zone_id",
+        "vpc_id", "public_subnet_ids", "private_subnet_ids", "route53_zone_id",
         "domain_name", "issuer_jwks_uri",
     }
 
@@ -972,3 +989,322 @@ def test_checkov_skips_carry_reasons():
                 m = re.fullmatch(r"\s*#checkov:skip=(CKV2?_AWS_\d+):(.{20,})", line)
                 assert m, f"{path.name}: skip without a reason: {line.strip()}"
                 skips.append(m.group(1))
+
+
+# ---------------------------------------------------------------------------
+# Where TLS ends: tls_termination = "nlb" | "node"
+# ---------------------------------------------------------------------------
+
+TEMPLATE = ROOT / "templates" / "user-data.sh.tftpl"
+
+
+def test_tls_termination_defaults_to_the_nlb(tf):
+    assert tf["variable"]["tls_termination"]["default"] == "nlb"
+    assert squash(expr(tf["locals"]["tls_on_node"])) == 'var.tls_termination=="node"'
+    assert tf["variable"]["node_tls_port"]["default"] == 8443
+    assert tf["variable"]["node_tls_refresh_minutes"]["default"] == 60
+    for name in ("certificate_arn", "node_tls_secret_arn", "node_tls_ssm_parameter_names", "node_tls_kms_key_arn"):
+        assert tf["variable"][name]["default"] is None, name
+
+
+def test_tls_passthrough_listener_only_with_tls_on_the_node(tf):
+    l = res(tf, "aws_lb_listener", "tls_passthrough")
+    assert squash(expr(l["count"])) == "local.tls_on_node?1:0"
+    assert l["protocol"] == "TCP"
+    assert l["port"] == "${var.tls_port}"
+    assert "certificate_arn" not in l and "ssl_policy" not in l
+    assert block(l, "default_action") == {"type": "forward", "target_group_arn": "${aws_lb_target_group.nodes.arn}"}
+    # Exactly one wss listener exists in either mode.
+    tls_count = squash(expr(res(tf, "aws_lb_listener", "tls")["count"]))
+    assert tls_count == "local.tls_on_node?0:1"
+
+
+def test_plain_target_group_for_the_plain_listener_with_tls_on_the_node(tf):
+    tg = res(tf, "aws_lb_target_group", "nodes_plain")
+    assert squash(expr(tg["count"])) == "local.tls_on_node&&var.enable_plain_tcp_listener?1:0"
+    assert tg["port"] == "${var.node_port}"
+    assert tg["name"] == "${local.plain_target_group_name}"
+    main = res(tf, "aws_lb_target_group", "nodes")
+    for key in ("protocol", "target_type", "vpc_id", "preserve_client_ip", "deregistration_delay", "connection_termination"):
+        assert tg[key] == main[key], key
+    assert block(tg, "health_check") == block(main, "health_check")
+    for prefix in ["Sumu", "S" * 32]:
+        base = prefix.lower()[:26]
+        name = tf["locals"]["plain_target_group_name"].replace("${local.lb_name_base}", base)
+        assert len(name) <= 32
+
+
+def test_node_tls_security_group_rules(tf):
+    egress = res(tf, "aws_vpc_security_group_egress_rule", "nlb_to_nodes_tls")
+    ingress = res(tf, "aws_vpc_security_group_ingress_rule", "node_tls_from_nlb")
+    for rule, sg, ref in ((egress, "nlb", "node"), (ingress, "node", "nlb")):
+        assert squash(expr(rule["count"])) == "local.tls_on_node?1:0"
+        assert rule["from_port"] == rule["to_port"] == "${var.node_tls_port}"
+        assert rule["security_group_id"] == f"${{aws_security_group.{sg}.id}}"
+        assert rule["referenced_security_group_id"] == f"${{aws_security_group.{ref}.id}}"
+        assert "cidr_ipv4" not in rule
+
+
+def test_node_tls_environment(tf):
+    text = squash(expr(tf["locals"]["node_tls_environment"]))
+    assert text.startswith("local.tls_on_node?{") and text.endswith("}:{}")
+    assert 'SUMU_TLS_LISTEN="0.0.0.0:${var.node_tls_port}"' in text
+    assert "SUMU_TLS_CERT=local.node_tls_cert_path" in text
+    assert "SUMU_TLS_KEY=local.node_tls_key_path" in text
+    loc = tf["locals"]
+    assert loc["node_tls_cert_path"] == "/etc/sumu/tls/current/fullchain.pem"
+    assert loc["node_tls_key_path"] == "/etc/sumu/tls/current/privkey.pem"
+
+
+def _tls_statements(tf):
+    return {s.get("sid"): s for s in _node_statements(tf)
+            if any(a.startswith(("secretsmanager:", "ssm:GetParameters")) for a in s["actions"])
+            or s.get("sid") == "DecryptNodeTls"}
+
+
+def test_node_tls_iam_is_least_privilege(tf):
+    doc = data(tf, "aws_iam_policy_document", "node")
+    dyn = {}
+    for entry in doc["dynamic"]:
+        for _, d in entry.items():
+            dyn[d["content"][0]["sid"]] = d
+    stmts = _tls_statements(tf)
+    assert set(stmts) == {"ReadNodeTlsSecret", "ReadNodeTlsParameters", "DecryptNodeTls"}
+    secret = stmts["ReadNodeTlsSecret"]
+    assert secret["actions"] == ["secretsmanager:GetSecretValue"]
+    assert secret["resources"] == ["${statement.value}"]
+    assert squash(expr(dyn["ReadNodeTlsSecret"]["for_each"])) == (
+        "local.tls_on_node&&var.node_tls_secret_arn!=null?[var.node_tls_secret_arn]:[]")
+    params = stmts["ReadNodeTlsParameters"]
+    assert params["actions"] == ["ssm:GetParameters"]
+    assert params["resources"] == "${statement.value}"
+    assert squash(expr(dyn["ReadNodeTlsParameters"]["for_each"])) == (
+        "local.tls_on_node&&var.node_tls_ssm_parameter_names!=null?[local.node_tls_parameter_arns]:[]")
+    arns = squash(expr(tf["locals"]["node_tls_parameter_arns"]))
+    assert '"arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter${n}"' in arns
+    assert "var.node_tls_ssm_parameter_names.certificate,var.node_tls_ssm_parameter_names.private_key" in arns
+    kms = stmts["DecryptNodeTls"]
+    assert kms["actions"] == ["kms:Decrypt"]
+    cond = block(kms, "condition")
+    assert cond["variable"] == "kms:ViaService" and cond["values"] == ["${local.node_tls_via_service}"]
+    via = expr(tf["locals"]["node_tls_via_service"])
+    assert "secretsmanager.${local.node_tls_secret_region}.amazonaws.com" in via and "ssm.${local.region}.amazonaws.com" in via
+    # Nothing else may read secrets.
+    for s in _node_statements(tf):
+        if s.get("sid") not in stmts:
+            assert not any(a.startswith("secretsmanager:") for a in s["actions"]), s
+
+
+def test_launch_template_requires_one_certificate_source_with_tls_on_the_node(tf):
+    lt = res(tf, "aws_launch_template", "node")
+    conds = [squash(p["condition"]) for p in block(lt, "lifecycle")["precondition"]]
+    assert "${!local.tls_on_node||((var.node_tls_secret_arn==null)!=(var.node_tls_ssm_parameter_names==null))}" in conds
+    assert "${!local.tls_on_node||var.node_tls_port!=var.node_port}" in conds
+
+
+def test_tls_outputs(tf):
+    out = tf["output"]
+    assert out["tls_termination"]["value"] == "${var.tls_termination}"
+    assert squash(expr(out["node_tls_listen"]["value"])) == 'local.tls_on_node?"0.0.0.0:${var.node_tls_port}":null'
+    assert "node_tls_certificate_source" in out
+
+
+def test_readme_explains_the_tls_cost_trade_off():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Where TLS ends", 1)[1].split("\n## ", 1)[0]
+    for figure in ("100,000", "3,000", "$0.006", "$0.0225", "$60", "$1,460", "tls_termination"):
+        assert figure in section, figure
+
+
+# A small renderer of this template's subset of Terraform's template language:
+# whole-line %{ if }/%{ else }/%{ endif }/%{ for k, v in m }/%{ endfor }
+# directives and ${expr} interpolations whose expressions are also Python.
+
+def render_template(text: str, values: dict) -> str:
+    env = dict(values, replace=lambda s, a, b: s.replace(a, b))
+
+    def interpolate(line, scope):
+        return re.sub(r"\$\{(.*?)\}", lambda m: str(eval(m.group(1), {"__builtins__": {}}, scope)), line)  # noqa: S307
+
+    def run(lines, scope):
+        out, stack, i = [], [], 0
+        while i < len(lines):
+            line = lines[i]
+            m = re.fullmatch(r"\s*%\{\s*(if|else|endif|for|endfor)\b(.*?)~?\}\s*", line)
+            live = all(taken for taken, _ in stack)
+            if not m:
+                if live:
+                    out.append(interpolate(line, scope))
+            elif m.group(1) == "if":
+                cond = bool(eval(m.group(2).strip(), {"__builtins__": {}}, scope)) if live else False  # noqa: S307
+                stack.append((cond, cond))
+            elif m.group(1) == "else":
+                _, cond = stack.pop()
+                stack.append((not cond, cond))
+            elif m.group(1) == "endif":
+                stack.pop()
+            elif m.group(1) == "for":
+                k, v, coll = re.fullmatch(r"\s*(\w+),\s*(\w+)\s+in\s+(\w+)\s*", m.group(2)).groups()
+                depth, j = 1, i + 1
+                while depth:
+                    if re.fullmatch(r"\s*%\{\s*for\b.*", lines[j]):
+                        depth += 1
+                    if re.fullmatch(r"\s*%\{\s*endfor\b.*", lines[j]):
+                        depth -= 1
+                    j += 1
+                if live:
+                    for key, value in scope[coll].items():
+                        out.extend(run(lines[i + 1 : j - 1], dict(scope, **{k: key, v: value})))
+                i = j
+                continue
+            i += 1
+        assert not stack, "unbalanced %{ if }"
+        return out
+
+    return "\n".join(run(text.splitlines(), env)) + "\n"
+
+
+def _template_values(mode="nlb", source="secretsmanager"):
+    return {
+        "environment": {"SUMU_LISTEN": "0.0.0.0:8080", "SUMU_X": 'a"b\\c'},
+        "api_key_parameter_name": "/Sumu/api-key",
+        "region": "us-east-1",
+        "node_binary_s3_uri": "",
+        "drain_seconds": 60,
+        "asg_name": "SumuNodes",
+        "lifecycle_hook_name": "SumuDrain",
+        "tls_on_node": mode == "node",
+        "node_tls_source": source,
+        "node_tls_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:sumu/tls-AbCdEf" if source == "secretsmanager" else "",
+        "node_tls_secret_region": "eu-west-1",
+        "node_tls_cert_param": "/sumu/tls/cert" if source == "ssm" else "",
+        "node_tls_key_param": "/sumu/tls/key" if source == "ssm" else "",
+        "node_tls_refresh_min": 60,
+    }
+
+
+RENDER_CASES = [("nlb", "secretsmanager"), ("node", "secretsmanager"), ("node", "ssm")]
+
+
+def test_template_values_match_what_terraform_passes(tf):
+    call = expr(tf["locals"]["user_data"])
+    passed = set(re.findall(r"(?<![.\w])(\w+)\s*=(?!=)", call.split("{", 1)[1]))
+    assert passed == set(_template_values()), passed ^ set(_template_values())
+
+
+@pytest.mark.parametrize("mode,source", RENDER_CASES, ids=[f"{m}-{s}" for m, s in RENDER_CASES])
+def test_rendered_user_data_is_valid_bash_in_each_mode(tmp_path, mode, source):
+    rendered = render_template(TEMPLATE.read_text(), _template_values(mode, source))
+    assert "%{" not in rendered and "${" not in rendered.replace("$${", "")
+    script = tmp_path / "user-data.sh"
+    script.write_text(rendered)
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    fetch = "/usr/local/bin/sumu-tls-fetch"
+    if mode == "nlb":
+        assert fetch not in rendered and "ExecReload" not in rendered and "sumu-tls-fetch.timer" not in rendered
+        return
+    # The certificate is fetched before sumu-node starts, the timer re-fetches,
+    # reload = SIGHUP to the main process.
+    assert rendered.index(f"  if {fetch}; then break; fi") < rendered.index("systemctl enable --now sumu-node.service")
+    assert "systemctl enable --now sumu-tls-fetch.timer" in rendered
+    assert "OnUnitActiveSec=60min" in rendered
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in rendered
+    if source == "secretsmanager":
+        assert "aws --region 'eu-west-1' secretsmanager get-secret-value" in rendered
+        assert "ssm get-parameters" not in rendered
+    else:
+        assert "ssm get-parameters --with-decryption" in rendered
+        assert "--names '/sumu/tls/cert' '/sumu/tls/key'" in rendered
+        assert "secretsmanager" not in rendered
+
+
+def _fetch_script(source, tls_dir: Path) -> str:
+    rendered = render_template(TEMPLATE.read_text(), _template_values("node", source))
+    body = rendered.split("cat > /usr/local/bin/sumu-tls-fetch <<'FETCH'\n", 1)[1].split("\nFETCH\n", 1)[0]
+    # Run unprivileged in a temporary directory: no 'sumu' group here.
+    body = body.replace("DIR=/etc/sumu/tls", f"DIR={tls_dir}")
+    body = body.replace("-o root -g sumu ", "").replace("chown root:sumu", "true")
+    assert f"DIR={tls_dir}" in body and "-g sumu" not in body
+    return body
+
+
+def _keypair(tmp: Path, name: str):
+    key, cert = tmp / f"{name}.key", tmp / f"{name}.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}.example.com"],
+                   check=True, capture_output=True)
+    return cert.read_text(), key.read_text()
+
+
+@pytest.mark.parametrize("source", ["secretsmanager", "ssm"])
+def test_tls_fetch_installs_checks_and_rotates_atomically(tmp_path, source):
+    """Run the rendered sumu-tls-fetch with fake aws and systemctl commands."""
+    tls_dir = tmp_path / "tls"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    answer = tmp_path / "aws-answer.json"
+    calls = tmp_path / "systemctl.calls"
+    (bindir / "aws").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/aws.calls\ncat {answer}\n')
+    (bindir / "systemctl").write_text(f'#!/bin/bash\necho "$@" >> {calls}\nexit 0\n')
+    for f in bindir.iterdir():
+        f.chmod(0o755)
+    script = tmp_path / "sumu-tls-fetch"
+    script.write_text(_fetch_script(source, tls_dir))
+    env = {"PATH": f"{bindir}:/usr/bin:/bin"}
+
+    def answer_with(cert, key):
+        if source == "secretsmanager":
+            doc = {k: v for k, v in (("certificate", cert), ("private_key", key)) if v is not None}
+            answer.write_text(json.dumps(doc))  # the CLI prints SecretString as is
+        else:
+            params = [{"Name": n, "Value": v} for n, v in (("/sumu/tls/cert", cert), ("/sumu/tls/key", key)) if v is not None]
+            missing = [n for n, v in (("/sumu/tls/cert", cert), ("/sumu/tls/key", key)) if v is None]
+            answer.write_text(json.dumps({"Parameters": params, "InvalidParameters": missing}))
+
+    def fetch():
+        return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+
+    def current():
+        return ((tls_dir / "current" / "fullchain.pem").read_text(), (tls_dir / "current" / "privkey.pem").read_text())
+
+    def reloads():
+        return calls.read_text().count("reload sumu-node.service") if calls.exists() else 0
+
+    cert_a, key_a = _keypair(tmp_path, "a")
+    cert_b, key_b = _keypair(tmp_path, "b")
+
+    answer_with(cert_a, key_a)
+    r = fetch()
+    assert r.returncode == 0, r.stderr
+    assert current() == (cert_a, key_a)
+    assert (tls_dir / "current").is_symlink()
+    assert oct((tls_dir / "current" / "privkey.pem").stat().st_mode & 0o777) == "0o640"
+    assert reloads() == 1
+
+    r = fetch()  # unchanged: nothing swapped, no reload
+    assert r.returncode == 0, r.stderr
+    assert reloads() == 1 and len(list(tls_dir.glob("gen-*"))) == 1
+
+    answer_with(cert_b, key_a)  # a key that does not match the certificate
+    r = fetch()
+    assert r.returncode != 0 and "does not match" in r.stderr, r.stderr
+    assert current() == (cert_a, key_a) and reloads() == 1
+
+    answer_with(cert_b, None)  # half of the pair missing
+    r = fetch()
+    assert r.returncode != 0 and "could not read certificate and key" in r.stderr, r.stderr
+    assert current() == (cert_a, key_a) and reloads() == 1
+
+    answer_with("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n", key_b)
+    r = fetch()
+    assert r.returncode != 0 and "refused" in r.stderr, r.stderr
+    assert current() == (cert_a, key_a) and reloads() == 1
+
+    answer_with(cert_b, key_b)  # rotation
+    r = fetch()
+    assert r.returncode == 0, r.stderr
+    assert current() == (cert_b, key_b) and reloads() == 2
+    assert "installed a new certificate" in r.stdout
+    assert len(list(tls_dir.glob("gen-*"))) == 2, "the previous generation is kept, older ones dropped"
+    assert not list(tls_dir.glob(".new.*")), "no temporary directory left behind"

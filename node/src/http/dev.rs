@@ -1,7 +1,9 @@
-//! `--dev` only: the token issuer and the demo page. A refusal is a
-//! [`DevError`].
+//! The token issuer and the demo page (`--dev` only), and the browser client
+//! `/sumu.js` (every mode). The page's files live in `node/static/` and are
+//! embedded in the binary: what the repository holds is what the node serves.
+//! A refusal is a [`DevError`].
 
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +40,7 @@ impl ResponseError for DevError {
 }
 
 #[derive(Deserialize)]
-pub(super) struct TokenQuery {
+struct TokenQuery {
     sub: Option<String>,
 }
 
@@ -49,7 +51,7 @@ struct TokenBody {
     expires_in: u64,
 }
 
-pub(super) async fn token(
+async fn token(
     q: web::Query<TokenQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, DevError> {
@@ -73,15 +75,65 @@ struct DevConfig<'a> {
 }
 
 /// What the demo page needs to talk to this node.
-pub(super) async fn config(state: web::Data<AppState>) -> HttpResponse {
+async fn config(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(DevConfig {
         path: &state.config.path,
         api_key: state.config.api_key.as_deref(),
     })
 }
 
-pub(super) async fn demo_page() -> HttpResponse {
+/// Registers this module's routes: `/sumu.js` always (apps load the client
+/// from the node they connect to), the demo page and the token issuer only
+/// with `--dev`.
+pub(super) fn configure(cfg: &mut web::ServiceConfig, dev: bool) {
+    cfg.route("/sumu.js", web::get().to(sumu_js));
+    if dev {
+        cfg.route("/", web::get().to(demo_page))
+            .route("/app.js", web::get().to(app_js))
+            .route("/style.css", web::get().to(style_css))
+            .route("/dev/token", web::get().to(token))
+            .route("/dev/config", web::get().to(config));
+    }
+}
+
+const SUMU_JS: &str = include_str!("../../static/sumu.js");
+const APP_JS: &str = include_str!("../../static/app.js");
+const STYLE_CSS: &str = include_str!("../../static/style.css");
+const INDEX_HTML: &str = include_str!("../../static/index.html");
+
+fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        // Revalidated on every load, so a rebuilt node never serves a stale client.
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(body)
+}
+
+/// The browser client, an ES module.
+async fn sumu_js() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", SUMU_JS)
+}
+
+async fn app_js() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn style_css() -> HttpResponse {
+    asset("text/css; charset=utf-8", STYLE_CSS)
+}
+
+/// The demo page. Its CSP allows only this origin's scripts and styles and
+/// WebSocket/fetch to any host (a pasted wss URL may point elsewhere).
+async fn demo_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(include_str!("demo.html"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
+             style-src 'self'; script-src 'self'; base-uri 'none'; \
+             form-action 'none'; frame-ancestors 'none'",
+        ))
+        .body(INDEX_HTML)
 }

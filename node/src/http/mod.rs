@@ -65,9 +65,5 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
         .route("/api/notify", web::post().to(api::notify))
         .route("/api/users", web::get().to(api::users))
         .route("/api/events", web::get().to(api::events));
-    if state.dev.is_some() {
-        cfg.route("/", web::get().to(dev::demo_page))
-            .route("/dev/token", web::get().to(dev::token))
-            .route("/dev/config", web::get().to(dev::config));
-    }
+    dev::configure(cfg, state.dev.is_some());
 }

@@ -74,3 +74,20 @@ export async function launchBrowser(opts = {}) {
   context.userDataDir = userDataDir;
   return context;
 }
+
+/**
+ * Launch Chromium as a playwright Browser, for tests that need several
+ * isolated BrowserContexts (one per simulated user). Each context gets its own
+ * storage; `close()` ends the process.
+ *
+ * @param {object} [opts]
+ * @param {string[]} [opts.extraArgs]  more Chromium switches
+ * @param {number}   [opts.timeoutMs]  launch timeout (default 30000)
+ */
+export async function launchChromium(opts = {}) {
+  const { extraArgs = [], timeoutMs = 30000 } = opts;
+  const headed = process.env.BROWSER_HEADED === '1';
+  const args = CHROMIUM_ARGS.filter((a) => !(headed && a === '--headless')).concat(extraArgs);
+  // As above: headless is controlled through `args`, not playwright's switch.
+  return chromium.launch({ executablePath: CHROMIUM_PATH, headless: false, args, timeout: timeoutMs });
+}

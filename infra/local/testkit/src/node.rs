@@ -46,9 +46,11 @@ pub struct Node {
 }
 
 impl Node {
-    /// `--dev` node on 127.0.0.1:0 with extra flags.
+    /// `--dev` node on 127.0.0.1:0 with extra flags. The in-process demo
+    /// backend is off (`--demo-backend=false`), so a test sees exactly the
+    /// frames it caused; tests of the demo start the node themselves.
     pub fn dev(extra: &[&str]) -> Node {
-        let mut args = vec!["--dev"];
+        let mut args = vec!["--dev", "--demo-backend=false"];
         args.extend_from_slice(extra);
         Node::start(&args, "dev")
     }

@@ -7,10 +7,18 @@
 //   POST /api/notify (Bearer API key) {"users":[..],"exclude_users":[..],"data":{..}}
 //        users empty/absent = broadcast; `data` is serialized once and sent to every target
 //   GET  /readyz, GET /api/users; server WebSocket pings every PING_INTERVAL_MS.
+// TLS (wss/https), as sumu-node: --tls-listen ADDR with --tls-cert FILE (PEM full chain) and
+// --tls-key FILE (PEM), or the env WS_NODE_TLS_LISTEN / WS_NODE_TLS_CERT / WS_NODE_TLS_KEY.
+// Node's https server (OpenSSL), TLS 1.2 and 1.3, ALPN http/1.1; SIGHUP re-reads the pair
+// (a bad pair is refused and the old one stays). The plain --listen keeps working beside it;
+// both listeners serve the same routes and share one set of connections.
 // Usage: node server.js --listen 127.0.0.1:PORT [--api-key dev] [--ping-interval-ms 30000]
+//        [--tls-listen 127.0.0.1:PORT --tls-cert fullchain.pem --tls-key key.pem]
 'use strict';
 
+const fs = require('fs');
 const http = require('http');
+const https = require('https');
 const { WebSocketServer } = require('ws');
 
 function arg(name, fallback) {
@@ -21,9 +29,30 @@ function arg(name, fallback) {
 const listen = arg('--listen', '127.0.0.1:8091');
 const apiKey = arg('--api-key', 'dev');
 const pingIntervalMs = Number(arg('--ping-interval-ms', '30000'));
-const sep = listen.lastIndexOf(':');
-const host = listen.slice(0, sep);
-const port = Number(listen.slice(sep + 1));
+const tlsListen = arg('--tls-listen', process.env.WS_NODE_TLS_LISTEN || '');
+const tlsCert = arg('--tls-cert', process.env.WS_NODE_TLS_CERT || '');
+const tlsKey = arg('--tls-key', process.env.WS_NODE_TLS_KEY || '');
+if (tlsListen && (!tlsCert || !tlsKey)) {
+  console.error('ws-node peer: --tls-listen needs --tls-cert FILE and --tls-key FILE');
+  process.exit(2);
+}
+
+function hostPort(addr) {
+  const sep = addr.lastIndexOf(':');
+  return { host: addr.slice(0, sep), port: Number(addr.slice(sep + 1)) };
+}
+
+/** Reads the PEM pair; throws with the file name on a missing or unreadable file. */
+function readPair() {
+  const read = (what, file) => {
+    try {
+      return fs.readFileSync(file);
+    } catch (e) {
+      throw new Error(`${what} ${file}: ${e.message}`);
+    }
+  };
+  return { cert: read('certificate', tlsCert), key: read('key', tlsKey) };
+}
 
 /** user id -> Set of sockets */
 const byUser = new Map();
@@ -78,7 +107,7 @@ function deliver(users, exclude, frame) {
   return delivered;
 }
 
-const server = http.createServer((req, res) => {
+function onRequest(req, res) {
   const url = new URL(req.url, 'http://x');
   if (req.method === 'GET' && (url.pathname === '/readyz' || url.pathname === '/healthz')) {
     return send(res, 200, { status: 'ok' });
@@ -116,11 +145,11 @@ const server = http.createServer((req, res) => {
     return;
   }
   send(res, 404, { error: 'not found' });
-});
+}
 
 const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, clientTracking: false });
 
-server.on('upgrade', (req, socket, head) => {
+function onUpgrade(req, socket, head) {
   const url = new URL(req.url, 'http://x');
   if (url.pathname !== '/push') {
     socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n');
@@ -168,7 +197,7 @@ server.on('upgrade', (req, socket, head) => {
     });
     ws.on('error', () => {});
   });
-});
+}
 
 // Liveness pings, like sumu's server pings.
 setInterval(() => {
@@ -181,6 +210,52 @@ setInterval(() => {
   }
 }, pingIntervalMs).unref();
 
-server.listen({ port, host, backlog: 8192 }, () => {
-  console.error(`ws-node peer listening on ${host}:${port}`);
+const server = http.createServer(onRequest);
+server.on('upgrade', onUpgrade);
+const plain = hostPort(listen);
+server.listen({ port: plain.port, host: plain.host, backlog: 8192 }, () => {
+  console.error(`ws-node peer listening on ${plain.host}:${plain.port}`);
 });
+
+if (tlsListen) {
+  let pair;
+  try {
+    pair = readPair();
+  } catch (e) {
+    console.error(`ws-node peer: cannot load TLS ${e.message}`);
+    process.exit(2);
+  }
+  let tlsServer;
+  try {
+    tlsServer = https.createServer({
+      ...pair,
+      minVersion: 'TLSv1.2',
+      ALPNProtocols: ['http/1.1'],
+    }, onRequest);
+  } catch (e) {
+    console.error(`ws-node peer: bad TLS certificate or key: ${e.message}`);
+    process.exit(2);
+  }
+  tlsServer.on('upgrade', onUpgrade);
+  // A client that fails the handshake is logged at most once per second.
+  let lastTlsError = 0;
+  tlsServer.on('tlsClientError', (err) => {
+    const now = Date.now();
+    if (now - lastTlsError > 1000) {
+      lastTlsError = now;
+      console.error(`ws-node peer: TLS handshake failed: ${err.message}`);
+    }
+  });
+  process.on('SIGHUP', () => {
+    try {
+      tlsServer.setSecureContext({ ...readPair(), minVersion: 'TLSv1.2' });
+      console.error('ws-node peer: TLS certificate reloaded');
+    } catch (e) {
+      console.error(`ws-node peer: TLS reload refused, keeping the old certificate: ${e.message}`);
+    }
+  });
+  const tls = hostPort(tlsListen);
+  tlsServer.listen({ port: tls.port, host: tls.host, backlog: 8192 }, () => {
+    console.error(`ws-node peer listening on ${tls.host}:${tls.port} (tls)`);
+  });
+}
