@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::clients::call;
+use super::periodic::pause;
 use super::presence::PresenceConsumer;
 use super::reaper::Reaper;
 use crate::clock::now_ms;
@@ -138,9 +139,8 @@ impl Leader {
                 }
                 _ => {}
             }
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(RENEW_EVERY) => {}
+            if !pause(&stop, RENEW_EVERY).await {
+                break;
             }
         }
         if let Some(t) = term.take() {

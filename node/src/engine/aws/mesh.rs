@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::clients::{call, Clients};
 use super::cluster::{Cluster, NodeRow};
 use super::dedup::RecentIds;
+use super::periodic::pause;
 use super::queue::Poll;
 use super::resources::{create_queue, sns_to_sqs_policy};
 use super::store::DynamoStore;
@@ -183,11 +184,7 @@ impl Mesh {
     }
 
     pub(crate) async fn heartbeat(self: Arc<Self>, stop: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(self.settings.heartbeat_every) => {}
-            }
+        while pause(&stop, self.settings.heartbeat_every).await {
             let row = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(row) = row {
                 if let Err(e) = self.cluster.put(&row).await {

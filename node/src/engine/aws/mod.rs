@@ -10,6 +10,7 @@ mod leader;
 mod mesh;
 mod notifications;
 mod output;
+mod periodic;
 mod presence;
 mod queue;
 mod reaper;

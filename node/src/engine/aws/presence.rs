@@ -15,6 +15,7 @@ use sumu_shared::{PresenceEvent, PresenceStatus};
 use tokio_util::sync::CancellationToken;
 
 use super::clients::call;
+use super::periodic::pause;
 use super::store::DynamoStore;
 use crate::clock::now_ms;
 use crate::config::PresenceSource;
@@ -313,9 +314,8 @@ impl PresenceConsumer {
         while !stop.is_cancelled() {
             if let Err(e) = self.consume(&mut state, &stop).await {
                 tracing::warn!(error = %chain(&e), "presence consumer failed; restarting");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                if !pause(&stop, Duration::from_secs(1)).await {
+                    return;
                 }
             }
         }
@@ -405,11 +405,8 @@ impl PresenceConsumer {
                 }
                 lag_published = tokio::time::Instant::now();
             }
-            if !got_any {
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(IDLE_PAUSE) => {}
-                }
+            if !got_any && !pause(stop, IDLE_PAUSE).await {
+                return Ok(());
             }
         }
     }

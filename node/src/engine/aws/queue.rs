@@ -8,6 +8,7 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemA
 use tokio_util::sync::CancellationToken;
 
 use super::clients::{call, long_poll_timeouts};
+use super::periodic::pause;
 use crate::logging::chain;
 
 /// How long one receive waits for messages.
@@ -86,10 +87,9 @@ impl Poll {
                 aws_sdk_sqs::config::Builder::default().timeout_config(long_poll_timeouts(WAIT)),
             )
             .send();
-        let received = tokio::select! {
-            _ = stop.cancelled() => return None,
-            r = call("sqs", "ReceiveMessage", receive) => r,
-        };
+        let received = stop
+            .run_until_cancelled(call("sqs", "ReceiveMessage", receive))
+            .await?;
         match received {
             Ok(out) => {
                 self.backoff = FIRST_BACKOFF;
@@ -97,9 +97,8 @@ impl Poll {
             }
             Err(e) => {
                 tracing::warn!(queue_url = %self.queue_url, error = %chain(&e), "receive failed; backing off");
-                tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    _ = tokio::time::sleep(self.backoff) => {}
+                if !pause(stop, self.backoff).await {
+                    return None;
                 }
                 self.backoff = (self.backoff * 2).min(Duration::from_secs(20));
                 Some(Vec::new())

@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use tokio_util::sync::CancellationToken;
 
 use super::clients::call;
+use super::periodic::pause;
 use super::store::DynamoStore;
 use crate::clock::now_ms;
 use crate::engine::EngineError;
@@ -41,9 +42,8 @@ impl Reaper {
                 Ok(n) => tracing::info!(nodes = n, "reaped dead nodes"),
                 Err(e) => tracing::warn!(error = %chain(&e), "reaper pass failed"),
             }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(self.every) => {}
+            if !pause(&stop, self.every).await {
+                return;
             }
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::periodic::pause;
 use super::store::DynamoStore;
 use crate::clock::now_ms;
 use crate::engine::EngineError;
@@ -25,11 +26,7 @@ pub(crate) struct Sweeper {
 impl Sweeper {
     pub(crate) async fn run(self, stop: CancellationToken) {
         let mut wait = Duration::from_secs(2).min(self.every);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
+        while pause(&stop, wait).await {
             wait = self.every;
             if let Err(e) = self.sweep_once().await {
                 tracing::warn!(error = %chain(&e), "sweep failed");
