@@ -51,6 +51,8 @@ pub struct TargetArgs {
     /// Allow a target that is not a loopback address (127.0.0.0/8, ::1, localhost).
     #[arg(long)]
     pub allow_remote: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,4 +326,23 @@ pub struct BenchReportArgs {
     /// Free text put under the title (machine, command, versions).
     #[arg(long, default_value = "")]
     pub preamble: String,
+}
+
+/// wss: TLS on the sockets (and on the HTTP calls unless --http-url says otherwise).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// Connect the sockets with TLS (wss://HOST:PORT/push; an https:// or wss:// --url implies
+    /// it). TLS 1.2/1.3, ALPN http/1.1, no session resumption (every socket is a full
+    /// handshake, like distinct clients).
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust only the CA certificate(s) of this PEM file for wss (implies --tls); without it
+    /// the system's root certificates are trusted.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Base URL of the HTTP calls (dev tokens, POST /api/notify) when it is not --url, e.g.
+    /// the node's plain listener beside its TLS one: --url https://127.0.0.1:8443 --http-url
+    /// http://127.0.0.1:8080. These calls trust the system's roots, not --ca-file.
+    #[arg(long, value_name = "URL")]
+    pub http_url: Option<String>,
 }

@@ -152,7 +152,8 @@ pub async fn prepare(
         &target_args.ws_path,
         target_args.allow_remote,
     )
-    .await?;
+    .await?
+    .with_tls(&target_args.tls)?;
     let users = token_args.users.unwrap_or(fleet.sockets).max(1);
     let file_limit = raise_nofile(sockets as u64 + 1024).unwrap_or(FileLimit { soft: 0, hard: 0 });
     let sources = SourceAddrs::plan(
