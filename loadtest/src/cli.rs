@@ -37,6 +37,18 @@ pub enum Command {
     Publish(PublishArgs),
     /// Write the markdown comparison table of a bench run (used by bench/run.sh).
     BenchReport(BenchReportArgs),
+    /// Print one minted token for --sub (e.g. for a browser on a local cluster:
+    /// `token --sub alice` with SUMU_HS256_SECRET from `infra/local/cluster up`).
+    Token(TokenCmdArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TokenCmdArgs {
+    /// The token's subject (the user id).
+    #[arg(long)]
+    pub sub: String,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
 }
 
 /// Where the server is.
@@ -53,6 +65,15 @@ pub struct TargetArgs {
     pub allow_remote: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// The nodes of a fleet, each by its own base URL, comma-separated (`infra/local/cluster up`
+    /// prints them as SUMU_CLUSTER_NODE_URLS). fanout/churn then report how the sockets spread
+    /// over them and the AWS calls they made, and with --via http post request i to node
+    /// i mod N, which splits delivery latency into same-node and cross-node.
+    #[arg(long, env = "SUMU_CLUSTER_NODE_URLS", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// Open the sockets directly on the --nodes, round-robin, instead of through --url.
+    #[arg(long, requires = "nodes")]
+    pub direct: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

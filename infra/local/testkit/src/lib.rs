@@ -1,7 +1,10 @@
 //! Test helpers shared by the node's and the load tester's integration
 //! tests: a ministack AWS emulator (installed into `infra/local/.venv` by
 //! `infra/local/emulator install`, which `infra/local/test-all` runs) on a
-//! loopback port chosen at run time, killed on drop.
+//! loopback port chosen at run time, killed on drop; and [`cluster`], a local
+//! fleet (emulator, nodes, HAProxy) driven through `infra/local/cluster`.
+
+pub mod cluster;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
