@@ -37,6 +37,18 @@ pub enum Command {
     Publish(PublishArgs),
     /// Write the markdown comparison table of a bench run (used by bench/run.sh).
     BenchReport(BenchReportArgs),
+    /// Print one minted token for --sub (e.g. for a browser on a local cluster:
+    /// `token --sub alice` with SUMU_HS256_SECRET from `infra/local/cluster up`).
+    Token(TokenCmdArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TokenCmdArgs {
+    /// The token's subject (the user id).
+    #[arg(long)]
+    pub sub: String,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
 }
 
 /// Where the server is.
@@ -51,6 +63,17 @@ pub struct TargetArgs {
     /// Allow a target that is not a loopback address (127.0.0.0/8, ::1, localhost).
     #[arg(long)]
     pub allow_remote: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// The nodes of a fleet, each by its own base URL, comma-separated (`infra/local/cluster up`
+    /// prints them as SUMU_CLUSTER_NODE_URLS). fanout/churn then report how the sockets spread
+    /// over them and the AWS calls they made, and with --via http post request i to node
+    /// i mod N, which splits delivery latency into same-node and cross-node.
+    #[arg(long, env = "SUMU_CLUSTER_NODE_URLS", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// Open the sockets directly on the --nodes, round-robin, instead of through --url.
+    #[arg(long, requires = "nodes")]
+    pub direct: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,4 +347,23 @@ pub struct BenchReportArgs {
     /// Free text put under the title (machine, command, versions).
     #[arg(long, default_value = "")]
     pub preamble: String,
+}
+
+/// wss: TLS on the sockets (and on the HTTP calls unless --http-url says otherwise).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// Connect the sockets with TLS (wss://HOST:PORT/push; an https:// or wss:// --url implies
+    /// it). TLS 1.2/1.3, ALPN http/1.1, no session resumption (every socket is a full
+    /// handshake, like distinct clients).
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust only the CA certificate(s) of this PEM file for wss (implies --tls); without it
+    /// the system's root certificates are trusted.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Base URL of the HTTP calls (dev tokens, POST /api/notify) when it is not --url, e.g.
+    /// the node's plain listener beside its TLS one: --url https://127.0.0.1:8443 --http-url
+    /// http://127.0.0.1:8080. These calls trust the system's roots, not --ca-file.
+    #[arg(long, value_name = "URL")]
+    pub http_url: Option<String>,
 }

@@ -47,6 +47,19 @@ pub struct FleetConfig {
     pub max_inflight: usize,
     /// Stop starting attempts after this many failures in a row (0 = never).
     pub stop_after_failures: u64,
+    /// When not empty, socket `i` connects to `direct_targets[i mod len]` instead of `target`.
+    pub direct_targets: Vec<Arc<Target>>,
+}
+
+impl FleetConfig {
+    /// Where socket `index` connects.
+    pub fn target_for(&self, index: usize) -> &Arc<Target> {
+        if self.direct_targets.is_empty() {
+            &self.target
+        } else {
+            &self.direct_targets[index % self.direct_targets.len()]
+        }
+    }
 }
 
 /// Timing of a ramp.
@@ -131,7 +144,7 @@ impl Fleet {
         let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
             return;
         };
-        let target = Arc::clone(&self.config.target);
+        let target = Arc::clone(self.config.target_for(plan.index));
         let placement = self.config.placement;
         let source = self.config.sources.for_socket(plan.index);
         let timeout = self.config.connect_timeout;

@@ -12,6 +12,8 @@
 //! - [`session`]: the task that owns one socket (keepalive, deliveries, acks);
 //! - [`notifier`]: notification requests over HTTP or SQS and their payload;
 //! - [`fleet`]: ramping up and tearing down a population of sockets;
+//! - [`nodes`]: each node of a fleet seen through its own port (users, sockets, AWS calls);
+//! - [`drill`]: fault drills on a fleet: reconnecting clients, a request injector, presence;
 //! - [`scenario`]: the `connect`, `fanout`/`churn` and `publish` runs;
 //! - [`report`]: the run report (JSON), the summary table and [`plot`] (SVG);
 //! - [`progress`]: the live progress bar;
@@ -20,9 +22,11 @@
 pub mod bench_report;
 pub mod cli;
 pub mod cpu_monitor;
+pub mod drill;
 pub mod duration_arg;
 pub mod fleet;
 pub mod latency;
+pub mod nodes;
 pub mod notifier;
 pub mod peer_min;
 pub mod plot;

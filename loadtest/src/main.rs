@@ -11,6 +11,7 @@ use clap::Parser;
 use sumu_loadtest::cli::{Cli, Command, OutputArgs};
 use sumu_loadtest::scenario::fanout::ChurnPlan;
 use sumu_loadtest::scenario::{connect, fanout, publish, ScenarioOutput};
+use sumu_loadtest::tokens::{unix_now, TokenSource};
 use sumu_loadtest::{bench_report, plot};
 
 fn main() -> ExitCode {
@@ -57,6 +58,14 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             .await,
         ),
         Command::Publish(args) => (&args.output, publish::run(args).await),
+        Command::Token(args) => {
+            let source = TokenSource::from_args(&args.tokens, "")?;
+            let TokenSource::Mint(minter) = source else {
+                anyhow::bail!("token mints locally: give --hs256-secret or --private-key");
+            };
+            println!("{}", minter.mint(&args.sub, unix_now().as_secs())?);
+            return Ok(true);
+        }
         Command::BenchReport(args) => {
             bench_report::write(&args.dir, &args.peers, &args.preamble, &args.output)
                 .context("writing the bench report")?;

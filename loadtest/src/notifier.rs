@@ -169,6 +169,23 @@ struct NotifyAccepted {
     deliveries: Option<u64>,
 }
 
+/// An SQS client from the default credential chain (env AWS_ACCESS_KEY_ID/SECRET,
+/// profile, ...) with an optional endpoint override (the local emulator); every call
+/// is bounded (10 s per attempt, 30 s per operation).
+pub async fn sqs_client(endpoint: Option<&str>, region: &str) -> aws_sdk_sqs::Client {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .operation_timeout(Duration::from_secs(30))
+        .build();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .timeout_config(timeouts);
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    aws_sdk_sqs::Client::new(&loader.load().await)
+}
+
 /// Sends notification requests.
 #[derive(Debug, Clone)]
 pub enum Notifier {
@@ -205,14 +222,8 @@ impl Notifier {
         region: &str,
     ) -> Result<Self, NotifyError> {
         let queue_url = queue_url.ok_or(NotifyError::NoQueueUrl)?.to_string();
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_string()));
-        if let Some(endpoint) = endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        let config = loader.load().await;
         Ok(Notifier::Sqs {
-            client: aws_sdk_sqs::Client::new(&config),
+            client: sqs_client(endpoint, region).await,
             queue_url,
         })
     }

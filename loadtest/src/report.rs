@@ -90,6 +90,26 @@ pub struct MachineReport {
     pub limits: Vec<String>,
 }
 
+/// A fleet's view of the run (`--nodes`): how sockets spread over the nodes, and the
+/// AWS calls every node made during the notification phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetReport {
+    /// Node URL -> open sockets (`sumu_connections`) after the ramp.
+    pub sockets_per_node: BTreeMap<String, u64>,
+    /// Sockets whose node was identified (its user on exactly one node, `/api/users`).
+    pub sockets_located: u64,
+    /// `service.Operation` -> AWS calls of all nodes during the notification phase
+    /// (background work included: long polls, heartbeats, the leader's stream reads).
+    pub aws_calls: BTreeMap<String, u64>,
+    /// Per accepted request and per delivery, summed over operations.
+    pub aws_calls_per_request: f64,
+    pub aws_calls_per_delivery: f64,
+    /// Deliveries whose routing node was known (`--via http` rotates requests over the
+    /// nodes), split by whether the socket was on that node.
+    pub deliveries_same_node: u64,
+    pub deliveries_cross_node: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     pub tool_version: String,
@@ -109,6 +129,8 @@ pub struct RunReport {
     /// One example message per error kind.
     pub error_samples: BTreeMap<String, String>,
     pub server: Option<ServerMemory>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetReport>,
     pub machine: MachineReport,
 }
 
@@ -179,6 +201,24 @@ impl RunReport {
                 server.fd_limit,
                 server.fds_per_socket
             );
+        }
+        if let Some(fleet) = &self.fleet {
+            let _ = writeln!(
+                out,
+                "\nfleet: sockets per node {:?} ({} located)",
+                fleet.sockets_per_node, fleet.sockets_located
+            );
+            let _ = writeln!(
+                out,
+                "  deliveries same-node {}, cross-node {}; AWS calls {:.2} per request, {:.3} per delivery",
+                fleet.deliveries_same_node,
+                fleet.deliveries_cross_node,
+                fleet.aws_calls_per_request,
+                fleet.aws_calls_per_delivery
+            );
+            for (op, n) in &fleet.aws_calls {
+                let _ = writeln!(out, "  {op:<28} {n:>12}");
+            }
         }
         if self.errors.is_empty() {
             let _ = writeln!(out, "\nerrors: none");

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -43,6 +43,50 @@ impl LiveCounters {
     }
 }
 
+/// Every first delivery of a request to a socket, readable while the run goes on (a
+/// session's own [`SeqSet`] is handed back only when it ends): fleet drills wait on it,
+/// and the cross-node split of `fanout --nodes` needs each delivery's socket and latency.
+#[derive(Debug, Default)]
+pub struct DeliveryTap {
+    /// Session index -> (seq, latency in microseconds) in arrival order.
+    by_session: Mutex<HashMap<usize, Vec<(u64, u64)>>>,
+}
+
+impl DeliveryTap {
+    pub fn record(&self, session: usize, seq: u64, latency_micros: u64) {
+        self.by_session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(session)
+            .or_default()
+            .push((seq, latency_micros));
+    }
+
+    /// The requests session `session` received so far.
+    pub fn seen(&self, session: usize) -> SeqSet {
+        let mut set = SeqSet::new();
+        if let Some(list) = self
+            .by_session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&session)
+        {
+            for (seq, _) in list {
+                set.insert(*seq);
+            }
+        }
+        set
+    }
+
+    /// Every (session, seq, latency) so far.
+    pub fn all(&self) -> Vec<(usize, u64, u64)> {
+        let map = self.by_session.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .flat_map(|(s, list)| list.iter().map(move |(seq, lat)| (*s, *seq, *lat)))
+            .collect()
+    }
+}
+
 /// Latency sinks shared by all sessions.
 #[derive(Debug)]
 pub struct Sinks {
@@ -50,6 +94,8 @@ pub struct Sinks {
     pub delivery: ShardedHistogram,
     pub pong: ShardedHistogram,
     pub ack: ShardedHistogram,
+    /// Off unless a run needs deliveries as they happen ([`Sinks::with_tap`]).
+    pub tap: Option<DeliveryTap>,
 }
 
 impl Sinks {
@@ -60,6 +106,15 @@ impl Sinks {
             delivery: ShardedHistogram::new(shards),
             pong: ShardedHistogram::new(shards),
             ack: ShardedHistogram::new(shards),
+            tap: None,
+        }
+    }
+
+    /// Sinks that also keep every delivery in a [`DeliveryTap`].
+    pub fn with_tap() -> Self {
+        Sinks {
+            tap: Some(DeliveryTap::default()),
+            ..Sinks::new()
         }
     }
 }
@@ -105,7 +160,7 @@ pub enum SessionEnd {
 }
 
 /// What a session saw.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SessionOutcome {
     pub index: usize,
     pub user: usize,
@@ -206,8 +261,12 @@ pub async fn run_session(
                     match classify_frame(text.as_str(), &run_id) {
                         Incoming::Delivery { seq, sent_micros } => {
                             let now_micros = unix_now().as_micros() as u64;
-                            delivery_rec.record(&sinks.delivery, now_micros.saturating_sub(sent_micros));
+                            let latency = now_micros.saturating_sub(sent_micros);
+                            delivery_rec.record(&sinks.delivery, latency);
                             if outcome.seen.insert(seq) {
+                                if let Some(tap) = &sinks.tap {
+                                    tap.record(plan.index, seq, latency);
+                                }
                                 live.deliveries.fetch_add(1, Ordering::Relaxed);
                                 if plan.close_at.is_none() {
                                     live.deliveries_stable.fetch_add(1, Ordering::Relaxed);

@@ -78,6 +78,8 @@ pub enum FailureKind {
     ConnectionReset,
     TimedOut,
     HttpStatus(u16),
+    /// The TLS handshake failed (unknown CA, wrong name, no common version...).
+    Tls,
     Protocol,
     Other,
 }
@@ -117,7 +119,10 @@ impl FailureKind {
             FailureKind::ConnectionRefused
             | FailureKind::ConnectionReset
             | FailureKind::HttpStatus(_) => Blame::Server,
-            FailureKind::TimedOut | FailureKind::Protocol | FailureKind::Other => Blame::Unknown,
+            FailureKind::TimedOut
+            | FailureKind::Tls
+            | FailureKind::Protocol
+            | FailureKind::Other => Blame::Unknown,
         }
     }
 
@@ -134,6 +139,7 @@ impl FailureKind {
             FailureKind::ConnectionReset => "ECONNRESET".into(),
             FailureKind::TimedOut => "timeout".into(),
             FailureKind::HttpStatus(code) => format!("http_{code}"),
+            FailureKind::Tls => "tls".into(),
             FailureKind::Protocol => "protocol".into(),
             FailureKind::Other => "other".into(),
         }

@@ -1,7 +1,9 @@
-//! Opening one client WebSocket: optional source-address bind, TCP connect, upgrade with
-//! the token, all under one timeout; failures carry a [`FailureKind`].
+//! Opening one client WebSocket: optional source-address bind, TCP connect, TLS handshake
+//! (wss, with the target's rustls configuration), upgrade with the token, all under one
+//! timeout; failures carry a [`FailureKind`].
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpSocket, TcpStream};
@@ -10,14 +12,14 @@ use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::cli::TokenPlacement;
 use crate::sys_limits::FailureKind;
 use crate::target::Target;
 use crate::tokens::encode_query_value;
 
-pub type WsStream = WebSocketStream<TcpStream>;
+pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{} ({stage}): {message}", kind.name())]
@@ -38,7 +40,10 @@ impl ConnectError {
 
     fn ws(error: WsError) -> Self {
         let (kind, message) = match error {
+            // tokio-rustls reports a failed handshake as an io::Error wrapping rustls's.
+            WsError::Io(e) if rustls_error(&e).is_some() => (FailureKind::Tls, e.to_string()),
             WsError::Io(e) => (FailureKind::from_io(&e), e.to_string()),
+            WsError::Tls(e) => (FailureKind::Tls, e.to_string()),
             WsError::Http(response) => {
                 let status = response.status();
                 let body = response
@@ -62,6 +67,11 @@ impl ConnectError {
             message,
         }
     }
+}
+
+/// The rustls error inside an I/O error of the TLS handshake, if that is what it is.
+fn rustls_error(error: &std::io::Error) -> Option<&rustls::Error> {
+    error.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
 /// Small buffers: a load generator holds tens of thousands of sockets that receive small
@@ -124,10 +134,20 @@ pub async fn connect(
                 })?;
             request.headers_mut().insert(AUTHORIZATION, value);
         }
-        let (ws, _response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(client_config()))
-                .await
-                .map_err(ConnectError::ws)?;
+        // wss: the handshake uses the URL's host as SNI / the name to verify.
+        let connector = target
+            .tls
+            .as_ref()
+            .map(|config| Connector::Rustls(Arc::clone(config)))
+            .unwrap_or(Connector::Plain);
+        let (ws, _response) = tokio_tungstenite::client_async_tls_with_config(
+            request,
+            stream,
+            Some(client_config()),
+            Some(connector),
+        )
+        .await
+        .map_err(ConnectError::ws)?;
         Ok(ws)
     };
     match tokio::time::timeout(timeout, attempt).await {
@@ -151,6 +171,7 @@ mod tests {
             ws_url: format!("ws://127.0.0.1:{port}/push"),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             host: "127.0.0.1".into(),
+            tls: None,
         }
     }
 

@@ -140,6 +140,12 @@ pub struct Options {
     /// Clock leeway for exp/nbf in seconds [default: 10]
     #[arg(long, env = "SUMU_JWT_LEEWAY_SECS", global = true)]
     pub jwt_leeway_secs: Option<u64>,
+    /// Shortest time fetched keys are cached, whatever the JWKS response's Cache-Control says, seconds [default: 60]
+    #[arg(long, env = "SUMU_JWKS_MIN_CACHE_SECS", global = true)]
+    pub jwks_min_cache_secs: Option<u64>,
+    /// Longest accepted user id (the token's `sub`), in bytes; control characters are always refused [default: 256]
+    #[arg(long, env = "SUMU_MAX_USER_ID_BYTES", global = true)]
+    pub max_user_id_bytes: Option<usize>,
     /// Key cache lifetime when the JWKS response has no Cache-Control max-age, seconds [default: 3600]
     #[arg(long, env = "SUMU_JWKS_CACHE_SECS", global = true)]
     pub jwks_cache_secs: Option<u64>,
@@ -249,6 +255,7 @@ impl Options {
             listen, path, engine, node_id, workers, dev, demo_backend, dev_allow_remote, api_key,
             log_format, log, jwks_uri, jwks_file, hs256_secret, jwt_audiences, jwt_issuer,
             verify_token_expiration, jwt_leeway_secs, jwks_cache_secs, jwks_refetch_secs,
+            jwks_min_cache_secs, max_user_id_bytes,
             idle_timeout_secs, max_connection_secs, ping_interval_secs, max_frame_bytes,
             max_message_bytes, rate_limit_per_sec, rate_limit_burst, rate_limit_strikes,
             outbound_buffer_bytes, allowed_origins, drain_secs, aws_endpoint, aws_region,
@@ -271,6 +278,17 @@ impl Options {
     }
 }
 
+/// The longest `sub` (user id) accepted by default, in bytes. It becomes a
+/// DynamoDB hash key (at most 2048 bytes) and is copied into every row,
+/// message attribute and presence event of the user; 256 bytes hold any
+/// e-mail address (RFC 5321: at most 254), UUIDs and provider-prefixed ids.
+pub(crate) const DEFAULT_MAX_SUBJECT_BYTES: usize = 256;
+
+/// The shortest time a fetched JWKS is kept, whatever its `Cache-Control`
+/// says: an identity provider answering `max-age=0` would otherwise turn
+/// every handshake into a key fetch.
+pub(crate) const DEFAULT_JWKS_MIN_CACHE: Duration = Duration::from_secs(60);
+
 /// Where the node's keys come from.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
@@ -283,6 +301,10 @@ pub struct AuthConfig {
     pub leeway: Duration,
     pub cache_ttl: Duration,
     pub refetch_interval: Duration,
+    /// The floor under a JWKS response's `max-age`.
+    pub jwks_min_cache: Duration,
+    /// The longest `sub` accepted, in bytes.
+    pub max_user_id_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -444,7 +466,15 @@ impl Config {
             leeway: secs(o.jwt_leeway_secs, Duration::from_secs(10)),
             cache_ttl: secs(o.jwks_cache_secs, Duration::from_secs(3600)),
             refetch_interval: secs(o.jwks_refetch_secs, Duration::from_secs(30)),
+            jwks_min_cache: secs(o.jwks_min_cache_secs, DEFAULT_JWKS_MIN_CACHE),
+            max_user_id_bytes: o.max_user_id_bytes.unwrap_or(DEFAULT_MAX_SUBJECT_BYTES),
         };
+        if auth.max_user_id_bytes == 0 || auth.max_user_id_bytes > 1024 {
+            return invalid(
+                "--max-user-id-bytes must be within 1..=1024 (DynamoDB keys hold 2048 bytes)"
+                    .into(),
+            );
+        }
         let prefix = o.name_prefix.unwrap_or_else(|| "Sumu".to_string());
         let aws = AwsConfig {
             endpoint: o.aws_endpoint.filter(|s| !s.is_empty()),

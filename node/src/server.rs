@@ -116,7 +116,9 @@ pub async fn serve(
         dev.as_ref()
             .map(|d| (DEV_KID.to_string(), d.verification_key())),
     )
-    .map_err(|e| NodeError::Keys(e.into()))?;
+    .map_err(|e| NodeError::Keys(e.into()))?
+    .with_max_subject_bytes(config.auth.max_user_id_bytes)
+    .with_jwks_min_cache(config.auth.jwks_min_cache);
     auth.warm_up().await;
     let ready = Arc::new(AtomicBool::new(false));
     let state = web::Data::new(AppState {

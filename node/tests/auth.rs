@@ -169,3 +169,119 @@ async fn jwks_file_with_kids() {
     );
     expect_refused(&node, &wrong_iss, "wrong_issuer").await;
 }
+
+/// Issue 12 item 2: with `--jwt-issuer`, a token without `iss` is refused.
+#[tokio::test]
+async fn required_issuer_must_be_present() {
+    let node = Node::start(
+        &[
+            "--jwks-file",
+            &fixture("jwks.json"),
+            "--jwt-issuer",
+            "https://issuer.example",
+        ],
+        "",
+    );
+    let no_iss = sign(
+        Algorithm::RS256,
+        &rsa(),
+        Some("k1"),
+        json!({"sub": "a", "exp": now_secs() + 60}),
+    );
+    expect_refused(&node, &no_iss, "missing_claim").await;
+}
+
+/// Issue 12 item 7: a `sub` that cannot be a user id (too long, control
+/// characters) is refused at the door with its own reason.
+#[tokio::test]
+async fn unusable_subjects_are_refused() {
+    let node = Node::start(&["--hs256-secret", "s3cret"], "");
+    let token = |sub: String| {
+        sign(
+            Algorithm::HS256,
+            b"s3cret",
+            None,
+            json!({"sub": sub, "exp": now_secs() + 60}),
+        )
+    };
+    assert_eq!(refused(&node.ws_url(&token("a".repeat(256)))).await.0, 101);
+    let long = format!("{}\u{1}\n", "x".repeat(10 * 1024));
+    expect_refused(&node, &token(long), "invalid_subject").await;
+    expect_refused(&node, &token("a".repeat(257)), "invalid_subject").await;
+    expect_refused(&node, &token("bob\r\nX-Admin: 1".into()), "invalid_subject").await;
+}
+
+/// Issue 12 item 8: a token in the header and another in the query: the
+/// header wins, as in SUMU's authorizer.
+#[tokio::test]
+async fn header_token_wins_over_query_token() {
+    let node = Node::start(&["--hs256-secret", "s3cret", "--api-key", "k"], "k");
+    let token = |sub: &str| {
+        sign(
+            Algorithm::HS256,
+            b"s3cret",
+            None,
+            json!({"sub": sub, "exp": now_secs() + 60}),
+        )
+    };
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        node.ws_url(&token("mallory")),
+    )
+    .unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", token("alice")).parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let (status, _) = node
+        .notify(r#"{"users":["alice"],"data":{"to":"alice"}}"#)
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        next_text(&mut ws, std::time::Duration::from_secs(5))
+            .await
+            .as_deref(),
+        Some(r#"{"to":"alice"}"#)
+    );
+}
+
+/// Issue 12 item 8: two `?authorization=` parameters get a reason of their own.
+#[tokio::test]
+async fn two_query_tokens_are_refused_as_duplicate() {
+    let node = Node::start(&["--hs256-secret", "s3cret"], "");
+    let t = sign(
+        Algorithm::HS256,
+        b"s3cret",
+        None,
+        json!({"sub": "a", "exp": now_secs() + 60}),
+    );
+    let url = format!(
+        "ws://{}/push?authorization={t}&authorization={t}",
+        node.addr
+    );
+    let (status, body) = refused(&url).await;
+    assert_eq!(status, 401, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["reason"], "duplicate_token", "{body}");
+}
+
+/// Issue 12 item 16: a JWKS served with `max-age=0` is still cached for the
+/// documented floor (60 s): 200 handshakes cost at most a couple of fetches.
+#[tokio::test]
+async fn jwks_max_age_zero_does_not_fetch_per_handshake() {
+    let jwks = std::fs::read_to_string(fixture("jwks.json")).unwrap();
+    let (jwks_addr, fetches) = serve_file_counted(jwks, "max-age=0");
+    let uri = format!("http://{jwks_addr}/jwks.json");
+    let node = Node::start(&["--jwks-uri", &uri], "");
+    let good = sign(
+        Algorithm::RS256,
+        &rsa(),
+        Some("k1"),
+        json!({"sub": "a", "exp": now_secs() + 60}),
+    );
+    for _ in 0..200 {
+        assert_eq!(refused(&node.ws_url(&good)).await.0, 101);
+    }
+    let n = fetches.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n <= 2, "{n} JWKS fetches for 200 handshakes");
+}

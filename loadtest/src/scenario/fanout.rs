@@ -17,10 +17,12 @@ use crate::cli::{FanoutArgs, FanoutMode, NotifyVia};
 use crate::cpu_monitor::CpuMonitor;
 use crate::fleet::Fleet;
 use crate::latency::{LatencyHistogram, LocalRecorder, ShardedHistogram};
+use crate::nodes::{NodeMetrics, Nodes};
 use crate::notifier::{bench_data, request_body, targets_for, Notifier};
 use crate::progress::{Position, Progress};
-use crate::session::{SessionOutcome, SessionPlan};
-use crate::tokens::unix_now;
+use crate::report::FleetReport;
+use crate::session::{SessionOutcome, SessionPlan, Sinks};
+use crate::tokens::{unix_now, user_name};
 
 /// Extra sockets that connect and close while notifications run.
 #[derive(Debug, Clone, Copy)]
@@ -132,27 +134,61 @@ pub async fn run(
         .map(|c| (c.rate * c.life.as_secs_f64()).ceil() as usize + 64)
         .unwrap_or(0);
     let setup = prepare(&args.target, &args.tokens, &args.fleet, n + churn_peak).await?;
-    let notifier = match notify.via {
-        NotifyVia::Http => Notifier::http(&setup.target.http_base, &notify.api_key)?,
-        NotifyVia::Sqs => {
+    let nodes = if args.target.nodes.is_empty() {
+        None
+    } else {
+        Some(Nodes::new(args.target.nodes.clone(), &notify.api_key)?)
+    };
+    // Over HTTP with --nodes, request `seq` goes to node `seq mod N` (its router).
+    let notifiers: Vec<Notifier> = match (notify.via, &nodes) {
+        (NotifyVia::Http, Some(nodes)) => nodes
+            .urls
+            .iter()
+            .map(|url| Notifier::http(url, &notify.api_key))
+            .collect::<Result<_, _>>()?,
+        (NotifyVia::Http, None) => vec![Notifier::http(&setup.target.http_base, &notify.api_key)?],
+        (NotifyVia::Sqs, _) => vec![
             Notifier::sqs(
                 notify.queue_url.as_deref(),
                 notify.aws_endpoint.as_deref(),
                 &notify.aws_region,
             )
-            .await?
-        }
+            .await?,
+        ],
     };
-    let notifier = Arc::new(notifier);
+    let routed_by_node = notify.via == NotifyVia::Http && nodes.is_some();
+    let notifiers = Arc::new(notifiers);
 
     let cpu = CpuMonitor::start();
     let mut fleet = Fleet::new(setup.fleet_config(&args.fleet), Arc::clone(&setup.run_id));
+    if nodes.is_some() {
+        // Each delivery's socket and latency, for the same-node / cross-node split.
+        fleet.sinks = Arc::new(Sinks::with_tap());
+    }
     let mut progress = Progress::new(!args.output.no_progress, n as u64);
     progress.phase("connect", n as u64, fleet.live.clone(), Position::Connected);
     let plans = setup.listening_plans(n, args.fleet.ping_interval);
     let ramp = fleet.ramp(plans, args.fleet.ramp).await;
     // Let the server register the last sockets before the first request.
     tokio::time::sleep(notify.settle).await;
+    let mut fleet_report = None;
+    let mut locations = std::collections::HashMap::new();
+    let mut metrics_before = NodeMetrics::default();
+    if let Some(nodes) = &nodes {
+        let mut report = FleetReport::default();
+        for (url, m) in nodes.urls.iter().zip(nodes.all_metrics().await) {
+            let m = m?;
+            report.sockets_per_node.insert(url.clone(), m.connections);
+            metrics_before.add(&m);
+        }
+        locations = nodes.user_locations().await;
+        report.sockets_located = (0..n)
+            .filter(|&i| {
+                locations.contains_key(&user_name(&args.tokens.user_prefix, setup.user_of(i)))
+            })
+            .count() as u64;
+        fleet_report = Some(report);
+    }
 
     progress.phase(
         "notify",
@@ -213,7 +249,7 @@ pub async fn run(
         });
         let this_seq = seq;
         seq += 1;
-        let notifier = Arc::clone(&notifier);
+        let notifiers = Arc::clone(&notifiers);
         let accept_latency = Arc::clone(&accept_latency);
         let run_id = Arc::clone(&setup.run_id);
         let prefix = prefix.clone();
@@ -222,7 +258,9 @@ pub async fn run(
             let started = Instant::now();
             let data = bench_data(&run_id, this_seq, unix_now().as_micros() as u64, padding);
             let body = request_body(users.as_deref(), &prefix, &data);
-            let result = notifier.send(body).await;
+            let result = notifiers[(this_seq % notifiers.len() as u64) as usize]
+                .send(body)
+                .await;
             drop(permit);
             live.notifications.fetch_add(1, Ordering::Relaxed);
             let mut request = SentRequest {
@@ -292,6 +330,12 @@ pub async fn run(
     // Churning sockets still open get the same settle window to receive the last ones.
     tokio::time::sleep(notify.settle).await;
 
+    let mut metrics_after = NodeMetrics::default();
+    if let Some(nodes) = &nodes {
+        for m in nodes.all_metrics().await {
+            metrics_after.add(&m?);
+        }
+    }
     let live = fleet.live.clone();
     let sinks = fleet.sinks.clone();
     let result = fleet.stop(Duration::from_secs(15)).await;
@@ -402,6 +446,52 @@ pub async fn run(
         .rates
         .insert("connects_per_s".into(), ramp.connect_rate());
 
+    let mut split: Vec<(String, LatencyHistogram)> = Vec::new();
+    if let Some(mut fleet) = fleet_report {
+        fleet.aws_calls = metrics_after.aws_calls_since(&metrics_before);
+        let calls: u64 = fleet.aws_calls.values().sum();
+        if accepted > 0 {
+            fleet.aws_calls_per_request = calls as f64 / accepted as f64;
+        }
+        if check.received > 0 {
+            fleet.aws_calls_per_delivery = calls as f64 / check.received as f64;
+        }
+        if let (true, Some(tap), Some(node_count)) = (
+            routed_by_node,
+            &sinks.tap,
+            nodes.as_ref().map(|n| n.urls.len()),
+        ) {
+            let mut same = LatencyHistogram::new();
+            let mut cross = LatencyHistogram::new();
+            for (session, seq, latency) in tap.all() {
+                let user = if session < n {
+                    setup.user_of(session)
+                } else {
+                    setup.churn_user_of(session)
+                };
+                let Some(&holder) = locations.get(&user_name(&args.tokens.user_prefix, user))
+                else {
+                    continue;
+                };
+                if holder == (seq % node_count as u64) as usize {
+                    same.record_micros(latency);
+                } else {
+                    cross.record_micros(latency);
+                }
+            }
+            fleet.deliveries_same_node = same.len();
+            fleet.deliveries_cross_node = cross.len();
+            split.push(("delivery_same_node".into(), same));
+            split.push(("delivery_cross_node".into(), cross));
+        }
+        report.fleet = Some(fleet);
+    }
+    for (name, h) in &split {
+        if !h.is_empty() {
+            report.latencies.insert(name.clone(), h.summary());
+        }
+    }
+
     let connect = sinks.connect.merged();
     let delivery = sinks.delivery.merged();
     let accept = accept_latency.merged();
@@ -410,11 +500,12 @@ pub async fn run(
         .latencies
         .insert("delivery".into(), delivery.summary());
     report.latencies.insert("notify".into(), accept.summary());
-    let histograms: Vec<(String, LatencyHistogram)> = vec![
+    let mut histograms: Vec<(String, LatencyHistogram)> = vec![
         ("delivery".into(), delivery),
         ("notify".into(), accept),
         ("connect".into(), connect),
     ];
+    histograms.extend(split.into_iter().filter(|(_, h)| !h.is_empty()));
     Ok(ScenarioOutput { report, histograms })
 }
 

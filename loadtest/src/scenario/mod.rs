@@ -32,6 +32,8 @@ pub enum ScenarioError {
     SourceAddr(#[from] SourceAddrError),
     #[error(transparent)]
     Notify(#[from] crate::notifier::NotifyError),
+    #[error(transparent)]
+    Node(#[from] crate::nodes::NodeError),
     #[error("cannot read the RSS of server pid {pid}: {source}")]
     ServerPid {
         pid: u32,
@@ -63,6 +65,8 @@ pub struct Setup {
     pub started: Instant,
     pub started_unix_ms: u64,
     pub placement: TokenPlacement,
+    /// `--direct`: the nodes the sockets connect to, round-robin.
+    pub direct_targets: Vec<Arc<Target>>,
 }
 
 impl Setup {
@@ -74,6 +78,7 @@ impl Setup {
             connect_timeout: fleet.connect_timeout,
             max_inflight: fleet.max_inflight,
             stop_after_failures: fleet.stop_after_failures,
+            direct_targets: self.direct_targets.clone(),
         }
     }
 
@@ -152,7 +157,15 @@ pub async fn prepare(
         &target_args.ws_path,
         target_args.allow_remote,
     )
-    .await?;
+    .await?
+    .with_tls(&target_args.tls)?;
+    let mut direct_targets = Vec::new();
+    if target_args.direct {
+        for url in &target_args.nodes {
+            let node = Target::resolve(url, &target_args.ws_path, target_args.allow_remote).await?;
+            direct_targets.push(Arc::new(node));
+        }
+    }
     let users = token_args.users.unwrap_or(fleet.sockets).max(1);
     let file_limit = raise_nofile(sockets as u64 + 1024).unwrap_or(FileLimit { soft: 0, hard: 0 });
     let sources = SourceAddrs::plan(
@@ -183,6 +196,7 @@ pub async fn prepare(
         started: Instant::now(),
         started_unix_ms: unix_now().as_millis() as u64,
         placement: token_args.token_in,
+        direct_targets,
     })
 }
 

@@ -1,5 +1,5 @@
-//! Verification keys: parsing the supported key formats and keeping a cached,
-//! refreshed set from a JWKS URI.
+//! Verification keys: parsing the supported key formats and fetching a set
+//! from a JWKS URI with its cache lifetime (never below a floor).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -152,10 +152,13 @@ pub(crate) struct Fetched {
     pub(crate) expires_at: Instant,
 }
 
+/// Fetches a key set; its lifetime is the response's `max-age` (else
+/// `default_ttl`), never shorter than `min_ttl`.
 pub(crate) async fn fetch(
     client: &reqwest::Client,
     uri: &str,
     default_ttl: Duration,
+    min_ttl: Duration,
 ) -> Result<Fetched, KeyError> {
     let fail = |e: String| KeyError::Fetch(uri.to_string(), e);
     let resp = client
@@ -171,7 +174,8 @@ pub(crate) async fn fetch(
             .get(reqwest::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok()),
     )
-    .unwrap_or(default_ttl);
+    .unwrap_or(default_ttl)
+    .max(min_ttl);
     let text = resp.text().await.map_err(|e| fail(e.to_string()))?;
     let keys = KeySet::parse(&text, uri)?;
     Ok(Fetched {

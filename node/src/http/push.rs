@@ -13,10 +13,9 @@ use actix::AsyncContext;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use actix_web_actors::ws;
-use serde::Deserialize;
 
 use super::{error_body, AppState, SocketFd};
-use crate::auth::{extract_token, AuthError};
+use crate::auth::{token_from_request, AuthError};
 use crate::clock::now_ms;
 use crate::engine::{ConnectionRecord, EngineError};
 use crate::hub::{HubError, Register, SessionHandle};
@@ -107,11 +106,6 @@ impl ResponseError for UpgradeError {
     }
 }
 
-#[derive(Deserialize)]
-struct PushQuery {
-    authorization: Option<String>,
-}
-
 pub(super) async fn upgrade(
     req: HttpRequest,
     payload: web::Payload,
@@ -128,14 +122,16 @@ pub(super) async fn upgrade(
             }
         }
     }
-    let query = web::Query::<PushQuery>::from_query(req.query_string()).ok();
     let header = req
         .headers()
         .get("authorization")
         .and_then(|h| h.to_str().ok());
-    let query_token = query.as_ref().and_then(|q| q.authorization.as_deref());
-    let token = extract_token(query_token, header).ok_or(UpgradeError::Auth(AuthError::Missing))?;
-    let claims = state.auth.verify(token).await.map_err(UpgradeError::Auth)?;
+    let token = token_from_request(req.query_string(), header).map_err(UpgradeError::Auth)?;
+    let claims = state
+        .auth
+        .verify(&token)
+        .await
+        .map_err(UpgradeError::Auth)?;
     let mut response = ws::handshake(&req).map_err(UpgradeError::NotWebSocket)?;
 
     let connection_id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();

@@ -261,6 +261,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             Err(ws::ProtocolError::Overflow) => {
                 return self.close(ctx, CloseReason::FrameTooBig);
             }
+            // The codec reports a text frame that is not UTF-8 as an I/O
+            // error whose cause is the `Utf8Error` (RFC 6455: close 1007).
+            Err(ws::ProtocolError::Io(e))
+                if e.get_ref().is_some_and(|c| c.is::<std::str::Utf8Error>()) =>
+            {
+                return self.close(ctx, CloseReason::InvalidUtf8);
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "protocol error");
                 return self.close(ctx, CloseReason::ProtocolError);

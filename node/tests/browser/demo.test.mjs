@@ -272,6 +272,26 @@ demoTest('killing and restarting the node shows reconnecting, then recovers by i
   assert.deepEqual(pageErrors, []);
 });
 
+demoTest('signing in with a pasted JWT and URL uses the token\'s subject; frames are shown on demand', async () => {
+  const { token } = await (await fetch(`${base}/dev/token?sub=${encodeURIComponent('jwt user')}`)).json();
+  const context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+  const page = await context.newPage();
+  await page.goto(`${base}/`);
+  await page.click('#advanced summary');
+  await page.fill('#jwt', token);
+  await page.fill('#url', `ws://${addr}/push`);
+  await page.click('#join');
+  await page.waitForSelector('#state[data-state="open"]', { timeout: T });
+  assert.equal(await page.textContent('#me'), 'jwt user');
+  await sees(alice, 'jwt user');
+  await page.click('#frames-panel summary');
+  await page.waitForFunction(() =>
+    [...document.querySelectorAll('#frames li.in')].some((li) => li.textContent.includes('"type":"pong"')),
+  );
+  await page.screenshot({ path: join(artifacts, 'desktop-frames.png'), fullPage: true });
+  await context.close();
+});
+
 demoTest('sumu.js in Chromium: a refused token ends in closed/refused, not a loop', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();

@@ -294,3 +294,16 @@ test('connect() during the backoff wait tries at once; close() stops everything'
   assert.equal(made[1].closedWith.code, 4000);
   assert.deepEqual(clock.pending(), []);
 });
+
+test('an attempt that never opens times out as a failed connect', async () => {
+  const { c, clock, made, states } = client({ connectTimeoutMs: 5000 });
+  c.connect();
+  await flush();
+  clock.advance(4999);
+  assert.equal(c.state, 'connecting');
+  clock.advance(1);
+  assert.equal(c.state, 'reconnecting');
+  assert.equal(states.at(-1).reason, 'connect_timeout');
+  assert.equal(made[0].closedWith.code, 4000, 'the hanging socket is abandoned');
+  c.close();
+});

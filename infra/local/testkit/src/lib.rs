@@ -1,11 +1,13 @@
 //! The one set of test helpers every sumu crate's integration tests use:
 //! a real `sumu-node` on a run-time port ([`node`]), a WebSocket client
 //! ([`ws`]), token signing ([`tokens`]), waiting for a condition with a
-//! deadline ([`eventually`]), and a ministack AWS emulator (installed into
+//! deadline ([`eventually`]), a ministack AWS emulator (installed into
 //! `infra/local/.venv` by `infra/local/emulator install`, which
-//! `infra/local/test-all` runs) on a loopback port chosen at run time,
-//! killed on drop. Every process a helper starts dies with its value.
+//! `infra/local/test-all` runs) on a loopback port chosen at run time, and
+//! [`cluster`], a local fleet (emulator, nodes, HAProxy) driven through
+//! `infra/local/cluster`. Every process a helper starts dies with its value.
 
+pub mod cluster;
 pub mod node;
 pub mod sys;
 pub mod tokens;

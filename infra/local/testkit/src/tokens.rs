@@ -29,14 +29,29 @@ pub fn sign(
 
 /// A one-file HTTP server on a run-time port (for JWKS URIs).
 pub fn serve_file(body: String, cache_control: &'static str) -> std::net::SocketAddr {
+    serve_file_counted(body, cache_control).0
+}
+
+/// [`serve_file`], also counting the requests it answered.
+pub fn serve_file_counted(
+    body: String,
+    cache_control: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { continue };
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf);
+            counter.fetch_add(1, Ordering::SeqCst);
             let resp = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: {cache_control}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
@@ -44,5 +59,5 @@ pub fn serve_file(body: String, cache_control: &'static str) -> std::net::Socket
             let _ = s.write_all(resp.as_bytes());
         }
     });
-    addr
+    (addr, count)
 }

@@ -1,3 +1,5 @@
+use std::{io, str};
+
 use bitflags::bitflags;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
@@ -306,11 +308,50 @@ impl Decoder for Codec {
                 if self.flags.contains(Flags::CONTINUATION) {
                     Err(ProtocolError::ContinuationStarted)
                 } else {
-                    Ok(Some(Frame::Text(
-                        payload.map(|pl| pl.freeze()).unwrap_or_else(Bytes::new),
-                    )))
+                    let payload = payload.map(|pl| pl.freeze()).unwrap_or_else(Bytes::new);
+                    // SUMU-PATCH: a whole text frame must be UTF-8 (RFC 6455 §8.1). The error
+                    // keeps the `Utf8Error` as its source, so a caller can tell it apart by type
+                    // and close with 1007; upstream left the check to each caller, and
+                    // actix-web-actors turned it into an untyped I/O error (closed with 1002).
+                    if let Err(err) = str::from_utf8(&payload) {
+                        return Err(ProtocolError::Io(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            err,
+                        )));
+                    }
+                    Ok(Some(Frame::Text(payload)))
                 }
             }
         }
+    }
+}
+
+// SUMU-PATCH: tests of the text-frame UTF-8 check.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked_text(payload: &[u8]) -> BytesMut {
+        let mut buf = BytesMut::from(&[0x81u8, 0x80 | payload.len() as u8, 0, 0, 0, 0][..]);
+        buf.extend_from_slice(payload);
+        buf
+    }
+
+    #[test]
+    fn text_frame_with_invalid_utf8_is_a_typed_error() {
+        let mut codec = Codec::new();
+        let err = codec.decode(&mut masked_text(b"ok \xff\xfe")).unwrap_err();
+        let ProtocolError::Io(io) = err else {
+            panic!("expected an I/O error, got {err:?}");
+        };
+        assert_eq!(io.kind(), io::ErrorKind::InvalidData);
+        assert!(io.get_ref().is_some_and(|e| e.is::<str::Utf8Error>()));
+    }
+
+    #[test]
+    fn text_frame_with_utf8_decodes() {
+        let mut codec = Codec::new();
+        let frame = codec.decode(&mut masked_text("h\u{e9}".as_bytes())).unwrap();
+        assert!(matches!(frame, Some(Frame::Text(b)) if &b[..] == "h\u{e9}".as_bytes()));
     }
 }

@@ -167,6 +167,28 @@ impl Parser {
             None => return Err(ProtocolError::Overflow),
         };
 
+        // SUMU-PATCH: refuse an oversized frame on its header alone. Upstream waited for the
+        // whole declared payload before comparing it with `max_size`, so a peer declaring 2^40
+        // bytes made the caller buffer everything it sent (actix-web-actors' `WsStream` copies
+        // every payload chunk into its decode buffer). A frame that is already fully buffered is
+        // still skipped, so a caller may go on decoding after the error, as before.
+        if length > max_size {
+            if src.len() >= frame_len {
+                src.advance(frame_len);
+            }
+            return Err(ProtocolError::Overflow);
+        }
+        // SUMU-PATCH: the same for control frames, whose payload is at most 125 bytes
+        // (RFC 6455 §5.5); this check used to run after the payload was buffered.
+        if matches!(opcode, OpCode::Ping | OpCode::Pong | OpCode::Close)
+            && length > MAX_CONTROL_FRAME_PAYLOAD
+        {
+            if src.len() >= frame_len {
+                src.advance(frame_len);
+            }
+            return Err(ProtocolError::InvalidLength(length));
+        }
+
         // not enough data
         if src.len() < frame_len {
             let min_length = min(length, max_size);
@@ -184,27 +206,12 @@ impl Parser {
         // remove prefix
         src.advance(idx);
 
-        // check for max allowed size
-        if length > max_size {
-            // drop the payload
-            src.advance(length);
-            return Err(ProtocolError::Overflow);
-        }
-
         // no need for body
         if length == 0 {
             return Ok(Some((finished, opcode, None)));
         }
 
         let mut data = src.split_to(length);
-
-        // control frames must have length <= 125 (RFC 6455 §5.5)
-        match opcode {
-            OpCode::Ping | OpCode::Pong | OpCode::Close if length > MAX_CONTROL_FRAME_PAYLOAD => {
-                return Err(ProtocolError::InvalidLength(length));
-            }
-            _ => {}
-        }
 
         // unmask
         if let Some(mask) = mask {
@@ -395,23 +402,68 @@ mod tests {
         assert_eq!(buf.len(), 10);
     }
 
-    // Pins the accept side of the boundary through `parse`: the largest legal length must be
-    // treated as incomplete, not rejected. Only a 64-bit `usize` can represent it.
+    // Pins the accept side of the boundary: the largest legal length is a valid header
+    // (`parse_metadata` reads it), and `parse` refuses it on the header alone because it passes
+    // `max_size` (SUMU-PATCH: upstream awaited the payload first). Only a 64-bit `usize` can
+    // represent it.
     #[cfg(target_pointer_width = "64")]
     #[test]
     fn test_parse_accepts_largest_legal_64_bit_length() {
         let mut buf = BytesMut::from(&[0x81u8, 127][..]);
         buf.extend_from_slice(&U64_PAYLOAD_MAX.to_be_bytes());
 
-        // `max_size` is deliberately far below the declared length: an incomplete frame returns
-        // before the size check, so the header is accepted as incomplete. It also keeps the
-        // parser from reserving the declared length, which a large `max_size` would attempt.
-        assert!(
-            is_none(&Parser::parse(&mut buf, false, 1024)),
-            "the largest legal 64-bit length must be incomplete, not rejected"
-        );
-        // The header must stay buffered while the payload is awaited.
+        let meta = Parser::parse_metadata(&buf, false).unwrap().unwrap();
+        assert_eq!(meta.3 as u64, U64_PAYLOAD_MAX, "the largest legal length is read");
+        assert!(matches!(
+            Parser::parse(&mut buf, false, 1024),
+            Err(ProtocolError::Overflow)
+        ));
+        // Nothing is consumed or reserved for a frame that is refused.
         assert_eq!(buf.len(), 10);
+        assert!(buf.capacity() < 1024);
+    }
+
+    // SUMU-PATCH: a frame whose declared length passes `max_size` is refused as soon as its
+    // header is complete, before any of its payload arrives, for each length encoding.
+    #[test]
+    fn test_parse_refuses_oversized_frame_on_header_alone() {
+        // 7-bit length 100, masked (server side), limit 64.
+        let mut buf = BytesMut::from(&[0x81u8, 0x80 | 100, 1, 2, 3, 4][..]);
+        assert!(matches!(
+            Parser::parse(&mut buf, true, 64),
+            Err(ProtocolError::Overflow)
+        ));
+        // 16-bit length 65535, limit 65534.
+        let mut buf = BytesMut::from(&[0x82u8, 0x80 | 126, 0xff, 0xff, 1, 2, 3, 4][..]);
+        assert!(matches!(
+            Parser::parse(&mut buf, true, 65534),
+            Err(ProtocolError::Overflow)
+        ));
+        // 64-bit length 2^40 with a few payload bytes, the default 64 KiB limit.
+        let mut buf = BytesMut::from(&[0x82u8, 0x80 | 127][..]);
+        buf.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        buf.extend_from_slice(&[1, 2, 3, 4]);
+        buf.extend_from_slice(&[0u8; 100]);
+        assert!(matches!(
+            Parser::parse(&mut buf, true, 64 * 1024),
+            Err(ProtocolError::Overflow)
+        ));
+        assert!(buf.capacity() < 64 * 1024, "no room reserved for the payload");
+        // An incomplete header is still awaited, and a frame within the limit too.
+        let mut buf = BytesMut::from(&[0x82u8, 0x80 | 127, 0, 0][..]);
+        assert!(is_none(&Parser::parse(&mut buf, true, 64)));
+        let mut buf = BytesMut::from(&[0x82u8, 0x80 | 64, 1, 2, 3, 4, 0][..]);
+        assert!(is_none(&Parser::parse(&mut buf, true, 64)));
+    }
+
+    // SUMU-PATCH: a control frame declaring more than 125 bytes is refused on its header.
+    #[test]
+    fn test_parse_refuses_long_control_frame_on_header_alone() {
+        let mut buf = BytesMut::from(&[0x89u8, 126u8, 0x00, 126][..]);
+        assert!(matches!(
+            Parser::parse(&mut buf, false, 65536),
+            Err(ProtocolError::InvalidLength(126))
+        ));
     }
 
     // The most-significant-bit rule itself, on every target. On 32-bit the conversion rejects every

@@ -1,0 +1,846 @@
+//! Fleet drills: a local 3-node cluster behind HAProxy (`infra/local/cluster`, driven
+//! by `sumu_testkit::cluster`), clients spread over every node through the balancer,
+//! notification requests flowing through the notifications queue, and then a node
+//! SIGKILLed, the leader SIGKILLed, a node SIGTERMed, a node restarted with the same
+//! id. Each drill prints what it measured and fails on a lost or duplicated delivery,
+//! a wrong presence event, or a recovery slower than its bound.
+//!
+//! Nodes run with `--heartbeat-secs 2 --node-timeout-secs 6 --presence-source queue`,
+//! so presence events arrive on the messages queue. The drills run one at a time (they
+//! share two cores with three nodes, HAProxy and the emulator each).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use sumu_loadtest::cli::{FanoutMode, TokenPlacement};
+use sumu_loadtest::drill::{
+    late_deliveries, server_close_codes, Injector, InjectorConfig, Population, PopulationConfig,
+    PresenceWatch,
+};
+use sumu_loadtest::nodes::Nodes;
+use sumu_loadtest::notifier::Notifier;
+use sumu_loadtest::scenario::fanout::{check_deliveries, SentRequest};
+use sumu_loadtest::session::SessionOutcome;
+use sumu_loadtest::target::Target;
+use sumu_loadtest::tokens::{unix_now, user_name, ClaimOptions, Minter};
+use sumu_testkit::cluster::Cluster;
+
+const HEARTBEAT_SECS: u64 = 2;
+const NODE_TIMEOUT_SECS: u64 = 6;
+/// The node's leader lease (15 s) plus one retry interval (5 s): `node/src/engine/aws/leader.rs`.
+const TAKEOVER_BOUND: Duration = Duration::from_secs(21);
+/// The queues' visibility timeout: a request polled by a node that died comes back after it.
+const VISIBILITY: Duration = Duration::from_secs(30);
+const SETTLE: Duration = Duration::from_millis(300);
+const PREFIX: &str = "drill-";
+
+/// One drill at a time (each test has its own runtime; tokio's mutex works across them).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn fast_args() -> Vec<String> {
+    [
+        "--heartbeat-secs",
+        &HEARTBEAT_SECS.to_string(),
+        "--node-timeout-secs",
+        &NODE_TIMEOUT_SECS.to_string(),
+        "--presence-source",
+        "queue",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// A cluster with AWS clients on its emulator.
+struct Fleet {
+    cluster: Cluster,
+    sqs: aws_sdk_sqs::Client,
+    ddb: aws_sdk_dynamodb::Client,
+    nodes: Nodes,
+    target: Arc<Target>,
+}
+
+impl Fleet {
+    async fn up(n: usize) -> Fleet {
+        let args = fast_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cluster = blocking(|| Cluster::up(n, &args));
+        let creds = aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "static");
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(Duration::from_secs(10))
+            .build();
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(cluster.aws_endpoint())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .timeout_config(timeouts)
+            .load()
+            .await;
+        let nodes = Nodes::new(cluster.node_urls().to_vec(), "dev").unwrap();
+        let target = Arc::new(
+            Target::resolve(cluster.url(), "/push", false)
+                .await
+                .unwrap(),
+        );
+        Fleet {
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            ddb: aws_sdk_dynamodb::Client::new(&sdk),
+            cluster,
+            nodes,
+            target,
+        }
+    }
+
+    fn tokens(&self, users: std::ops::Range<usize>) -> Vec<(usize, Arc<str>)> {
+        let minter = Minter::hs256(
+            self.cluster.hs256_secret().as_bytes(),
+            ClaimOptions {
+                ttl: Duration::from_secs(3600),
+                ..Default::default()
+            },
+        );
+        let now = unix_now().as_secs();
+        users
+            .map(|u| {
+                (
+                    u,
+                    Arc::from(minter.mint(&user_name(PREFIX, u), now).unwrap()),
+                )
+            })
+            .collect()
+    }
+
+    /// One client for each of `users` (user `i` is `drill-{i}`).
+    async fn population(&self, users: std::ops::Range<usize>, run_id: &str) -> Population {
+        let config = PopulationConfig {
+            target: Arc::clone(&self.target),
+            placement: TokenPlacement::Query,
+            ping_interval: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            reconnect_delay: Duration::from_millis(300),
+        };
+        Population::start(config, self.tokens(users), Arc::from(run_id), 50.0).await
+    }
+
+    fn notifier(&self) -> Arc<Notifier> {
+        Arc::new(Notifier::Sqs {
+            client: self.sqs.clone(),
+            queue_url: self.cluster.var("SUMU_NOTIFICATIONS_QUEUE_URL").to_string(),
+        })
+    }
+
+    fn injector(&self, run_id: &str, users: usize) -> Injector {
+        Injector::start(
+            self.notifier(),
+            InjectorConfig {
+                mode: FanoutMode::Multicast,
+                k: 10,
+                users,
+                prefix: PREFIX.into(),
+                rate: 10.0,
+                inflight: 8,
+                run_id: Arc::from(run_id),
+            },
+        )
+    }
+
+    fn presence(&self) -> PresenceWatch {
+        PresenceWatch::start(
+            self.sqs.clone(),
+            self.cluster.var("SUMU_MESSAGES_QUEUE_URL").to_string(),
+        )
+    }
+
+    fn table(&self, which: &str) -> String {
+        format!("{}{which}", self.cluster.name_prefix())
+    }
+
+    async fn leader(&self) -> Option<String> {
+        let item = self
+            .ddb
+            .get_item()
+            .table_name(self.table("Cluster"))
+            .key("pk", AttributeValue::S("lease#leader".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .ok()?
+            .item?;
+        let expires: u64 = item.get("expires_at")?.as_n().ok()?.parse().ok()?;
+        if expires < unix_now().as_millis() as u64 {
+            return None;
+        }
+        Some(item.get("owner")?.as_s().ok()?.clone())
+    }
+
+    async fn node_row(&self, node: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.ddb
+            .get_item()
+            .table_name(self.table("Cluster"))
+            .key("pk", AttributeValue::S(format!("node#{node}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item
+    }
+
+    /// Connection rows naming `node` (GSI `by_node`).
+    async fn rows_of(&self, node: &str) -> usize {
+        self.ddb
+            .query()
+            .table_name(self.table("Connections"))
+            .index_name("by_node")
+            .key_condition_expression("node_id = :n")
+            .expression_attribute_values(":n", AttributeValue::S(node.into()))
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .send()
+            .await
+            .unwrap()
+            .count as usize
+    }
+
+    async fn inbox_exists(&self, node: &str) -> bool {
+        self.sqs
+            .get_queue_url()
+            .queue_name(format!("{}Inbox-{node}", self.cluster.name_prefix()))
+            .send()
+            .await
+            .is_ok()
+    }
+
+    /// Node index of each connected user (by its name).
+    async fn spread(&self) -> HashMap<String, usize> {
+        self.nodes.user_locations().await
+    }
+
+    fn node_index(&self, node: &str) -> usize {
+        self.cluster.nodes().iter().position(|n| n == node).unwrap()
+    }
+}
+
+/// Evaluates `check` (an expression that may `.await`) every 100 ms: `Some(time it
+/// took)`, or `None` after `within`.
+macro_rules! time_until {
+    ($within:expr, $check:expr) => {{
+        let start = Instant::now();
+        let within: Duration = $within;
+        let mut took = None;
+        while start.elapsed() < within {
+            let done: bool = $check;
+            if done {
+                took = Some(start.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        took
+    }};
+}
+
+fn users_on(spread: &HashMap<String, usize>, node: usize) -> Vec<usize> {
+    let mut users: Vec<usize> = spread
+        .iter()
+        .filter(|(_, &n)| n == node)
+        .filter_map(|(u, _)| u.strip_prefix(PREFIX)?.parse().ok())
+        .collect();
+    users.sort_unstable();
+    users
+}
+
+fn per_node_counts(f: &Fleet, spread: &HashMap<String, usize>) -> BTreeMap<String, usize> {
+    f.cluster
+        .nodes()
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), users_on(spread, i).len()))
+        .collect()
+}
+
+fn duplicates(sessions: &[SessionOutcome]) -> u64 {
+    sessions.iter().map(|s| s.duplicates).sum()
+}
+
+/// Stops the injector, waits for what is owed (at most the visibility timeout plus a
+/// margin: a request a dead node had polled comes back only after it), prints and
+/// checks the accounting: nothing lost, duplicated or misdelivered.
+async fn settle_and_check(name: &str, population: Population, injector: Injector) {
+    let requests: Vec<SentRequest> = injector.stop().await;
+    tokio::time::sleep(SETTLE * 2).await;
+    let waited = Instant::now();
+    let live_check = population
+        .await_deliveries(&requests, SETTLE, VISIBILITY + Duration::from_secs(10))
+        .await;
+    let waited = waited.elapsed();
+    let (late_2s, slowest) = late_deliveries(&population.sinks, Duration::from_secs(2));
+    let failures = population.connect_failures();
+    let sessions = population.stop(Duration::from_secs(10)).await;
+    let check = check_deliveries(&requests, &sessions, SETTLE);
+    let accepted = requests.iter().filter(|r| r.accepted.is_some()).count();
+    println!(
+        "[{name}] requests sent {} accepted {accepted}; deliveries expected {} received {} lost {} \
+         duplicated {} misdelivered {}; later than 2 s: {late_2s} (slowest {:.1} s); waited {:.1} s \
+         for the last; sessions {} ({} reconnects); failed connects {:?}",
+        requests.len(),
+        check.expected,
+        check.delivered_expected,
+        check.lost,
+        duplicates(&sessions),
+        check.misdelivered,
+        slowest.as_secs_f64(),
+        waited.as_secs_f64(),
+        sessions.len(),
+        sessions.len().saturating_sub(
+            sessions.iter().map(|s| s.user).collect::<std::collections::HashSet<_>>().len()
+        ),
+        failures.counts,
+    );
+    assert_eq!(accepted, requests.len(), "every request accepted by SQS");
+    assert!(check.expected > 0);
+    assert_eq!(
+        live_check.lost, 0,
+        "[{name}] deliveries still owed after the wait"
+    );
+    assert_eq!(check.lost, 0, "[{name}] lost deliveries");
+    assert_eq!(duplicates(&sessions), 0, "[{name}] duplicated deliveries");
+    assert_eq!(check.misdelivered, 0, "[{name}] misdelivered");
+}
+
+/// `up` gives a fleet the balancer spreads sockets over; `down` leaves no process and
+/// no listening port behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_up_spreads_sockets_and_down_leaves_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut f = Fleet::up(3).await;
+    let status = blocking(|| f.cluster.status());
+    println!("{status}");
+    for node in f.cluster.nodes() {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with(node.as_str()) && l.contains(" 200 ") && l.contains("UP")),
+            "{node} not up and routed in:\n{status}"
+        );
+    }
+    let run = "smoke";
+    let population = f.population(0..30, run).await;
+    assert!(population.wait_open(30, Duration::from_secs(20)).await);
+    let spread = f.spread().await;
+    let counts = per_node_counts(&f, &spread);
+    println!("[smoke] sockets per node through the balancer: {counts:?}");
+    assert_eq!(spread.len(), 30, "every user found on one node");
+    assert!(
+        counts.values().all(|&c| c >= 5),
+        "leastconn spreads: {counts:?}"
+    );
+    let injector = f.injector(run, 30);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle_and_check("smoke", population, injector).await;
+
+    let pids: Vec<u32> = ["emulator", "balancer", "n1", "n2", "n3"]
+        .iter()
+        .filter_map(|n| std::fs::read_to_string(f.cluster.dir().join(format!("{n}.pid"))).ok())
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 5);
+    let mut ports: Vec<u16> = vec![f.target.addr.port()];
+    for url in f.cluster.node_urls() {
+        ports.push(url.rsplit(':').next().unwrap().parse().unwrap());
+    }
+    ports.push(
+        f.cluster
+            .aws_endpoint()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap(),
+    );
+    blocking(|| f.cluster.down());
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} still alive after down"
+        );
+    }
+    for port in ports {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "port {port} still accepts connections after down"
+        );
+    }
+}
+
+/// A node SIGKILLed: its clients reconnect through the balancer to the other nodes,
+/// sockets that stayed connected keep receiving, the users that did not come back get
+/// OFFLINE once (and nobody else does), and its rows, inbox and cluster row are gone
+/// within the node timeout plus one reaper pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sigkill() {
+    let _serial = SERIAL.lock().await;
+    let f = Fleet::up(3).await;
+    let presence = f.presence();
+    let run = "kill";
+    let users = 60;
+    let population = f.population(0..users, run).await;
+    assert!(population.wait_open(users, Duration::from_secs(30)).await);
+    let before = f.spread().await;
+    println!(
+        "[node_sigkill] sockets per node: {:?}",
+        per_node_counts(&f, &before)
+    );
+    assert!(
+        time_until!(Duration::from_secs(20), {
+            presence
+                .events()
+                .iter()
+                .filter(|e| e.status == "ONLINE")
+                .count()
+                >= users
+        })
+        .is_some(),
+        "ONLINE for every user"
+    );
+    let leader = f.leader().await.expect("a leader");
+    let victim = f
+        .cluster
+        .nodes()
+        .iter()
+        .find(|n| **n != leader)
+        .unwrap()
+        .clone();
+    let victim_users = users_on(&before, f.node_index(&victim));
+    assert!(!victim_users.is_empty(), "{victim} holds sockets");
+    let (gone, returning): (Vec<usize>, Vec<usize>) =
+        victim_users.iter().partition(|u| *u % 2 == 0);
+    population.stop_returning(gone.iter().copied());
+
+    let injector = f.injector(run, users);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let killed = Instant::now();
+    blocking(|| f.cluster.kill(&victim));
+
+    let back = time_until!(Duration::from_secs(15), {
+        let connected = population.connected_users();
+        returning.iter().all(|u| connected.binary_search(u).is_ok())
+    })
+    .expect("returning clients reconnected");
+    let after = f.spread().await;
+    for u in &returning {
+        let at = after.get(&user_name(PREFIX, *u)).copied();
+        assert!(
+            at.is_some_and(|n| n != f.node_index(&victim)),
+            "user {u} landed on node {at:?}"
+        );
+    }
+    let bound = Duration::from_secs(NODE_TIMEOUT_SECS + 2 * HEARTBEAT_SECS + 4);
+    // Each figure is measured from the kill.
+    let left = |bound: Duration| bound.saturating_sub(killed.elapsed());
+    let offline = time_until!(left(bound), {
+        gone.iter()
+            .all(|u| presence.count(&user_name(PREFIX, *u), "OFFLINE") >= 1)
+    })
+    .map(|_| killed.elapsed());
+    let rows_gone =
+        time_until!(left(bound), { f.rows_of(&victim).await == 0 }).map(|_| killed.elapsed());
+    let row_gone =
+        time_until!(left(bound), { f.node_row(&victim).await.is_none() }).map(|_| killed.elapsed());
+    let inbox_gone =
+        time_until!(left(bound), { !f.inbox_exists(&victim).await }).map(|_| killed.elapsed());
+    let since = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+    println!(
+        "[node_sigkill] killed {victim} ({} sockets; {} did not return): returning clients back on \
+         other nodes after {:.1} s; sockets per node now {:?}; OFFLINE of the gone users by {:?} s; \
+         rows gone by {:?} s, cluster row by {:?} s, inbox by {:?} s (bound {} s)",
+        victim_users.len(),
+        gone.len(),
+        back.as_secs_f64(),
+        per_node_counts(&f, &after),
+        since(offline),
+        since(rows_gone),
+        since(row_gone),
+        since(inbox_gone),
+        bound.as_secs()
+    );
+    assert!(
+        offline.is_some(),
+        "OFFLINE for every user that did not return"
+    );
+    assert!(
+        rows_gone.is_some(),
+        "the dead node's connection rows deleted"
+    );
+    assert!(row_gone.is_some(), "the dead node's cluster row deleted");
+    assert!(inbox_gone.is_some(), "the dead node's inbox deleted");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    settle_and_check("node_sigkill", population, injector).await;
+    let events = presence.stop().await;
+    for u in 0..users {
+        let name = user_name(PREFIX, u);
+        let off = events
+            .iter()
+            .filter(|e| e.user == name && e.status == "OFFLINE")
+            .count();
+        let on = events
+            .iter()
+            .filter(|e| e.user == name && e.status == "ONLINE")
+            .count();
+        if gone.contains(&u) {
+            assert_eq!(off, 1, "OFFLINE of {name} once");
+        } else {
+            // Connected the whole time (or back on another node before its old row went).
+            assert_eq!(
+                off,
+                0,
+                "no false OFFLINE of {name} (stop at {:.1} s)",
+                killed.elapsed().as_secs_f64()
+            );
+        }
+        assert_eq!(on, 1, "ONLINE of {name} once");
+    }
+}
+
+/// The leader SIGKILLed: another node takes the lease within the lease time, and
+/// presence resumes from the checkpoints: changes made during the takeover are
+/// reported, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_sigkill() {
+    let _serial = SERIAL.lock().await;
+    let f = Fleet::up(3).await;
+    let presence = f.presence();
+    let run = "leader";
+    let stable = f.population(0..30, run).await;
+    let leaving = f.population(30..40, run).await;
+    assert!(stable.wait_open(30, Duration::from_secs(30)).await);
+    assert!(leaving.wait_open(10, Duration::from_secs(30)).await);
+    assert!(
+        time_until!(Duration::from_secs(20), {
+            presence
+                .events()
+                .iter()
+                .filter(|e| e.status == "ONLINE")
+                .count()
+                >= 40
+        })
+        .is_some(),
+        "ONLINE for every user"
+    );
+    let leader = f.leader().await.expect("a leader");
+    let spread = f.spread().await;
+    let leader_users = users_on(&spread, f.node_index(&leader));
+    let stable_on_leader: Vec<usize> = leader_users.iter().copied().filter(|u| *u < 30).collect();
+    stable.stop_returning(stable_on_leader.iter().copied());
+    leaving.stop_returning(30..40);
+    let injector = f.injector(run, 30);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let killed = Instant::now();
+    blocking(|| f.cluster.kill(&leader));
+    // During the takeover: 10 users leave (clean closes on any node), 10 new ones come.
+    let left: Vec<usize> = (30..40).collect();
+    let left_sessions = leaving.stop(Duration::from_secs(10)).await;
+    let on_dead: usize = left
+        .iter()
+        .filter(|u| spread.get(&user_name(PREFIX, **u)) == Some(&f.node_index(&leader)))
+        .count();
+    let arriving = f.population(40..50, run).await;
+    let takeover = time_until!(TAKEOVER_BOUND + Duration::from_secs(5), {
+        f.leader().await.is_some_and(|l| l != leader)
+    });
+    let new_leader = f.leader().await;
+    let expect_offline: Vec<usize> = stable_on_leader
+        .iter()
+        .copied()
+        .chain(left.iter().copied())
+        .collect();
+    let all_events = time_until!(Duration::from_secs(40), {
+        expect_offline
+            .iter()
+            .all(|u| presence.count(&user_name(PREFIX, *u), "OFFLINE") >= 1)
+            && (40..50).all(|u| presence.count(&user_name(PREFIX, u), "ONLINE") >= 1)
+    });
+    println!(
+        "[leader_sigkill] killed leader {leader}; lease taken by {new_leader:?} after {:?} s \
+         (bound {} s); presence for the {} users that left (clean close or with the dead leader; \
+         {on_dead} were on it) and the 10 that arrived complete after {:?} s; left sessions {}",
+        takeover.map(|d| d.as_secs_f64()),
+        TAKEOVER_BOUND.as_secs(),
+        expect_offline.len(),
+        all_events.map(|_| killed.elapsed().as_secs_f64()),
+        left_sessions.len(),
+    );
+    assert!(
+        takeover.is_some_and(|d| d <= TAKEOVER_BOUND),
+        "takeover within the lease time"
+    );
+    assert!(
+        all_events.is_some(),
+        "presence resumed: every change reported"
+    );
+    settle_and_check("leader_sigkill", stable, injector).await;
+    let _ = arriving.stop(Duration::from_secs(10)).await;
+    let events = presence.stop().await;
+    let mut dup = 0;
+    for u in 0..50 {
+        let name = user_name(PREFIX, u);
+        let off = events
+            .iter()
+            .filter(|e| e.user == name && e.status == "OFFLINE")
+            .count();
+        let on = events
+            .iter()
+            .filter(|e| e.user == name && e.status == "ONLINE")
+            .count();
+        // A new leader may repeat what the old one emitted after its last checkpoint.
+        dup += off.saturating_sub(1) + on.saturating_sub(1);
+        assert!(on >= 1, "ONLINE of {name}");
+        if expect_offline.contains(&u) {
+            assert!(off >= 1, "OFFLINE of {name}");
+        } else if u < 30 {
+            assert_eq!(off, 0, "no false OFFLINE of {name}");
+        }
+    }
+    println!("[leader_sigkill] repeated presence events (allowed after a takeover): {dup}");
+}
+
+/// A node SIGTERMed: `/readyz` turns 503 at once, the balancer stops sending it new
+/// sockets, its sockets close in waves and reconnect on the other nodes, its rows,
+/// inbox and cluster row are removed, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sigterm_drains() {
+    let _serial = SERIAL.lock().await;
+    let f = Fleet::up(3).await;
+    let run = "drain";
+    let users = 60;
+    let population = f.population(0..users, run).await;
+    assert!(population.wait_open(users, Duration::from_secs(30)).await);
+    let before = f.spread().await;
+    let leader = f.leader().await.expect("a leader");
+    let victim = f
+        .cluster
+        .nodes()
+        .iter()
+        .find(|n| **n != leader)
+        .unwrap()
+        .clone();
+    let victim_users = users_on(&before, f.node_index(&victim));
+    assert!(!victim_users.is_empty());
+    let injector = f.injector(run, users);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let url = format!("{}/readyz", f.cluster.node_url(&victim));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let termed = Instant::now();
+    blocking(|| f.cluster.stop_no_wait(&victim));
+    let not_ready = time_until!(Duration::from_secs(3), {
+        http.get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 503)
+    });
+    let moved = time_until!(Duration::from_secs(40), {
+        let connected = population.connected_users();
+        population.open() == users
+            && victim_users
+                .iter()
+                .all(|u| connected.binary_search(u).is_ok())
+            && population
+                .ended()
+                .iter()
+                .filter(|s| victim_users.contains(&s.user))
+                .count()
+                >= victim_users.len()
+    });
+    let after = f.spread().await;
+    let closed: Vec<SessionOutcome> = population
+        .ended()
+        .into_iter()
+        .filter(|s| victim_users.contains(&s.user))
+        .collect();
+    let first = closed.iter().map(|s| s.ended_at).min();
+    let last = closed.iter().map(|s| s.ended_at).max();
+    let waves_s = match (first, last) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let exited = time_until!(Duration::from_secs(30), {
+        !std::path::Path::new(&format!(
+            "/proc/{}",
+            std::fs::read_to_string(f.cluster.dir().join(format!("{victim}.pid")))
+                .unwrap_or_default()
+                .trim()
+        ))
+        .exists()
+    });
+    let row_gone = f.node_row(&victim).await.is_none();
+    let rows = f.rows_of(&victim).await;
+    let inbox = f.inbox_exists(&victim).await;
+    println!(
+        "[node_sigterm] SIGTERM to {victim} ({} sockets): readyz 503 after {:?} s; its sockets closed \
+         over {waves_s:.1} s (first at {:?} s) with codes {:?}; all back on other nodes after {:?} s, \
+         sockets per node now {:?}; process exited after {:?} s; cluster row gone {row_gone}, \
+         rows left {rows}, inbox left {inbox}",
+        victim_users.len(),
+        not_ready.map(|d| d.as_secs_f64()),
+        first.map(|t| t.duration_since(termed).as_secs_f64()),
+        server_close_codes(&closed),
+        moved.map(|d| d.as_secs_f64()),
+        per_node_counts(&f, &after),
+        exited.map(|d| d.as_secs_f64()),
+    );
+    assert!(not_ready.is_some(), "readyz 503 while draining");
+    assert!(moved.is_some(), "every drained client reconnected");
+    for u in &victim_users {
+        let at = after.get(&user_name(PREFIX, *u)).copied();
+        assert!(
+            at.is_some_and(|n| n != f.node_index(&victim)),
+            "user {u} on {at:?}"
+        );
+    }
+    assert!(exited.is_some(), "the drained node exited");
+    assert!(
+        row_gone && rows == 0 && !inbox,
+        "a drained node removes its row, rows and inbox"
+    );
+    assert!(
+        closed.len() < 2 || waves_s > 0.5,
+        "sockets closed in waves, not all at once ({waves_s:.2} s)"
+    );
+    settle_and_check("node_sigterm", population, injector).await;
+}
+
+/// What common clients need from a drain: a close code they reconnect on (1012
+/// "service restart"; sockette never reconnects after 1000, 1001 or 1005).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the drain to close with 1012 instead of 1001 (issue 13, node change by the lead)"]
+async fn node_sigterm_closes_with_1012() {
+    let _serial = SERIAL.lock().await;
+    let f = Fleet::up(2).await;
+    let population = f.population(0..10, "code").await;
+    assert!(population.wait_open(10, Duration::from_secs(20)).await);
+    population.stop_returning(0..10);
+    blocking(|| f.cluster.stop("n1"));
+    let ended = population.ended();
+    let codes = server_close_codes(&ended);
+    println!("[sigterm_close_code] close codes of the drained sockets: {codes:?}");
+    assert!(!ended.is_empty());
+    assert_eq!(
+        codes.get(&Some(1012)).copied(),
+        Some(ended.len()),
+        "{codes:?}"
+    );
+    let _ = population.stop(Duration::from_secs(5)).await;
+}
+
+/// A node SIGKILLed and restarted with the same `--node-id` before it was reaped: it
+/// rejoins (ready, routed, a fresh cluster row and inbox), takes new sockets, its
+/// stale rows are cleaned, and deliveries to its new sockets arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_restart_same_id_rejoins() {
+    let _serial = SERIAL.lock().await;
+    let f = Fleet::up(3).await;
+    let run = "restart";
+    let population = f.population(0..30, run).await;
+    assert!(population.wait_open(30, Duration::from_secs(30)).await);
+    let before = f.spread().await;
+    let leader = f.leader().await.expect("a leader");
+    let victim = f
+        .cluster
+        .nodes()
+        .iter()
+        .find(|n| **n != leader)
+        .unwrap()
+        .clone();
+    let started_before = f.node_row(&victim).await.unwrap()["started_at"].clone();
+    let victim_users = users_on(&before, f.node_index(&victim));
+    blocking(|| f.cluster.kill(&victim));
+    let t = Instant::now();
+    blocking(|| f.cluster.start(&victim));
+    let restarted = t.elapsed();
+    let row = f
+        .node_row(&victim)
+        .await
+        .expect("a cluster row after the restart");
+    assert_ne!(row["started_at"], started_before, "a fresh row");
+    assert!(f.inbox_exists(&victim).await);
+    // The balancer (leastconn) sends newcomers to the empty node.
+    let newcomers = f.population(30..45, run).await;
+    assert!(newcomers.wait_open(15, Duration::from_secs(20)).await);
+    assert!(population.wait_open(30, Duration::from_secs(20)).await);
+    let injector = f.injector(run, 45);
+    let victim_index = f.node_index(&victim);
+    let clean = time_until!(Duration::from_secs(30), {
+        let held = f.nodes.metrics(victim_index).await.map(|m| m.connections);
+        let rows = f.rows_of(&victim).await;
+        held.is_ok_and(|h| h as usize == rows)
+    });
+    let spread = f.spread().await;
+    let on_victim = users_on(&spread, victim_index);
+    println!(
+        "[node_restart] {victim} (held {} sockets) killed and started again with the same id: ready \
+         and routed after {:.1} s; now holds {} sockets ({:?}); its rows match its sockets after {:?} s",
+        victim_users.len(),
+        restarted.as_secs_f64(),
+        on_victim.len(),
+        per_node_counts(&f, &spread),
+        clean.map(|d| d.as_secs_f64()),
+    );
+    assert!(
+        !on_victim.is_empty(),
+        "the restarted node takes new sockets"
+    );
+    assert!(clean.is_some(), "stale rows of the old process cleaned");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = newcomers.stop(Duration::from_secs(10)).await;
+    // Accounting over the first population only (the newcomers were stopped above; the
+    // injector targets users 0..45 so requests to them are owed to nobody now).
+    settle_and_check("node_restart", population, injector).await;
+}
+
+/// `GET /dev/token` on one node gives a token every node accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the dev issuer to sign with --hs256-secret when one is given (issue 13, node change by the lead)"]
+async fn dev_tokens_work_across_the_fleet() {
+    let _serial = SERIAL.lock().await;
+    let f = Fleet::up(2).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let body: serde_json::Value = http
+        .get(format!("{}/dev/token?sub=alice", f.cluster.node_url("n1")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = body["token"].as_str().unwrap();
+    for node in ["n1", "n2"] {
+        let target = Target::resolve(f.cluster.node_url(node), "/push", false)
+            .await
+            .unwrap();
+        let connected = sumu_loadtest::ws_client::connect(
+            &target,
+            token,
+            TokenPlacement::Query,
+            None,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            connected.is_ok(),
+            "{node} refused n1's dev token: {:?}",
+            connected.err()
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Hostile clients against a real `sumu-node` over raw TCP sockets (issue 12):
+//! each test is an attack that once worked, and asserts the node now refuses
+//! it with the documented close code while its memory stays bounded. The
+//! frame-parser tests at the top pin the patched actix-http parser itself
+//! (`node/vendor/actix-http`, see its SUMU-PATCH.md).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use actix_codec::Decoder;
+use actix_http::ws::{Codec, Frame, Parser, ProtocolError};
+use bytes::BytesMut;
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const MIB: usize = 1024 * 1024;
+
+/// A masked client frame header declaring `len` payload bytes.
+fn header(opcode: u8, fin: bool, len: u64, mask: [u8; 4]) -> Vec<u8> {
+    let mut h = vec![opcode | if fin { 0x80 } else { 0 }];
+    if len < 126 {
+        h.push(0x80 | len as u8);
+    } else if len <= u64::from(u16::MAX) {
+        h.push(0x80 | 126);
+        h.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        h.push(0x80 | 127);
+        h.extend_from_slice(&len.to_be_bytes());
+    }
+    h.extend_from_slice(&mask);
+    h
+}
+
+/// A whole masked client frame.
+fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut f = header(opcode, fin, payload.len() as u64, mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// The node's resident set size, from /proc/<pid>/status.
+fn rss_bytes(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib * 1024
+}
+
+/// A raw TCP socket upgraded to a WebSocket at `/push` with a dev token.
+async fn raw_socket(node: &Node, sub: &str) -> TcpStream {
+    let token = node.dev_token(sub).await;
+    let mut s = TcpStream::connect(node.addr).await.unwrap();
+    let request = format!(
+        "GET /push?authorization={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        node.addr
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    // Read the response head byte by byte so no frame byte is consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .expect("upgrade answer in time")
+            .unwrap();
+        assert!(n == 1, "closed during the upgrade: {head:?}");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// Reads server frames until a close frame: `Some(code)` (`Some(None)`: the
+/// stream ended without one); `None` if nothing came within `within`.
+async fn read_close<R: AsyncReadExt + Unpin>(r: &mut R, within: Duration) -> Option<Option<u16>> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = Vec::new();
+    loop {
+        // Parse what we have: server frames are unmasked, short (< 64 KiB).
+        while buf.len() >= 2 {
+            let (len, at) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+                126 => break,
+                127 => panic!("unexpected 64-bit server frame"),
+                n => (usize::from(n), 2),
+            };
+            if buf.len() < at + len {
+                break;
+            }
+            if buf[0] & 0x0f == 0x8 {
+                return Some((len >= 2).then(|| u16::from_be_bytes([buf[at], buf[at + 1]])));
+            }
+            buf.drain(..at + len);
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, r.read(&mut chunk)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(None),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[test]
+fn parser_refuses_oversized_frame_on_its_header() {
+    // 2^40 declared, a few payload bytes present: refused at once, nothing reserved.
+    let mut buf = BytesMut::from(&header(0x2, true, 1 << 40, [1, 2, 3, 4])[..]);
+    buf.extend_from_slice(&[0u8; 1000]);
+    assert!(matches!(
+        Parser::parse(&mut buf, true, 64 * 1024),
+        Err(ProtocolError::Overflow)
+    ));
+    assert!(buf.capacity() < 64 * 1024);
+    // Through the codec, as the session's stream uses it.
+    let mut codec = Codec::new().max_size(32 * 1024);
+    let mut buf = BytesMut::from(&header(0x1, true, 32 * 1024 + 1, [0; 4])[..]);
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(ProtocolError::Overflow)
+    ));
+    // Within the limit, the frame is awaited and then decoded.
+    let mut codec = Codec::new().max_size(32 * 1024);
+    let mut buf = BytesMut::from(&header(0x2, true, 32 * 1024, [0; 4])[..]);
+    assert!(matches!(codec.decode(&mut buf), Ok(None)));
+    buf.extend_from_slice(&vec![7u8; 32 * 1024]);
+    assert!(matches!(codec.decode(&mut buf), Ok(Some(Frame::Binary(b))) if b.len() == 32 * 1024));
+}
+
+#[test]
+fn codec_refuses_invalid_utf8_text_with_a_typed_error() {
+    let mut codec = Codec::new();
+    let mut buf = BytesMut::from(&frame(0x1, true, b"{\"action\":\"\xff\xfe\"}")[..]);
+    match codec.decode(&mut buf) {
+        Err(ProtocolError::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+            assert!(e.get_ref().is_some_and(|c| c.is::<std::str::Utf8Error>()));
+        }
+        other => panic!("expected a UTF-8 error, got {other:?}"),
+    }
+    let mut buf = BytesMut::from(&frame(0x1, true, "{\"a\":\"é\"}".as_bytes())[..]);
+    assert!(matches!(codec.decode(&mut buf), Ok(Some(Frame::Text(_)))));
+}
+
+/// Issue 12 item 1: a header declaring 2^40 bytes, then 64 MiB of payload.
+/// Before the patch the node buffered all of it (RSS +64 MiB, no close).
+#[tokio::test]
+async fn huge_declared_frame_is_refused_on_its_header() {
+    let node = Node::dev(&[]);
+    let pid = node.child.id();
+    // Warm up: one ordinary socket, so the baseline includes the code paths.
+    let _warm = raw_socket(&node, "warm").await;
+    let before = rss_bytes(pid);
+
+    let socket = raw_socket(&node, "attacker").await;
+    let (mut rd, mut wr) = socket.into_split();
+    let started = Instant::now();
+    let reader = tokio::spawn(async move {
+        let code = read_close(&mut rd, Duration::from_secs(10)).await;
+        (code, started.elapsed(), rd)
+    });
+    let mut sent = 0usize;
+    if wr
+        .write_all(&header(0x2, true, 1 << 40, [9, 9, 9, 9]))
+        .await
+        .is_ok()
+    {
+        let chunk = vec![0x5au8; 64 * 1024];
+        while sent < 64 * MIB {
+            match tokio::time::timeout(Duration::from_secs(2), wr.write_all(&chunk)).await {
+                Ok(Ok(())) => sent += chunk.len(),
+                // Refused (reset) or no longer read (blocked): stop.
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+    }
+    // Measured while the socket is still open: a buffered frame is freed
+    // when the connection ends.
+    let grown = rss_bytes(pid).saturating_sub(before);
+    let (code, closed_after, _rd) = reader.await.unwrap();
+    drop(wr);
+    eprintln!(
+        "close {code:?} after {closed_after:?}; sent {} KiB; RSS grew {} KiB",
+        sent / 1024,
+        grown / 1024
+    );
+    assert!(grown < 16 * MIB, "RSS grew {} KiB", grown / 1024);
+    assert_eq!(
+        code,
+        Some(Some(1009)),
+        "close code (Some(None): closed without one; None: no close)"
+    );
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "closed after {closed_after:?}"
+    );
+}
+
+/// Issue 12 item 5: invalid UTF-8 in a single text frame closes with 1007
+/// (RFC 6455 §8.1), like the fragmented case.
+#[tokio::test]
+async fn invalid_utf8_in_a_single_text_frame_closes_1007() {
+    let node = Node::dev(&[]);
+    let mut s = raw_socket(&node, "u").await;
+    s.write_all(&frame(
+        0x1,
+        true,
+        b"{\"action\":\"ping\",\"x\":\"\xc3\x28\"}",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        read_close(&mut s, Duration::from_secs(5)).await,
+        Some(Some(1007))
+    );
+    // The fragmented case, for comparison (already 1007).
+    let mut s = raw_socket(&node, "u").await;
+    s.write_all(&frame(0x1, false, b"{\"a\":\"\xc3"))
+        .await
+        .unwrap();
+    s.write_all(&frame(0x0, true, b"\x28\"}")).await.unwrap();
+    assert_eq!(
+        read_close(&mut s, Duration::from_secs(5)).await,
+        Some(Some(1007))
+    );
+}
