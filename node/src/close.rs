@@ -70,15 +70,22 @@ impl CloseReason {
         }
     }
 
-    /// The close code the server sends; `None` when the socket is dropped
-    /// without a Close frame of ours (dead peer, cut-off slow reader) or the
-    /// client's own Close is echoed.
+    /// The close code the server sends by default (`--drain-close-code` and
+    /// `--max-duration-close-code` override two of them); `None` when the
+    /// socket is dropped without a Close frame of ours (dead peer, cut-off
+    /// slow reader) or the client's own Close is echoed.
+    ///
+    /// A drain closes with 1012 "service restart" and the max duration with
+    /// 4000 (private use): clients should come back from both, and common
+    /// clients do on these codes, while sockette (SUMU's demo client), for
+    /// one, never reconnects after 1000, 1001 or 1005. Idleness is 1001: an
+    /// idle client has nothing to come back for.
     pub(crate) fn code(self) -> Option<CloseCode> {
         match self {
             CloseReason::Client | CloseReason::NoPong | CloseReason::SlowReader => None,
-            CloseReason::IdleTimeout | CloseReason::MaxDuration | CloseReason::ServerShutdown => {
-                Some(CloseCode::Away)
-            }
+            CloseReason::IdleTimeout => Some(CloseCode::Away),
+            CloseReason::MaxDuration => Some(CloseCode::Other(4000)),
+            CloseReason::ServerShutdown => Some(CloseCode::Restart),
             CloseReason::FrameTooBig | CloseReason::MessageTooBig => Some(CloseCode::Size),
             CloseReason::RateLimitAbuse => Some(CloseCode::Policy),
             CloseReason::ProtocolError | CloseReason::UnexpectedContinuation => {
@@ -120,7 +127,7 @@ mod tests {
             .split('`')
             .skip(1)
             .step_by(2)
-            .filter(|w| !w.starts_with("sumu_"))
+            .filter(|w| !w.starts_with("sumu_") && !w.starts_with("--"))
             .collect();
         assert_eq!(
             documented, labels,

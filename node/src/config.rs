@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::close::CloseReason;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -188,7 +190,13 @@ pub struct Options {
         global = true
     )]
     pub allowed_origins: Option<Vec<String>>,
-    /// On SIGTERM, spread closing the sockets (1001) over this many seconds [default: 10]
+    /// Close code of the drain (SIGTERM): 1012 "service restart" makes common clients reconnect [default: 1012]
+    #[arg(long, env = "SUMU_DRAIN_CLOSE_CODE", global = true)]
+    pub drain_close_code: Option<u16>,
+    /// Close code at the max connection duration; 1001 is API Gateway's, which sockette never reconnects on [default: 4000]
+    #[arg(long, env = "SUMU_MAX_DURATION_CLOSE_CODE", global = true)]
+    pub max_duration_close_code: Option<u16>,
+    /// On SIGTERM, spread closing the sockets over this many seconds [default: 10]
     #[arg(long, env = "SUMU_DRAIN_SECS", global = true)]
     pub drain_secs: Option<u64>,
 
@@ -258,7 +266,8 @@ impl Options {
             jwks_min_cache_secs, max_user_id_bytes,
             idle_timeout_secs, max_connection_secs, ping_interval_secs, max_frame_bytes,
             max_message_bytes, rate_limit_per_sec, rate_limit_burst, rate_limit_strikes,
-            outbound_buffer_bytes, allowed_origins, drain_secs, aws_endpoint, aws_region,
+            outbound_buffer_bytes, allowed_origins, drain_secs, drain_close_code,
+            max_duration_close_code, aws_endpoint, aws_region,
             name_prefix, connections_table, cluster_table, messages_topic_arn,
             messages_queue_url, notifications_queue_url, mesh_topic_arn, heartbeat_secs,
             node_timeout_secs, metrics_namespace, presence_source,
@@ -318,6 +327,20 @@ pub struct Limits {
     pub rate_burst: f64,
     pub rate_strikes: u32,
     pub outbound_buffer_bytes: usize,
+    /// The close code of the drain.
+    pub drain_close_code: u16,
+    /// The close code at the max connection duration.
+    pub max_duration_close_code: u16,
+}
+
+/// Close codes a server may send (RFC 6455 §7.4: the registered ones an
+/// endpoint sends, and the 3000-4999 ranges).
+fn sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+fn default_code(reason: CloseReason) -> u16 {
+    reason.code().map_or(1000, u16::from)
 }
 
 impl Default for Limits {
@@ -332,6 +355,8 @@ impl Default for Limits {
             rate_burst: 100.0,
             rate_strikes: 20,
             outbound_buffer_bytes: 4 * 1024 * 1024,
+            drain_close_code: default_code(CloseReason::ServerShutdown),
+            max_duration_close_code: default_code(CloseReason::MaxDuration),
         }
     }
 }
@@ -433,7 +458,18 @@ impl Config {
             rate_burst: o.rate_limit_burst.unwrap_or(d.rate_burst),
             rate_strikes: o.rate_limit_strikes.unwrap_or(d.rate_strikes),
             outbound_buffer_bytes: o.outbound_buffer_bytes.unwrap_or(d.outbound_buffer_bytes),
+            drain_close_code: o.drain_close_code.unwrap_or(d.drain_close_code),
+            max_duration_close_code: o
+                .max_duration_close_code
+                .unwrap_or(d.max_duration_close_code),
         };
+        for code in [limits.drain_close_code, limits.max_duration_close_code] {
+            if !sendable_close_code(code) {
+                return invalid(format!(
+                    "close code {code} cannot be sent by a server (use 1000-1003, 1007-1014 or 3000-4999)"
+                ));
+            }
+        }
         if limits.max_frame_bytes == 0 || limits.max_frame_bytes > 65536 {
             return invalid("--max-frame-bytes must be within 1..=65536".into());
         }
@@ -602,6 +638,28 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(7));
         assert_eq!(c.auth.audiences, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn close_codes_default_to_reconnectable_ones_and_refuse_reserved() {
+        let c = Config::resolve(dev()).unwrap();
+        assert_eq!(c.limits.drain_close_code, 1012);
+        assert_eq!(c.limits.max_duration_close_code, 4000);
+        for bad in [1004, 1005, 1006, 1015, 999, 2000, 5000] {
+            let o = Options {
+                drain_close_code: Some(bad),
+                ..dev()
+            };
+            assert!(Config::resolve(o).is_err(), "{bad} accepted");
+        }
+        let o = Options {
+            max_duration_close_code: Some(1001),
+            ..dev()
+        };
+        assert_eq!(
+            Config::resolve(o).unwrap().limits.max_duration_close_code,
+            1001
+        );
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub async fn serve(
         Arc::new(DevIssuer::new(
             config.auth.audiences.first().cloned(),
             config.auth.issuer.clone(),
+            config.auth.hs256_secret.as_deref(),
         ))
     });
     let auth = Authenticator::new(

@@ -278,7 +278,10 @@ async fn idle_timeout_and_max_duration_close_the_socket() {
         }
         assert!(t0.elapsed() < Duration::from_secs(6), "never closed");
     };
-    assert_eq!(code, 1001);
+    assert_eq!(
+        code, 4000,
+        "max duration closes with --max-duration-close-code"
+    );
     assert!(t0.elapsed() >= Duration::from_millis(2800));
 }
 
@@ -399,13 +402,14 @@ async fn origin_allow_list() {
 }
 
 #[tokio::test]
-async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
+async fn sigterm_closes_sockets_with_1012_and_exits_zero() {
     let mut node = Node::dev(&["--drain-secs", "1"]);
     let mut a = node.connect("a").await;
     let mut b = node.connect("b").await;
     node.signal(libc::SIGTERM);
-    assert_eq!(close_code(&mut a, LONG).await, Some(1001));
-    assert_eq!(close_code(&mut b, LONG).await, Some(1001));
+    // 1012 "service restart": clients reconnect (to another node).
+    assert_eq!(close_code(&mut a, LONG).await, Some(1012));
+    assert_eq!(close_code(&mut b, LONG).await, Some(1012));
     let t0 = Instant::now();
     let status = loop {
         if let Some(s) = node.child.try_wait().unwrap() {
@@ -445,4 +449,45 @@ async fn large_upgrade_requests_and_frames_pass_the_small_read_buffer() {
     let frame = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(30_000));
     send_text(&mut ws, &frame).await;
     assert!(next_text(&mut ws, LONG).await.unwrap().contains("\"pong\""));
+}
+
+#[tokio::test]
+async fn dev_tokens_signed_with_the_shared_secret_work_on_every_node() {
+    let a = Node::dev(&["--hs256-secret", "fleet-secret"]);
+    let b = Node::dev(&["--hs256-secret", "fleet-secret"]);
+    let token = a.dev_token("alice").await;
+    let (status, body) = refused(&b.ws_url(&token)).await;
+    assert_eq!(
+        status, 101,
+        "a fleet node refused a fleet dev token: {body}"
+    );
+    // A node with its own per-process dev key does not accept it.
+    let lone = Node::dev(&[]);
+    let (status, body) = refused(&lone.ws_url(&token)).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("bad_signature"), "{body}");
+}
+
+#[tokio::test]
+async fn dev_config_never_shows_an_operator_api_key() {
+    let get = |node: &Node| {
+        let url = node.url("/dev/config");
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let builtin = Node::dev(&[]);
+    assert_eq!(get(&builtin).await["api_key"], "dev");
+    let operator = Node::start(
+        &["--dev", "--api-key", "s3cret-operator-key"],
+        "s3cret-operator-key",
+    );
+    let body = get(&operator).await;
+    assert!(body["api_key"].is_null(), "{body}");
+    assert!(!body.to_string().contains("s3cret"), "{body}");
 }

@@ -1,5 +1,6 @@
-//! The `--dev` token issuer: signs HS256 tokens for any `sub` with a key made
-//! at start-up, which the node's authenticator also trusts.
+//! The `--dev` token issuer: signs HS256 tokens for any `sub`, with the
+//! node's `--hs256-secret` when it has one (so a fleet shares dev tokens),
+//! else with a key made at start-up; the node's authenticator trusts it.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,10 +19,23 @@ pub(crate) struct DevIssuer {
 }
 
 impl DevIssuer {
-    pub(crate) fn new(audience: Option<String>, issuer: Option<String>) -> DevIssuer {
-        let mut secret = Vec::with_capacity(32);
-        secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-        secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    /// An issuer signing with `shared_secret` when one is given (every node
+    /// of a fleet started with the same `--hs256-secret` then accepts every
+    /// node's dev tokens), else with a key made now, for this process only.
+    pub(crate) fn new(
+        audience: Option<String>,
+        issuer: Option<String>,
+        shared_secret: Option<&str>,
+    ) -> DevIssuer {
+        let secret = match shared_secret {
+            Some(s) => s.as_bytes().to_vec(),
+            None => {
+                let mut secret = Vec::with_capacity(32);
+                secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+                secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+                secret
+            }
+        };
         DevIssuer {
             secret,
             audience,

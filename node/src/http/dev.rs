@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{error_body, AppState};
 use crate::auth::dev::DEV_TOKEN_TTL_SECS;
+use crate::config::DEV_API_KEY;
 use crate::logging::chain;
 
 /// Why a dev request was refused.
@@ -71,14 +72,24 @@ async fn token(
 #[derive(Serialize)]
 struct DevConfig<'a> {
     path: &'a str,
+    /// Only the built-in dev key is ever shown: an operator's `--api-key`
+    /// stays secret even with `--dev`.
     api_key: Option<&'a str>,
+    /// SUMU's demo backend runs in this node (`--demo-backend`).
+    demo_backend: bool,
 }
 
 /// What the demo page needs to talk to this node.
 async fn config(state: web::Data<AppState>) -> HttpResponse {
+    let api_key = state
+        .config
+        .api_key
+        .as_deref()
+        .filter(|k| *k == DEV_API_KEY);
     HttpResponse::Ok().json(DevConfig {
         path: &state.config.path,
-        api_key: state.config.api_key.as_deref(),
+        api_key,
+        demo_backend: state.config.demo_backend,
     })
 }
 

@@ -35,6 +35,16 @@ pub(crate) struct SessionEnv {
 }
 
 impl SessionEnv {
+    /// The code a close for `reason` carries: the configured one for a
+    /// drain and the max duration, else the reason's own.
+    fn close_code(&self, reason: CloseReason) -> Option<ws::CloseCode> {
+        match reason {
+            CloseReason::ServerShutdown => Some(self.limits.drain_close_code.into()),
+            CloseReason::MaxDuration => Some(self.limits.max_duration_close_code.into()),
+            other => other.code(),
+        }
+    }
+
     fn lifetimes(&self) -> Lifetimes {
         Lifetimes {
             idle_timeout: self.limits.idle_timeout,
@@ -95,7 +105,7 @@ impl Session {
     /// a code), stops the actor.
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, reason: CloseReason) {
         reason.count();
-        if let Some(code) = reason.code() {
+        if let Some(code) = self.env.close_code(reason) {
             ctx.close(Some(ws::CloseReason {
                 code,
                 description: Some(reason.description()),
