@@ -80,6 +80,24 @@ pub enum Command {
     /// Create the AWS resources (tables, stream, TTL, topics, queues, DLQs,
     /// subscriptions) idempotently, for local use and users without Terraform.
     Bootstrap,
+    /// The fleet (aws engine): `sumu-node cluster status [--json]`.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+/// Operators' commands on a running fleet, configured like a node.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Every node (status, address, heartbeat age, sockets), the leader and
+    /// its lease, the presence stream's checkpoint lag, and the depths of the
+    /// notifications and messages queues and their DLQs.
+    Status {
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Every option, all optional: unset ones fall back to the file, then to the

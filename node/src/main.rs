@@ -1,9 +1,9 @@
 //! The `sumu-node` binary: parse the command line, then serve (until
-//! SIGTERM/SIGINT) or bootstrap.
+//! SIGTERM/SIGINT), bootstrap, or report the fleet's status.
 
 use anyhow::Context;
 use clap::Parser;
-use sumu_node::config::{Cli, Command, Config};
+use sumu_node::config::{Cli, ClusterCommand, Command, Config};
 use sumu_node::server;
 
 fn main() -> anyhow::Result<()> {
@@ -25,6 +25,14 @@ fn main() -> anyhow::Result<()> {
                 .block_on(server::bootstrap(&config))
                 .context("bootstrap")?;
             print!("{env}");
+        }
+        Command::Cluster {
+            command: ClusterCommand::Status { json },
+        } => {
+            let status = system
+                .block_on(server::cluster_status(&config, json))
+                .context("cluster status")?;
+            print!("{status}");
         }
     }
     Ok(())

@@ -222,6 +222,13 @@ pub async fn signalled() {
     }
 }
 
+/// `sumu-node cluster status`: the fleet's status as a table (or JSON).
+pub async fn cluster_status(config: &Config, json: bool) -> Result<String, NodeError> {
+    engine::aws::cluster_status(config, json)
+        .await
+        .map_err(|e| NodeError::Engine(e.into()))
+}
+
 /// `sumu-node bootstrap`: creates the AWS resources; answers the
 /// `SUMU_*=…` lines that name them.
 pub async fn bootstrap(config: &Config) -> Result<String, NodeError> {

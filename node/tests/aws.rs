@@ -79,9 +79,28 @@ impl Cluster {
     fn var(&self, k: &str) -> &str {
         &self.env[k]
     }
+
+    /// `sumu-node cluster status ARGS` against this cluster: (exit ok, stdout).
+    fn status(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_sumu-node"))
+            .args(["cluster", "status"])
+            .args(args)
+            .envs(
+                self.env
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("SUMU_NOTIFICATIONS_TOPIC"))
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .env("SUMU_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
 }
 
-/// Polls `check` until it holds (or fails the test after LONG).
 async fn row_exists(ddb: &aws_sdk_dynamodb::Client, table: &str, user: &str, conn: &str) -> bool {
     ddb.get_item()
         .table_name(table)
@@ -658,4 +677,54 @@ async fn the_leader_emits_presence_and_reaps_a_dead_node() {
         .await
         .unwrap();
     assert!(rest.messages.unwrap_or_default().is_empty());
+}
+
+#[tokio::test]
+async fn cluster_status_shows_nodes_sockets_leader_and_queues() {
+    let c = Cluster::new("Status", 5);
+    let timing = ["--heartbeat-secs", "1", "--node-timeout-secs", "3"];
+    let a = c.named("node-a", &timing);
+    let b = c.named("node-b", &timing);
+    let _a1 = a.connect("u1").await;
+    let _a2 = a.connect("u2").await;
+    let _b1 = b.connect("u3").await;
+    eventually(
+        "status: two nodes, their sockets, a leader",
+        LONG,
+        || async {
+            let (ok, out) = c.status(&["--json"]);
+            assert!(ok, "cluster status failed: {out}");
+            let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+            let nodes = v["nodes"].as_array().expect("nodes");
+            let sockets = |id: &str| {
+                nodes
+                    .iter()
+                    .find(|n| n["node_id"] == id)
+                    .and_then(|n| n["connections"].as_u64())
+            };
+            let leader = v["leader"]["node_id"].as_str().unwrap_or("");
+            nodes.len() == 2
+                && sockets("node-a") == Some(2)
+                && sockets("node-b") == Some(1)
+                && nodes.iter().all(|n| {
+                    n["status"] == "active"
+                        && n["heartbeat_age_ms"].as_u64().is_some_and(|a| a < 5_000)
+                })
+                && (leader == "node-a" || leader == "node-b")
+                && v["presence"]["shards"].as_u64().is_some_and(|n| n >= 1)
+                && v["queues"].as_array().is_some_and(|q| q.len() == 4)
+        },
+    )
+    .await;
+    let (ok, table) = c.status(&[]);
+    assert!(ok);
+    for want in [
+        "NODE",
+        "node-a",
+        "node-b",
+        "leader: node-",
+        "StatusNotificationsDLQ",
+    ] {
+        assert!(table.contains(want), "{want} missing from:\n{table}");
+    }
 }

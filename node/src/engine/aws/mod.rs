@@ -16,6 +16,7 @@ mod queue;
 mod reaper;
 mod resources;
 mod router;
+mod status;
 mod store;
 mod sweeper;
 
@@ -188,6 +189,17 @@ pub(crate) async fn engine(config: &Config, local: LocalDelivery) -> Result<Engi
         router,
         background,
         bus: None,
+    })
+}
+
+/// `sumu-node cluster status`: the fleet as AWS sees it, as a table or JSON.
+pub(crate) async fn cluster_status(config: &Config, json: bool) -> Result<String, EngineError> {
+    let clients = Clients::new(&config.aws).await;
+    let status = status::status(&clients, &config.aws).await?;
+    Ok(if json {
+        serde_json::to_string_pretty(&status).unwrap_or_default() + "\n"
+    } else {
+        status.table()
     })
 }
 

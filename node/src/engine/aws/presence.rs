@@ -113,7 +113,8 @@ fn user_of(record: &Record) -> Option<String> {
         .cloned()
 }
 
-fn millis_of(record: &Record) -> u64 {
+/// A stream record's creation time, ms since the epoch (now if it has none).
+pub(crate) fn millis_of(record: &Record) -> u64 {
     record
         .dynamodb()
         .and_then(|d| d.approximate_creation_date_time())
@@ -121,12 +122,21 @@ fn millis_of(record: &Record) -> u64 {
         .unwrap_or_else(now_ms)
 }
 
-impl PresenceConsumer {
-    async fn stream_arn(&self) -> Result<String, EngineError> {
+/// Reading the connections table's stream and the leader's checkpoints:
+/// shared by the presence consumer and `sumu-node cluster status`.
+pub(crate) struct StreamReader<'a> {
+    pub(crate) ddb: &'a aws_sdk_dynamodb::Client,
+    pub(crate) streams: &'a aws_sdk_dynamodbstreams::Client,
+    pub(crate) connections_table: &'a str,
+    pub(crate) cluster_table: &'a str,
+}
+
+impl StreamReader<'_> {
+    pub(crate) async fn stream_arn(&self) -> Result<String, EngineError> {
         let request = self
             .ddb
             .describe_table()
-            .table_name(&self.connections_table)
+            .table_name(self.connections_table)
             .send();
         let out = call("dynamodb", "DescribeTable", request).await?;
         out.table()
@@ -134,12 +144,15 @@ impl PresenceConsumer {
             .map(str::to_string)
             .ok_or_else(|| EngineError::Missing {
                 what: "stream of table",
-                name: self.connections_table.clone(),
+                name: self.connections_table.to_string(),
             })
     }
 
     /// Every shard: (id, parent).
-    async fn shards(&self, stream_arn: &str) -> Result<Vec<(String, Option<String>)>, EngineError> {
+    pub(crate) async fn shards(
+        &self,
+        stream_arn: &str,
+    ) -> Result<Vec<(String, Option<String>)>, EngineError> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
@@ -169,7 +182,8 @@ impl PresenceConsumer {
         AttributeValue::S(format!("checkpoint#{stream_arn}#{shard}"))
     }
 
-    async fn checkpoint(
+    /// The last sequence number processed in `shard`, if any.
+    pub(crate) async fn checkpoint(
         &self,
         stream_arn: &str,
         shard: &str,
@@ -177,7 +191,7 @@ impl PresenceConsumer {
         let request = self
             .ddb
             .get_item()
-            .table_name(&self.cluster_table)
+            .table_name(self.cluster_table)
             .key("pk", Self::checkpoint_key(stream_arn, shard))
             .consistent_read(true)
             .send();
@@ -189,24 +203,13 @@ impl PresenceConsumer {
             .cloned())
     }
 
-    async fn save_checkpoint(
+    /// An iterator at the first record after the checkpoint (or at the trim
+    /// horizon when there is none or it is unusable).
+    pub(crate) async fn iterator(
         &self,
         stream_arn: &str,
         shard: &str,
-        seq: &str,
-    ) -> Result<(), EngineError> {
-        let request = self
-            .ddb
-            .put_item()
-            .table_name(&self.cluster_table)
-            .item("pk", Self::checkpoint_key(stream_arn, shard))
-            .item("sequence_number", AttributeValue::S(seq.to_string()))
-            .send();
-        call("dynamodb", "PutItem", request).await?;
-        Ok(())
-    }
-
-    async fn iterator(&self, stream_arn: &str, shard: &str) -> Result<Option<String>, EngineError> {
+    ) -> Result<Option<String>, EngineError> {
         let after = self.checkpoint(stream_arn, shard).await?;
         if let Some(seq) = &after {
             let request = self
@@ -234,6 +237,34 @@ impl PresenceConsumer {
             .send();
         let out = call("dynamodbstreams", "GetShardIterator", request).await?;
         Ok(out.shard_iterator().map(str::to_string))
+    }
+
+    pub(crate) async fn save_checkpoint(
+        &self,
+        stream_arn: &str,
+        shard: &str,
+        seq: &str,
+    ) -> Result<(), EngineError> {
+        let request = self
+            .ddb
+            .put_item()
+            .table_name(self.cluster_table)
+            .item("pk", Self::checkpoint_key(stream_arn, shard))
+            .item("sequence_number", AttributeValue::S(seq.to_string()))
+            .send();
+        call("dynamodb", "PutItem", request).await?;
+        Ok(())
+    }
+}
+
+impl PresenceConsumer {
+    fn reader(&self) -> StreamReader<'_> {
+        StreamReader {
+            ddb: &self.ddb,
+            streams: &self.streams,
+            connections_table: &self.connections_table,
+            cluster_table: &self.cluster_table,
+        }
     }
 
     async fn emit(&self, user: &str, status: PresenceStatus, at: u64) -> Result<(), EngineError> {
@@ -326,7 +357,8 @@ impl PresenceConsumer {
         state: &mut PresenceState,
         stop: &CancellationToken,
     ) -> Result<(), EngineError> {
-        let stream_arn = self.stream_arn().await?;
+        let reader = self.reader();
+        let stream_arn = reader.stream_arn().await?;
         // Shard id → its next iterator (None: the shard is closed and read).
         let mut cursors: HashMap<String, Option<String>> = HashMap::new();
         let mut finished: HashSet<String> = HashSet::new();
@@ -338,7 +370,7 @@ impl PresenceConsumer {
                 return Ok(());
             }
             if scanned.elapsed() >= RESCAN_EVERY {
-                known = self.shards(&stream_arn).await?;
+                known = reader.shards(&stream_arn).await?;
                 scanned = tokio::time::Instant::now();
             }
             let ids: HashSet<&str> = known.iter().map(|(id, _)| id.as_str()).collect();
@@ -355,7 +387,7 @@ impl PresenceConsumer {
                     }
                 }
                 if !cursors.contains_key(shard) {
-                    let iterator = self.iterator(&stream_arn, shard).await?;
+                    let iterator = reader.iterator(&stream_arn, shard).await?;
                     cursors.insert(shard.clone(), iterator);
                 }
                 let Some(cursor) = cursors.get_mut(shard) else {
@@ -390,7 +422,7 @@ impl PresenceConsumer {
                     .and_then(|r| r.dynamodb())
                     .and_then(|d| d.sequence_number())
                 {
-                    self.save_checkpoint(&stream_arn, shard, seq).await?;
+                    reader.save_checkpoint(&stream_arn, shard, seq).await?;
                     got_any = true;
                 }
                 *cursor = out.next_shard_iterator().map(str::to_string);

@@ -47,16 +47,16 @@ impl Resources {
 }
 
 /// The names of the topics and queues, all from the name prefix.
-struct Names {
-    messages: String,
-    notifications: String,
-    mesh: String,
-    messages_dlq: String,
-    notifications_dlq: String,
+pub(crate) struct Names {
+    pub(crate) messages: String,
+    pub(crate) notifications: String,
+    pub(crate) mesh: String,
+    pub(crate) messages_dlq: String,
+    pub(crate) notifications_dlq: String,
 }
 
 impl Names {
-    fn of(cfg: &AwsConfig) -> Names {
+    pub(crate) fn of(cfg: &AwsConfig) -> Names {
         let p = &cfg.name_prefix;
         Names {
             messages: format!("{p}Messages"),
