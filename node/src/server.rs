@@ -67,10 +67,16 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
     listener.into_std().map_err(err)
 }
 
-async fn build_engine(config: &Config, local: LocalDelivery) -> Result<Engine, EngineError> {
+/// The engine of `config`, delivering through `local`; `address` is where
+/// this node listens (written to its cluster row).
+async fn build_engine(
+    config: &Config,
+    local: LocalDelivery,
+    address: SocketAddr,
+) -> Result<Engine, EngineError> {
     match config.engine {
         EngineKind::Memory => Ok(engine::memory::engine(config.presence_source, local)),
-        EngineKind::Aws => engine::aws::engine(config, local).await,
+        EngineKind::Aws => engine::aws::engine(config, local, address).await,
     }
 }
 
@@ -84,7 +90,8 @@ pub async fn serve(
 ) -> Result<(), NodeError> {
     let config = Arc::new(config);
     let local = LocalDelivery::start();
-    let engine = build_engine(&config, local.clone())
+    let listen = listener.local_addr().unwrap_or(config.listen);
+    let engine = build_engine(&config, local.clone(), listen)
         .await
         .map_err(|e| NodeError::Engine(e.into()))?;
     let tasks = TaskTracker::new();
@@ -136,7 +143,6 @@ pub async fn serve(
     });
 
     let app_state = state.clone();
-    let listen = listener.local_addr().ok();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
@@ -154,7 +160,7 @@ pub async fn serve(
     })
     .listen(listener)
     .map_err(|source| NodeError::Bind {
-        addr: listen.unwrap_or(config.listen),
+        addr: listen,
         source,
     })?;
     let addrs = server.addrs();

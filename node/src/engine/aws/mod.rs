@@ -102,8 +102,13 @@ impl Background for AwsBackground {
     }
 }
 
-/// The aws engine of node `config.node_id`, delivering through `local`.
-pub(crate) async fn engine(config: &Config, local: LocalDelivery) -> Result<Engine, EngineError> {
+/// The aws engine of node `config.node_id`, delivering through `local`;
+/// `address` is where the node listens (for operators, in its row).
+pub(crate) async fn engine(
+    config: &Config,
+    local: LocalDelivery,
+    address: std::net::SocketAddr,
+) -> Result<Engine, EngineError> {
     let cfg = &config.aws;
     let clients = Clients::new(cfg).await;
     let resources = resources::resolve(&clients, cfg).await?;
@@ -127,7 +132,7 @@ pub(crate) async fn engine(config: &Config, local: LocalDelivery) -> Result<Engi
     let mesh = Arc::new(Mesh::new(
         MeshSettings {
             node_id: config.node_id.clone(),
-            address: config.listen.to_string(),
+            address: address.to_string(),
             topic_arn: resources.mesh_topic_arn.clone(),
             inbox_name: format!("{}Inbox-{}", cfg.name_prefix, config.node_id),
             heartbeat_every: cfg.heartbeat,
