@@ -491,3 +491,28 @@ async fn dev_config_never_shows_an_operator_api_key() {
     assert!(body["api_key"].is_null(), "{body}");
     assert!(!body.to_string().contains("s3cret"), "{body}");
 }
+
+#[tokio::test]
+async fn the_server_closes_tcp_right_after_the_closing_handshake() {
+    // RFC 6455 §7.1.1: after the Close handshake the server closes the TCP
+    // connection first, at once (it used to linger about 1 s).
+    let node = Node::dev(&[]);
+    let mut ws = node.connect("closer").await;
+    ws.send(Message::Close(None)).await.expect("send close");
+    let t0 = Instant::now();
+    let mut saw_close = false;
+    loop {
+        match tokio::time::timeout(LONG, ws.next()).await {
+            Ok(Some(Ok(Message::Close(_)))) => saw_close = true,
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_))) | Ok(None) => break,
+            Err(_) => panic!("the connection stayed open"),
+        }
+    }
+    let took = t0.elapsed();
+    assert!(saw_close, "no close frame echoed");
+    assert!(
+        took < Duration::from_millis(300),
+        "TCP closed {took:?} after the handshake"
+    );
+}
