@@ -165,7 +165,9 @@ S3="$OUT/three/http-split.json"
   echo "## AWS calls"
   echo
   echo "All nodes' \`sumu_aws_calls_total\` over the run, background work included (long polls,"
-  echo "heartbeats, the leader's stream reads and presence publishes)."
+  echo "heartbeats, the leader's stream reads and presence publishes): at these low request rates the"
+  echo "per-request figures are upper bounds (the idle row shows the background alone), and so is"
+  echo "the delivery cost computed from them below."
   echo
   echo "| fleet | run | calls |"
   echo "|---|---|---|"

@@ -156,15 +156,16 @@ impl RunReport {
             self.scenario, self.target, self.elapsed_s, self.run_id
         );
         if !self.latencies.is_empty() {
+            // Wide enough for `delivery_cross_node`.
             let _ = writeln!(
                 out,
-                "\n{:<10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "\n{:<19} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
                 "latency", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
             );
             for (name, s) in &self.latencies {
                 let _ = writeln!(
                     out,
-                    "{:<10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                    "{:<19} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
                     name,
                     s.count,
                     ms(s.p50_us),

@@ -721,7 +721,6 @@ async fn node_sigterm_drains() {
 /// What common clients need from a drain: a close code they reconnect on (1012
 /// "service restart"; sockette never reconnects after 1000, 1001 or 1005).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the drain to close with 1012 instead of 1001 (issue 13, node change by the lead)"]
 async fn node_sigterm_closes_with_1012() {
     let _serial = SERIAL.lock().await;
     let f = Fleet::up(2).await;
@@ -808,7 +807,6 @@ async fn node_restart_same_id_rejoins() {
 
 /// `GET /dev/token` on one node gives a token every node accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the dev issuer to sign with --hs256-secret when one is given (issue 13, node change by the lead)"]
 async fn dev_tokens_work_across_the_fleet() {
     let _serial = SERIAL.lock().await;
     let f = Fleet::up(2).await;

@@ -162,7 +162,10 @@ pub async fn prepare(
     let mut direct_targets = Vec::new();
     if target_args.direct {
         for url in &target_args.nodes {
-            let node = Target::resolve(url, &target_args.ws_path, target_args.allow_remote).await?;
+            // --tls/--ca-file apply to the nodes' sockets too.
+            let node = Target::resolve(url, &target_args.ws_path, target_args.allow_remote)
+                .await?
+                .with_tls(&target_args.tls)?;
             direct_targets.push(Arc::new(node));
         }
     }

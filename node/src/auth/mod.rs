@@ -364,6 +364,8 @@ impl Authenticator {
 
     /// The shortest lifetime of a fetched JWKS (default
     /// [`DEFAULT_JWKS_MIN_CACHE`]); a `max-age` below it is raised to it.
+    /// Set it right after [`Authenticator::new`], before any background
+    /// refresh can hold the remote state.
     pub(crate) fn with_jwks_min_cache(mut self, min: Duration) -> Authenticator {
         if let Some(remote) = self.remote.as_mut().and_then(Arc::get_mut) {
             remote.min_ttl = min;

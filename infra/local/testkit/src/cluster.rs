@@ -296,13 +296,15 @@ impl Cluster {
             return;
         }
         self.up = false;
-        let out = self.run(&["down".to_string()]);
-        if !out.status.success() {
-            eprintln!(
+        // Never panics: it runs from drop, also while a failed test unwinds.
+        match self.command(&["down".to_string()]).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
                 "infra/local/cluster down failed ({}):\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
-            );
+            ),
+            Err(e) => eprintln!("cannot run {}: {e}", script().display()),
         }
     }
 }
