@@ -492,7 +492,11 @@ async fn the_mesh_carries_multicasts_and_broadcasts_between_nodes() {
         .unwrap()
         .to_string();
     b.signal(libc::SIGTERM);
-    assert_eq!(close_code(&mut bob, LONG).await, Some(1001));
+    assert_eq!(
+        close_code(&mut bob, LONG).await,
+        Some(1012),
+        "a drain closes with 1012"
+    );
     eventually("node-b left: row and inbox gone", LONG, || async {
         cluster_row(&ddb, &cluster, "node#node-b").await.is_none()
             && sqs

@@ -232,3 +232,77 @@ async fn invalid_utf8_in_a_single_text_frame_closes_1007() {
         Some(Some(1007))
     );
 }
+
+/// Item 3: every frame counts against the rate limit, control and binary
+/// frames too (10,000 pings used to get 10,000 pongs).
+#[tokio::test]
+async fn ping_and_binary_floods_are_rate_limited_then_closed_1008() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let node = Node::dev(&[
+        "--rate-limit-per-sec",
+        "1",
+        "--rate-limit-burst",
+        "5",
+        "--rate-limit-strikes",
+        "3",
+    ]);
+    for flood in [
+        Message::Ping(vec![1u8].into()),
+        Message::Binary(vec![1u8].into()),
+    ] {
+        let mut ws = node.connect("flooder").await;
+        for _ in 0..50 {
+            if ws.send(flood.clone()).await.is_err() {
+                break;
+            }
+        }
+        assert_eq!(
+            close_code(&mut ws, Duration::from_secs(5)).await,
+            Some(1008),
+            "a flood of {flood:?} frames was not closed"
+        );
+    }
+}
+
+/// Item 4: a client's pings do not hold an idle socket open.
+#[tokio::test]
+async fn client_pings_do_not_reset_the_idle_timer() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let node = Node::dev(&["--idle-timeout-secs", "1"]);
+    let mut ws = node.connect("pinger").await;
+    let t0 = std::time::Instant::now();
+    let code = loop {
+        let _ = ws.send(Message::Ping(vec![7u8].into())).await;
+        match close_code(&mut ws, Duration::from_millis(300)).await {
+            Some(code) => break code,
+            None if t0.elapsed() > Duration::from_secs(5) => panic!("pings kept the socket open"),
+            None => {}
+        }
+    };
+    assert_eq!(code, 1001, "idle timeout");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+}
+
+/// Item 10: the API key is checked before the body is read, so a client
+/// without the key cannot hold a connection by trickling a body.
+#[tokio::test]
+async fn the_api_key_is_checked_before_the_body() {
+    let node = Node::dev(&[]);
+    let mut s = TcpStream::connect(node.addr).await.unwrap();
+    s.write_all(
+        b"POST /api/notify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\
+          Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .expect("no answer while the body was still owed")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(head.contains("bad_api_key"), "{head}");
+}

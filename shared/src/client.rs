@@ -58,6 +58,19 @@ struct Wire<'a> {
     id: Option<Box<RawValue>>,
 }
 
+/// The most of a client's `action` an error frame echoes back, in chars.
+pub const MAX_ECHOED_ACTION: usize = 64;
+
+/// What an error echoes of a client's value: at most [`MAX_ECHOED_ACTION`]
+/// chars, then `…` (a 120 KB action must not come back as a 120 KB error).
+fn echo(mut value: String) -> String {
+    if let Some((cut, _)) = value.char_indices().nth(MAX_ECHOED_ACTION) {
+        value.truncate(cut);
+        value.push('…');
+    }
+    value
+}
+
 impl ClientFrame {
     /// Parses and validates one text frame, e.g.
     /// `{"action":"send","message":{..},"id":"c1"}`.
@@ -69,12 +82,12 @@ impl ClientFrame {
             serde_json::from_str(text).map_err(|e| FrameError::InvalidJson(e.to_string()))?;
         let action_raw = wire.action.ok_or(FrameError::MissingAction)?;
         let action_name: String = serde_json::from_str(action_raw.get())
-            .map_err(|_| FrameError::UnknownAction(action_raw.get().to_string()))?;
+            .map_err(|_| FrameError::UnknownAction(echo(action_raw.get().to_string())))?;
         let action = match action_name.as_str() {
             "ping" => ClientAction::Ping,
             "publish" => ClientAction::Publish,
             "send" => ClientAction::Send,
-            _ => return Err(FrameError::UnknownAction(action_name)),
+            _ => return Err(FrameError::UnknownAction(echo(action_name))),
         };
         let message = wire.message.filter(|m| m.get() != "null");
         if matches!(action, ClientAction::Publish | ClientAction::Send) && message.is_none() {
@@ -128,6 +141,23 @@ mod tests {
             ClientFrame::parse(r#"{"action":5}"#).unwrap_err(),
             FrameError::UnknownAction("5".into())
         );
+    }
+
+    #[test]
+    fn an_unknown_action_is_echoed_truncated() {
+        let long = "x".repeat(120_000);
+        let frame = format!(r#"{{"action":"{long}"}}"#);
+        let FrameError::UnknownAction(echoed) = ClientFrame::parse(&frame).unwrap_err() else {
+            panic!("expected UnknownAction");
+        };
+        assert_eq!(echoed.chars().count(), MAX_ECHOED_ACTION + 1);
+        assert!(echoed.ends_with('…'));
+        // Multi-byte characters are cut on a char boundary.
+        let wide = format!(r#"{{"action":"{}"}}"#, "é".repeat(100));
+        let FrameError::UnknownAction(echoed) = ClientFrame::parse(&wide).unwrap_err() else {
+            panic!("expected UnknownAction");
+        };
+        assert_eq!(echoed.chars().count(), MAX_ECHOED_ACTION + 1);
         assert_eq!(
             ClientFrame::parse(r#"{"action":"publish"}"#).unwrap_err(),
             FrameError::MissingMessage

@@ -70,9 +70,13 @@ impl NotificationRequest {
 
     /// The multicast targets minus the excluded users.
     pub fn targets(&self) -> impl Iterator<Item = &String> {
+        // A set, so 21,000 users minus 21,000 exclusions is linear, not
+        // 441 million comparisons.
+        let excluded: std::collections::HashSet<&str> =
+            self.exclude_users.iter().map(String::as_str).collect();
         self.users
             .iter()
-            .filter(|u| !self.exclude_users.contains(u))
+            .filter(move |u| !excluded.contains(u.as_str()))
     }
 }
 

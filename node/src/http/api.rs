@@ -3,6 +3,7 @@
 //! [`ApiError`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -23,6 +24,12 @@ pub(super) enum ApiError {
     Disabled,
     #[error("missing or wrong API key")]
     BadKey,
+    #[error("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs())]
+    BodyTimeout,
+    #[error("the request body is over {} bytes", super::MAX_NOTIFY_BYTES)]
+    BodyTooLarge,
+    #[error("the request body could not be read")]
+    BodyRead(#[source] actix_web::Error),
     #[error("{0}")]
     InvalidRequest(#[source] sumu_shared::NotificationError),
     #[error("{0}")]
@@ -38,6 +45,9 @@ impl ApiError {
         match self {
             ApiError::Disabled => Some("api_disabled"),
             ApiError::BadKey => Some("bad_api_key"),
+            ApiError::BodyTimeout => Some("body_timeout"),
+            ApiError::BodyTooLarge => Some("body_too_large"),
+            ApiError::BodyRead(_) => Some("bad_body"),
             ApiError::InvalidRequest(_) => Some("invalid_request"),
             ApiError::Routing(_) => Some("routing_failed"),
             ApiError::Hub(_) => None,
@@ -59,7 +69,12 @@ impl ApiError {
                 tracing::warn!(error = %chain(e), "notification routing failed");
             }
             ApiError::Hub(e) => tracing::warn!(error = %chain(e), "local sockets unreachable"),
-            ApiError::Disabled | ApiError::BadKey | ApiError::NoBus => {}
+            ApiError::Disabled
+            | ApiError::BadKey
+            | ApiError::NoBus
+            | ApiError::BodyTimeout
+            | ApiError::BodyTooLarge
+            | ApiError::BodyRead(_) => {}
         }
     }
 }
@@ -69,7 +84,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Disabled | ApiError::NoBus => StatusCode::NOT_FOUND,
             ApiError::BadKey => StatusCode::UNAUTHORIZED,
-            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidRequest(_) | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Routing(_) | ApiError::Hub(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -112,12 +129,33 @@ struct NotifyAccepted {
     mesh_messages: usize,
 }
 
+/// How long a notification request's body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The body, read only once the key was checked: bounded in size and time,
+/// so no client without the key, and none trickling bytes, holds a
+/// connection.
+async fn read_body(payload: web::Payload) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(
+        BODY_TIMEOUT,
+        payload.to_bytes_limited(super::MAX_NOTIFY_BYTES),
+    )
+    .await
+    {
+        Err(_) => Err(ApiError::BodyTimeout),
+        Ok(Err(_limit_exceeded)) => Err(ApiError::BodyTooLarge),
+        Ok(Ok(Err(e))) => Err(ApiError::BodyRead(e)),
+        Ok(Ok(Ok(body))) => Ok(body),
+    }
+}
+
 pub(super) async fn notify(
     req: HttpRequest,
-    body: Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     require_key(&req, &state)?;
+    let body = read_body(payload).await?;
     let request = NotificationRequest::parse(&body).map_err(ApiError::InvalidRequest)?;
     let request_id = format!(
         "{}-http-{}",

@@ -141,18 +141,25 @@ impl Session {
         self.schedule_tick(ctx);
     }
 
-    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        if !self.bucket.take() {
-            self.strikes += 1;
-            METRICS.errors.with_label_values(&["rate_limited"]).inc();
-            if self.strikes >= self.env.limits.rate_strikes {
-                self.close(ctx, CloseReason::RateLimitAbuse);
-            } else {
-                self.send(ctx, server::error(429, "rate limit exceeded", None));
-            }
-            return;
+    /// The rate limit, over every frame a client sends (data, binary,
+    /// continuation and control frames alike): false (an error frame, or a
+    /// 1008 close on abuse) when the frame is over the limit.
+    fn admit(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        if self.bucket.take() {
+            self.strikes = 0;
+            return true;
         }
-        self.strikes = 0;
+        self.strikes += 1;
+        METRICS.errors.with_label_values(&["rate_limited"]).inc();
+        if self.strikes >= self.env.limits.rate_strikes {
+            self.close(ctx, CloseReason::RateLimitAbuse);
+        } else {
+            self.send(ctx, server::error(429, "rate limit exceeded", None));
+        }
+        false
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         let frame = match ClientFrame::parse(text) {
             Ok(f) => f,
             Err(e) => {
@@ -283,6 +290,9 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 return self.close(ctx, CloseReason::ProtocolError);
             }
         };
+        if !matches!(msg, ws::Message::Close(_) | ws::Message::Nop) && !self.admit(ctx) {
+            return;
+        }
         match msg {
             ws::Message::Text(text) => {
                 self.timers.last_data = now;
@@ -302,8 +312,9 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 self.timers.last_data = now;
                 self.on_fragment(item, ctx);
             }
+            // A client's ping proves it is alive, not that it is in use: it
+            // does not hold an idle socket open (only data frames do).
             ws::Message::Ping(p) => {
-                self.timers.last_data = now;
                 if self.outbound.reserve(p.len()) {
                     ctx.pong(&p);
                 }

@@ -106,9 +106,11 @@ impl Router for AwsRouter {
             let report = local.to_connections(ids, payload).await?;
             outcome.local_deliveries = report.delivered;
             if !report.missing.is_empty() {
+                let missing: std::collections::HashSet<&str> =
+                    report.missing.iter().map(String::as_str).collect();
                 let stale: Vec<(String, String)> = mine
                     .iter()
-                    .filter(|r| report.missing.contains(&r.connection_id))
+                    .filter(|r| missing.contains(r.connection_id.as_str()))
                     .map(|r| (r.user_id.clone(), r.connection_id.clone()))
                     .collect();
                 self.store.prune(stale);

@@ -42,7 +42,8 @@ impl Sweeper {
             .filter(|r| r.connected_at + GRACE_MS < now || r.delete_at * 1000 < now)
             .map(|r| r.connection_id.clone())
             .collect();
-        let missing = self.local.missing(candidates).await?;
+        let missing: std::collections::HashSet<String> =
+            self.local.missing(candidates).await?.into_iter().collect();
         let stale: Vec<(String, String)> = rows
             .into_iter()
             .filter(|r| missing.contains(&r.connection_id))
