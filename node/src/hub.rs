@@ -7,10 +7,16 @@
 //! dependencies point one way (hub → engine → session). One recipient per
 //! socket, one message type: a second recipient would make every socket
 //! heavier.
+//!
+//! The hub also sweeps its sockets once a [`SWEEP_PERIOD`]: a socket whose
+//! session has not run for longer than its timers allow (its writes block,
+//! so its actor is never polled) is killed for that timer
+//! ([`crate::outbound::frozen_due`]); one pass over the map, no timer per
+//! socket.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -19,13 +25,14 @@ use tokio::sync::watch;
 
 use crate::close::CloseReason;
 use crate::metrics::METRICS;
-use crate::outbound::Outbound;
+use crate::outbound::{mono_ms, FrozenRule, Outbound, SWEEP_PERIOD};
 
 /// What the hub tells a session.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) enum ToSession {
-    /// A notification payload, already reserved in the outbound bound.
+    /// A notification payload, already reserved in the outbound bound
+    /// with its mailbox cost (the session releases that when it takes it).
     Deliver(ByteString),
     /// Close the socket for this reason (the node is draining).
     Close(CloseReason),
@@ -51,7 +58,7 @@ impl SessionHandle {
     /// Queues `payload` unless that would pass the socket's outbound cap,
     /// in which case the slow reader is cut off.
     fn deliver(&self, payload: &ByteString) -> bool {
-        if !self.outbound.reserve(payload.len()) {
+        if !self.outbound.reserve_message(payload.len()) {
             return false;
         }
         self.recipient.do_send(ToSession::Deliver(payload.clone()));
@@ -145,6 +152,11 @@ struct ConnectedUsers;
 #[rtype(result = "Vec<String>")]
 struct Missing(Vec<String>);
 
+/// Sweep for frozen sessions once a [`SWEEP_PERIOD`] from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StartSweep(FrozenRule);
+
 /// Stop accepting registrations and hand back every session, for the
 /// shutdown waves.
 #[derive(Message)]
@@ -186,7 +198,22 @@ impl Hub {
         delivered
     }
 
-    /// Forgets sockets cut off while delivering (their outbound cap tripped).
+    /// Kills the sockets whose sessions have not run for longer than their
+    /// timers allow, and forgets them.
+    fn sweep(&mut self, rule: &FrozenRule) {
+        let now = mono_ms(Instant::now());
+        let mut dead = Vec::new();
+        for (id, entry) in &self.connections {
+            if let Some(reason) = entry.handle.outbound.overdue(now, rule) {
+                tracing::debug!(connection_id = %id, reason = reason.label(), "frozen socket killed");
+                entry.handle.outbound.kill(reason);
+                dead.push(id.clone());
+            }
+        }
+        self.forget_dead(dead);
+    }
+
+    /// Forgets sockets cut off (their outbound cap tripped, or swept).
     fn forget_dead(&mut self, dead: Vec<Arc<str>>) {
         if dead.is_empty() {
             return;
@@ -281,6 +308,15 @@ impl Handler<Broadcast> for Hub {
         self.forget_dead(dead);
         METRICS.deliveries.inc_by(delivered as u64);
         delivered
+    }
+}
+
+impl Handler<StartSweep> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: StartSweep, ctx: &mut Self::Context) {
+        let rule = msg.0;
+        ctx.run_interval(SWEEP_PERIOD, move |hub, _| hub.sweep(&rule));
     }
 }
 
@@ -383,6 +419,11 @@ impl LocalDelivery {
             .await?)
     }
 
+    /// Starts the sweep for sockets whose sessions cannot run.
+    pub(crate) fn sweep(&self, rule: FrozenRule) {
+        self.hub.do_send(StartSweep(rule));
+    }
+
     pub(crate) async fn connected_users(&self) -> Result<Vec<String>, HubError> {
         Ok(self.hub.send(ConnectedUsers).await?)
     }
@@ -435,5 +476,46 @@ impl LocalDelivery {
         let mut count = self.count.clone();
         // An error means the hub is gone: nothing is open either.
         let _ = count.wait_for(|n| *n == 0).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::MAILBOX_MESSAGE_COST;
+    use crate::sys::counting_alloc::held;
+
+    struct Sink;
+
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ToSession> for Sink {
+        type Result = ();
+
+        fn handle(&mut self, _: ToSession, _: &mut Self::Context) {}
+    }
+
+    /// What the hub charges per queued message is what one really costs
+    /// (through the same `Recipient` the hub holds; the actor is not polled
+    /// in between, as a write-blocked session is not).
+    #[test]
+    fn mailbox_message_cost_is_charged() {
+        actix::System::new().block_on(async {
+            let recipient = Sink.start().recipient::<ToSession>();
+            let payload = ByteString::from("x");
+            let n = 10_000;
+            let before = held();
+            for _ in 0..n {
+                recipient.do_send(ToSession::Deliver(payload.clone()));
+            }
+            let per = (held() - before) / n;
+            assert!(per > 0, "nothing measured");
+            assert_eq!(
+                MAILBOX_MESSAGE_COST as isize, per,
+                "measured {per} B per message"
+            );
+        });
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! 1. leaves: `sys` (the only `unsafe`: raw libc calls), `clock`,
 //!    `config`, `logging`, `metrics`, `close` (why a socket closed),
-//!    `outbound` (what one socket may have queued), `auth` (tokens).
+//!    `outbound` (what one socket may have queued, and cutting it off),
+//!    `auth` (tokens).
 //! 2. `hub`: this node's sockets, by connection and by user; it knows a
 //!    socket only as the messages it sends it ([`hub`]'s `ToSession`).
 //! 3. `engine`: the fleet behind the traits (`memory` or `aws`); engines are

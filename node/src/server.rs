@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +18,7 @@ use crate::auth::Authenticator;
 use crate::close::CloseReason;
 use crate::config::{Config, EngineKind};
 use crate::engine::{self, Engine, EngineError};
-use crate::http::{self, AppState, SocketFd};
+use crate::http::{self, AppState};
 use crate::hub::LocalDelivery;
 use crate::logging::chain;
 use crate::session::SessionEnv;
@@ -90,6 +89,7 @@ pub async fn serve(
 ) -> Result<(), NodeError> {
     let config = Arc::new(config);
     let local = LocalDelivery::start();
+    local.sweep(crate::outbound::FrozenRule::new(&config.limits));
     let listen = listener.local_addr().unwrap_or(config.listen);
     let engine = build_engine(&config, local.clone(), listen)
         .await
@@ -160,7 +160,7 @@ pub async fn serve(
     .on_connect(|conn, ext| {
         if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
             let _ = tcp.set_nodelay(true);
-            ext.insert(SocketFd(tcp.as_raw_fd()));
+            ext.insert(crate::outbound::kill_switch(tcp));
         }
     })
     .listen(listener)

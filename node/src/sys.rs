@@ -1,5 +1,6 @@
 //! The only module with `unsafe` code: the few raw libc calls sumu needs
-//! (the descriptor limit, and aborting one accepted socket). Everything
+//! (the descriptor limit, and the zero linger of a socket being killed),
+//! and, in unit tests only, an allocator that counts what each thread holds. Everything
 //! else in the crate is safe Rust (`unsafe_code` is denied workspace-wide).
 #![allow(unsafe_code)]
 
@@ -20,16 +21,17 @@ pub(crate) fn raise_file_limit() {
     }
 }
 
-/// Drops a TCP connection now, discarding unsent data: zero linger, then
-/// `shutdown(2)` both ways. The descriptor stays open (its owner closes it),
-/// so the caller must guarantee `fd` is still that connection's descriptor.
-pub(crate) fn abort_socket(fd: RawFd) {
+/// Sets a zero linger on a TCP socket, so that closing it sends a RST and
+/// discards unsent data. Only a connection's kill switch calls it, and only
+/// from the connection's own dispatcher while that still owns the socket
+/// (see `outbound::kill_switch`): `fd` is then that socket's descriptor.
+pub(crate) fn set_zero_linger(fd: RawFd) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
     // SAFETY: the arguments are a valid `linger` struct of the size we pass;
-    // on a descriptor that is not a socket both calls fail with ENOTSOCK.
+    // on a descriptor that is not a socket the call fails with ENOTSOCK.
     unsafe {
         libc::setsockopt(
             fd,
@@ -38,6 +40,58 @@ pub(crate) fn abort_socket(fd: RawFd) {
             (&linger as *const libc::linger).cast(),
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         );
-        libc::shutdown(fd, libc::SHUT_RDWR);
     }
+}
+
+/// Unit tests only: the global allocator counts, per thread, the bytes held
+/// as glibc chunks (request + 8-byte header, rounded to 16, at least 32), so
+/// a test can measure what a data structure really costs.
+#[cfg(test)]
+pub(crate) mod counting_alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static HELD: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn chunk(size: usize) -> isize {
+        ((size + 8).div_ceil(16) * 16).max(32) as isize
+    }
+
+    fn add(n: isize) {
+        // `try_with`: a thread being torn down counts nothing.
+        let _ = HELD.try_with(|h| h.set(h.get() + n));
+    }
+
+    /// The bytes this thread holds from the allocator (net of frees).
+    pub(crate) fn held() -> isize {
+        HELD.with(Cell::get)
+    }
+
+    struct Counting;
+
+    // SAFETY: every call is forwarded to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            add(chunk(layout.size()));
+            // SAFETY: the caller's contract, forwarded.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            add(-chunk(layout.size()));
+            // SAFETY: the caller's contract, forwarded.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            add(chunk(new_size) - chunk(layout.size()));
+            // SAFETY: the caller's contract, forwarded.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
 }

@@ -54,8 +54,20 @@ fn rss_bytes(pid: u32) -> usize {
 
 /// A raw TCP socket upgraded to a WebSocket at `/push` with a dev token.
 async fn raw_socket(node: &Node, sub: &str) -> TcpStream {
+    upgrade(node, sub, TcpStream::connect(node.addr).await.unwrap()).await
+}
+
+/// A raw socket that never reads, with a tiny kernel receive buffer so the
+/// node's writes to it block soon (a slow reader).
+async fn sloth(node: &Node, sub: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    upgrade(node, sub, socket.connect(node.addr).await.unwrap()).await
+}
+
+/// Upgrades `s` to a WebSocket at `/push` with a dev token for `sub`.
+async fn upgrade(node: &Node, sub: &str, mut s: TcpStream) -> TcpStream {
     let token = node.dev_token(sub).await;
-    let mut s = TcpStream::connect(node.addr).await.unwrap();
     let request = format!(
         "GET /push?authorization={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -305,4 +317,288 @@ async fn the_api_key_is_checked_before_the_body() {
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
     assert!(head.contains("bad_api_key"), "{head}");
+}
+
+/// Whether the node dropped `s` (EOF or reset) within `within`; what is
+/// still buffered for it is read and discarded.
+async fn dropped_by_node(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// A 30 KB notification for everyone.
+fn big_broadcast() -> String {
+    format!(r#"{{"data":"{}"}}"#, "z".repeat(30_000))
+}
+
+/// A cap far above what [`block_writes`] queues, so only a timer can
+/// close a blocked socket.
+const BLOCKING_CAP: &[&str] = &["--outbound-buffer-bytes", "16777216"];
+
+/// Blocks the writes to every socket that does not read: 6 MB of
+/// broadcasts, more than the kernel buffers of a loopback connection take
+/// (up to 4 MB here; 1.2 MB were all taken, and the session kept running).
+async fn block_writes(node: &Node) {
+    node.notify_many(&big_broadcast(), 200, 4).await;
+}
+
+/// Item 15: a client that stops reading while the node writes to it is
+/// closed by its timers like any other (its session is not polled while its
+/// socket is full, so it used to escape them all and stay registered).
+/// `flags` shorten one timer; `reason` is the close counted for it; `bound`
+/// is how long after the socket blocked it must be gone.
+async fn write_blocked_socket_is_closed(flags: &[&str], reason: &str, bound: Duration) {
+    let node = Node::dev(&[flags, BLOCKING_CAP].concat());
+    let mut blocked = sloth(&node, "sloth").await;
+    block_writes(&node).await;
+    let t0 = Instant::now();
+    assert_eq!(node.users().await, ["sloth"]);
+    let sample = format!(r#"sumu_connections_closed_total{{reason="{reason}"}}"#);
+    eventually(&format!("sloth closed for {reason}"), bound, || async {
+        node.users().await.is_empty() && node.metric(&sample).await == 1.0
+    })
+    .await;
+    eprintln!(
+        "{reason}: closed {:?} after its writes blocked",
+        t0.elapsed()
+    );
+    assert_eq!(node.metric("sumu_connections").await, 0.0);
+    assert_eq!(
+        node.metric(r#"sumu_connections_closed_total{reason="slow_reader"}"#)
+            .await,
+        0.0
+    );
+    assert!(
+        dropped_by_node(&mut blocked, Duration::from_secs(5)).await,
+        "the TCP connection is still open"
+    );
+}
+
+#[tokio::test]
+async fn write_blocked_socket_fails_ping_liveness() {
+    // 2 intervals + 1 s slack + 1 s sweep period, plus margin.
+    write_blocked_socket_is_closed(
+        &["--ping-interval-secs", "1"],
+        "no_pong",
+        Duration::from_secs(7),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn write_blocked_socket_hits_the_idle_timeout() {
+    write_blocked_socket_is_closed(
+        &["--idle-timeout-secs", "3"],
+        "idle_timeout",
+        Duration::from_secs(8),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn write_blocked_socket_hits_the_max_duration() {
+    write_blocked_socket_is_closed(
+        &["--max-connection-secs", "3"],
+        "max_duration",
+        Duration::from_secs(8),
+    )
+    .await;
+}
+
+/// Item 15, the other side: while a blocked socket is swept, a socket that
+/// reads (and so answers pings) keeps receiving, with 1 s pings.
+#[tokio::test]
+async fn a_reader_is_never_swept() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let node = Node::dev(&[&["--ping-interval-secs", "1"], BLOCKING_CAP].concat());
+    let _blocked = sloth(&node, "sloth").await;
+    let mut reader = node.connect("reader").await;
+    let rounds = 200;
+    let counting = tokio::spawn(async move {
+        let mut texts = 0;
+        // Read for 6 s: long enough for the sloth to be swept.
+        let until = tokio::time::Instant::now() + Duration::from_secs(6);
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, reader.next()).await {
+            if let Message::Text(_) = m {
+                texts += 1;
+            }
+        }
+        (texts, reader)
+    });
+    block_writes(&node).await;
+    let (texts, _reader) = counting.await.unwrap();
+    assert_eq!(texts, rounds);
+    assert_eq!(node.users().await, ["reader"]);
+    assert_eq!(
+        node.metric(r#"sumu_connections_closed_total{reason="no_pong"}"#)
+            .await,
+        1.0
+    );
+}
+
+/// Item 14: tiny messages queued for clients that do not read are charged
+/// what they really cost (the mailbox envelope and queue node, 96 B, not
+/// only their 3 frame bytes). Ten non-readers, their writes blocked by 5 MB
+/// of broadcasts (about 2 MB of it counted against the 4 MiB cap, the rest
+/// in kernel buffers), are fed 40,000 tiny broadcasts: each used to pin
+/// 40,000 x 96 B = 3.8 MB more while the cap counted 120 KB (never tripped,
+/// RSS +38 MB); now each trips its cap, memory stays within the caps, and
+/// a reader gets everything.
+#[tokio::test]
+async fn tiny_messages_to_non_readers_trip_the_cap_by_their_real_cost() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    const SLOTHS: usize = 10;
+    const CAP: usize = 4 * MIB;
+    let node = Node::dev(&[]);
+    let pid = node.child.id();
+    let mut sloths = Vec::new();
+    for i in 0..SLOTHS {
+        sloths.push(sloth(&node, &format!("sloth{i}")).await);
+    }
+    let big = 170;
+    let tiny = 40_000;
+    let mut reader = node.connect("reader").await;
+    let counting = tokio::spawn(async move {
+        let mut texts = 0;
+        while texts < big + tiny {
+            match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
+                Ok(Some(Ok(Message::Text(_)))) => texts += 1,
+                Ok(Some(Ok(_))) => {}
+                _ => break,
+            }
+        }
+        texts
+    });
+    node.notify_many(&big_broadcast(), big, 4).await;
+    let slow_reader = r#"sumu_connections_closed_total{reason="slow_reader"}"#;
+    assert_eq!(
+        node.metric(slow_reader).await,
+        0.0,
+        "cut off by the big ones"
+    );
+    let before = rss_bytes(pid);
+    let mut peak = before;
+    let t0 = Instant::now();
+    for _ in 0..8 {
+        node.notify_many(r#"{"data":1}"#, tiny / 8, 16).await;
+        peak = peak.max(rss_bytes(pid));
+    }
+    let grown = peak.saturating_sub(before);
+    eprintln!(
+        "{tiny} tiny broadcasts in {:?}; RSS peak +{} KiB",
+        t0.elapsed(),
+        grown / 1024
+    );
+    assert_eq!(
+        counting.await.unwrap(),
+        big + tiny,
+        "the reader lost messages"
+    );
+    eventually(
+        "every non-reader cut off",
+        Duration::from_secs(5),
+        || async { node.metric(slow_reader).await == SLOTHS as f64 },
+    )
+    .await;
+    assert_eq!(node.users().await, ["reader"]);
+    assert!(
+        grown < SLOTHS * CAP + 16 * MIB,
+        "RSS grew {} KiB",
+        grown / 1024
+    );
+    drop(sloths);
+}
+
+/// Item 13: upgrades reset right after the request, while the hub is busy,
+/// leave no registration behind, and a socket that is cut off is that socket
+/// only: 100 sockets opened after 300 aborted handshakes (their descriptor
+/// numbers reused) all keep receiving while 600 KB of broadcasts would trip
+/// the 256 KiB cap of any ghost (the cut-off once ran `shutdown(2)` on a
+/// reused descriptor number and shut innocent sockets down).
+#[tokio::test]
+async fn aborted_handshakes_leave_no_ghosts_and_cut_offs_spare_others() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let node = Node::dev(&["--outbound-buffer-bytes", "262144"]);
+    let token = node.dev_token("ghost").await;
+    let request = format!(
+        "GET /push?authorization={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    // Keep the hub busy with tiny broadcasts meanwhile.
+    let busy = {
+        let (addr, key) = (node.addr, node.api_key.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for _ in 0..2000 {
+                let _ = client
+                    .post(format!("http://{addr}/api/notify"))
+                    .header("authorization", format!("Bearer {key}"))
+                    .body(r#"{"data":1}"#)
+                    .send()
+                    .await;
+            }
+        })
+    };
+    let aborts = (0..300).map(|_| {
+        let request = request.clone();
+        let addr = node.addr;
+        async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let _ = s.write_all(request.as_bytes()).await;
+            // Zero linger: close() resets the connection at once.
+            #[allow(deprecated)]
+            s.set_linger(Some(Duration::ZERO)).unwrap();
+            drop(s);
+        }
+    });
+    futures_util::future::join_all(aborts).await;
+    busy.await.unwrap();
+    let mut innocents = Vec::new();
+    for i in 0..100 {
+        innocents.push(node.connect(&format!("innocent{i:03}")).await);
+    }
+    eventually("no ghost registration", Duration::from_secs(5), || async {
+        node.metric("sumu_connections").await == 100.0
+    })
+    .await;
+    let rounds = 20;
+    let readers: Vec<_> = innocents
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let mut texts = 0;
+                while texts < rounds {
+                    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                        Ok(Some(Ok(Message::Text(t)))) if t.len() > 1000 => texts += 1,
+                        Ok(Some(Ok(_))) => {}
+                        other => return Err(format!("after {texts}: {other:?}")),
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    node.notify_many(&big_broadcast(), rounds, 2).await;
+    for (i, r) in futures_util::future::join_all(readers)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        r.unwrap()
+            .unwrap_or_else(|e| panic!("innocent{i:03} lost its socket {e}"));
+    }
+    let users = node.users().await;
+    assert_eq!(users.len(), 100, "{users:?}");
+    assert!(users.iter().all(|u| u.starts_with("innocent")), "{users:?}");
 }

@@ -9,7 +9,6 @@ mod dev;
 mod health;
 mod push;
 
-use std::os::fd::RawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -34,11 +33,6 @@ pub(crate) struct AppState {
     pub(crate) session_env: Arc<SessionEnv>,
     pub(crate) ready: Arc<AtomicBool>,
 }
-
-/// The raw descriptor of an accepted TCP connection, recorded at connect
-/// (for cutting off a slow reader from outside its session).
-#[derive(Clone, Copy)]
-pub(crate) struct SocketFd(pub(crate) RawFd);
 
 /// The largest notification request body (SQS's message size limit).
 const MAX_NOTIFY_BYTES: usize = 256 * 1024;

@@ -10,11 +10,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::AsyncContext;
+use actix_http::KillSwitch;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use actix_web_actors::ws;
 
-use super::{error_body, AppState, SocketFd};
+use super::{error_body, AppState};
 use crate::auth::{token_from_request, AuthError};
 use crate::clock::now_ms;
 use crate::engine::{ConnectionRecord, EngineError};
@@ -136,10 +137,12 @@ pub(super) async fn upgrade(
 
     let connection_id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let user_id: Arc<str> = claims.sub.into();
-    let socket = req.conn_data::<SocketFd>().map(|fd| fd.0);
+    // The connection's own kill switch (set at connect): cutting this
+    // socket off can only ever end this connection.
+    let switch = req.conn_data::<KillSwitch>().cloned();
     let outbound = Arc::new(Outbound::new(
         state.config.limits.outbound_buffer_bytes,
-        socket,
+        switch,
     ));
     let session = Session::new(
         connection_id.clone(),
@@ -155,7 +158,6 @@ pub(super) async fn upgrade(
         session
     });
     let Some(addr) = slot.take() else {
-        outbound.closed();
         return Err(UpgradeError::SessionDidNotStart);
     };
     // From here on, dropping `registration` (an error, or this request
@@ -178,7 +180,6 @@ pub(super) async fn upgrade(
         })
         .await;
     if let Err(e) = registered {
-        outbound.closed();
         return Err(UpgradeError::Hub(e));
     }
     let now = now_ms();
@@ -191,7 +192,6 @@ pub(super) async fn upgrade(
     };
     registration.storing();
     if let Err(e) = state.engine.store.register(&record).await {
-        outbound.closed();
         return Err(UpgradeError::RegisterFailed(e));
     }
     addr.do_send(Arm(registration));

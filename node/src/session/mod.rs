@@ -338,7 +338,11 @@ impl Handler<ToSession> for Session {
 
     fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
         match msg {
-            ToSession::Deliver(payload) => ctx.text(payload),
+            ToSession::Deliver(payload) => {
+                // Out of the mailbox: only its frame bytes remain queued.
+                self.outbound.taken();
+                ctx.text(payload);
+            }
             ToSession::Close(reason) => self.close(ctx, reason),
         }
     }

@@ -131,6 +131,58 @@ impl Node {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// POST /api/notify `n` times with one HTTP client, `concurrency` at a
+    /// time; panics unless every one is accepted (202).
+    pub async fn notify_many(&self, body: &str, n: usize, concurrency: usize) {
+        use futures_util::StreamExt;
+        let client = reqwest::Client::new();
+        let url = self.url("/api/notify");
+        let auth = format!("Bearer {}", self.api_key);
+        let mut sent = futures_util::stream::iter(0..n)
+            .map(|_| {
+                client
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+            })
+            .buffer_unordered(concurrency.max(1));
+        while let Some(r) = sent.next().await {
+            assert_eq!(r.expect("notify").status().as_u16(), 202);
+        }
+    }
+
+    /// The users with a socket on this node (GET /api/users).
+    pub async fn users(&self) -> Vec<String> {
+        let v: serde_json::Value = reqwest::Client::new()
+            .get(self.url("/api/users"))
+            .header("authorization", format!("Bearer {}", self.api_key))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        serde_json::from_value(v["users"].clone()).expect("users")
+    }
+
+    /// The value of one metric sample (`name{labels}` exactly as exposed),
+    /// 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(sample)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(self.url("/metrics"))
             .await

@@ -46,6 +46,8 @@ pub mod header;
 mod helpers;
 mod http_message;
 mod keep_alive;
+// SUMU-PATCH: a connection's kill switch (see kill_switch.rs).
+mod kill_switch;
 mod message;
 #[cfg(test)]
 mod notify_on_drop;
@@ -69,6 +71,7 @@ pub use self::{
     header::ContentEncoding,
     http_message::HttpMessage,
     keep_alive::KeepAlive,
+    kill_switch::KillSwitch,
     message::{ConnectionType, Message},
     payload::{BoxedPayloadStream, Payload},
     requests::{Request, RequestHead, RequestHeadType},

@@ -33,7 +33,8 @@ use crate::{
     config::ServiceConfig,
     error::{DispatchError, ParseError, PayloadError},
     service::HttpFlow,
-    ConnectionType, Error, Extensions, HttpMessage, OnConnectData, Request, Response, StatusCode,
+    ConnectionType, Error, Extensions, HttpMessage, KillSwitch, OnConnectData, Request, Response,
+    StatusCode,
 };
 
 const LW_BUFFER_SIZE: usize = 256;
@@ -166,6 +167,8 @@ pin_project! {
         pub(super) flags: Flags,
         peer_addr: Option<net::SocketAddr>,
         conn_data: Option<Rc<Extensions>>,
+        // SUMU-PATCH: the connection's kill switch, if `on_connect` set one.
+        kill: Option<KillSwitch>,
         config: ServiceConfig,
         error: Option<DispatchError>,
 
@@ -283,6 +286,12 @@ where
         peer_addr: Option<net::SocketAddr>,
         conn_data: OnConnectData,
     ) -> Self {
+        // SUMU-PATCH: the kill switch, looked up once.
+        let kill = conn_data
+            .0
+            .as_ref()
+            .and_then(|ext| ext.get::<KillSwitch>())
+            .cloned();
         Dispatcher {
             inner: DispatcherState::Normal {
                 inner: InnerDispatcher {
@@ -290,6 +299,7 @@ where
                     flags: Flags::empty(),
                     peer_addr,
                     conn_data: conn_data.0.map(Rc::new),
+                    kill,
                     config: config.clone(),
                     error: None,
 
@@ -1322,6 +1332,17 @@ where
             }),
 
             DispatcherStateProj::Normal { mut inner } => {
+                // SUMU-PATCH: a killed connection ends here, before anything
+                // is read or flushed; returning drops the body and the I/O.
+                // Checked first, so it also ends a connection parked on a
+                // socket that is not writable (the switch's waker woke us).
+                if let Some(kill) = inner.as_mut().project().kill.as_ref() {
+                    if kill.poll_killed(cx) {
+                        trace!("connection killed by its kill switch");
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+
                 trace!("start flags: {:?}", &inner.flags);
 
                 trace_timer_states(
