@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_codec::Decoder;
@@ -446,26 +448,26 @@ async fn a_reader_is_never_swept() {
 
 /// Item 14: tiny messages queued for clients that do not read are charged
 /// what they really cost (the mailbox envelope and queue node, 96 B, not
-/// only their 3 frame bytes). Ten non-readers, their writes blocked by 5 MB
-/// of broadcasts (about 2 MB of it counted against the 4 MiB cap, the rest
-/// in kernel buffers), are fed 40,000 tiny broadcasts: each used to pin
-/// 40,000 x 96 B = 3.8 MB more while the cap counted 120 KB (never tripped,
-/// RSS +38 MB); now each trips its cap, memory stays within the caps, and
-/// a reader gets everything.
+/// only their 3 frame bytes). Five non-readers, their writes blocked by
+/// 5 MB of broadcasts (1 to 4 MB of it in kernel buffers, the rest counted
+/// against their 8 MiB cap), are fed 80,000 tiny broadcasts: each used to
+/// pin 80,000 x 96 B = 7.7 MB more while the cap counted 240 KB (never
+/// tripped); now each trips its cap, memory stays within the caps, and a
+/// reader gets everything.
 #[tokio::test]
 async fn tiny_messages_to_non_readers_trip_the_cap_by_their_real_cost() {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
-    const SLOTHS: usize = 10;
-    const CAP: usize = 4 * MIB;
-    let node = Node::dev(&[]);
+    const SLOTHS: usize = 5;
+    const CAP: usize = 8 * MIB;
+    let node = Node::dev(&["--outbound-buffer-bytes", &CAP.to_string()]);
     let pid = node.child.id();
     let mut sloths = Vec::new();
     for i in 0..SLOTHS {
         sloths.push(sloth(&node, &format!("sloth{i}")).await);
     }
     let big = 170;
-    let tiny = 40_000;
+    let tiny = 80_000;
     let mut reader = node.connect("reader").await;
     let counting = tokio::spawn(async move {
         let mut texts = 0;
@@ -476,7 +478,7 @@ async fn tiny_messages_to_non_readers_trip_the_cap_by_their_real_cost() {
                 _ => break,
             }
         }
-        texts
+        (texts, reader)
     });
     node.notify_many(&big_broadcast(), big, 4).await;
     let slow_reader = r#"sumu_connections_closed_total{reason="slow_reader"}"#;
@@ -498,11 +500,8 @@ async fn tiny_messages_to_non_readers_trip_the_cap_by_their_real_cost() {
         t0.elapsed(),
         grown / 1024
     );
-    assert_eq!(
-        counting.await.unwrap(),
-        big + tiny,
-        "the reader lost messages"
-    );
+    let (texts, _reader) = counting.await.unwrap();
+    assert_eq!(texts, big + tiny, "the reader lost messages");
     eventually(
         "every non-reader cut off",
         Duration::from_secs(5),
@@ -573,30 +572,51 @@ async fn aborted_handshakes_leave_no_ghosts_and_cut_offs_spare_others() {
     })
     .await;
     let rounds = 20;
+    let received = Arc::new(AtomicUsize::new(0));
     let readers: Vec<_> = innocents
         .into_iter()
         .map(|mut ws| {
+            let received = received.clone();
             tokio::spawn(async move {
                 let mut texts = 0;
                 while texts < rounds {
                     match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-                        Ok(Some(Ok(Message::Text(t)))) if t.len() > 1000 => texts += 1,
+                        Ok(Some(Ok(Message::Text(t)))) if t.len() > 1000 => {
+                            texts += 1;
+                            received.fetch_add(1, Ordering::Relaxed);
+                        }
                         Ok(Some(Ok(_))) => {}
                         other => return Err(format!("after {texts}: {other:?}")),
                     }
                 }
-                Ok(())
+                Ok(ws)
             })
         })
         .collect();
-    node.notify_many(&big_broadcast(), rounds, 2).await;
+    // One at a time, each read by all before the next: an innocent never
+    // has more than one queued, far under its cap; a ghost would pass it.
+    for round in 1..=rounds {
+        node.notify_many(&big_broadcast(), 1, 1).await;
+        eventually(
+            "every innocent got the broadcast",
+            Duration::from_secs(10),
+            || {
+                let received = received.clone();
+                async move { received.load(Ordering::Relaxed) >= 100 * round }
+            },
+        )
+        .await;
+    }
+    let mut open = Vec::new();
     for (i, r) in futures_util::future::join_all(readers)
         .await
         .into_iter()
         .enumerate()
     {
-        r.unwrap()
-            .unwrap_or_else(|e| panic!("innocent{i:03} lost its socket {e}"));
+        open.push(
+            r.unwrap()
+                .unwrap_or_else(|e| panic!("innocent{i:03} lost its socket {e}")),
+        );
     }
     let users = node.users().await;
     assert_eq!(users.len(), 100, "{users:?}");

@@ -167,8 +167,6 @@ pin_project! {
         pub(super) flags: Flags,
         peer_addr: Option<net::SocketAddr>,
         conn_data: Option<Rc<Extensions>>,
-        // SUMU-PATCH: the connection's kill switch, if `on_connect` set one.
-        kill: Option<KillSwitch>,
         config: ServiceConfig,
         error: Option<DispatchError>,
 
@@ -286,12 +284,6 @@ where
         peer_addr: Option<net::SocketAddr>,
         conn_data: OnConnectData,
     ) -> Self {
-        // SUMU-PATCH: the kill switch, looked up once.
-        let kill = conn_data
-            .0
-            .as_ref()
-            .and_then(|ext| ext.get::<KillSwitch>())
-            .cloned();
         Dispatcher {
             inner: DispatcherState::Normal {
                 inner: InnerDispatcher {
@@ -299,7 +291,6 @@ where
                     flags: Flags::empty(),
                     peer_addr,
                     conn_data: conn_data.0.map(Rc::new),
-                    kill,
                     config: config.clone(),
                     error: None,
 
@@ -1336,7 +1327,12 @@ where
                 // is read or flushed; returning drops the body and the I/O.
                 // Checked first, so it also ends a connection parked on a
                 // socket that is not writable (the switch's waker woke us).
-                if let Some(kill) = inner.as_mut().project().kill.as_ref() {
+                // Looked up in the connection data on each poll (a map probe
+                // by type id) rather than kept in a field: the dispatcher
+                // lives in a task allocated in 128-byte steps, so a field
+                // can cost 128 bytes per connection.
+                let kill = inner.conn_data.as_ref().and_then(|e| e.get::<KillSwitch>());
+                if let Some(kill) = kill {
                     if kill.poll_killed(cx) {
                         trace!("connection killed by its kill switch");
                         return Poll::Ready(Ok(()));
