@@ -1,5 +1,5 @@
 //! The only module with `unsafe` code: the few raw libc calls sumu needs
-//! (the descriptor limit, and aborting one accepted socket). Everything
+//! (the descriptor limits, and aborting one accepted socket). Everything
 //! else in the crate is safe Rust (`unsafe_code` is denied workspace-wide).
 #![allow(unsafe_code)]
 
@@ -18,6 +18,17 @@ pub(crate) fn raise_file_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// The soft descriptor limit (what this process may open), if known.
+pub(crate) fn file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a plain libc call on a struct we own, of the size it expects.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
 }
 
 /// Drops a TCP connection now, discarding unsent data: zero linger, then

@@ -22,6 +22,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::hub::LocalDelivery;
+use crate::limits::Admission;
 use crate::session::SessionEnv;
 
 /// What every handler shares.
@@ -33,6 +34,7 @@ pub(crate) struct AppState {
     pub(crate) local: LocalDelivery,
     pub(crate) session_env: Arc<SessionEnv>,
     pub(crate) ready: Arc<AtomicBool>,
+    pub(crate) admission: Arc<Admission>,
 }
 
 /// The raw descriptor of an accepted TCP connection, recorded at connect
