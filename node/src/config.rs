@@ -188,6 +188,9 @@ pub struct Options {
     /// Largest client message (fragments joined) in bytes (close 1009 above) [default: 131072]
     #[arg(long, env = "SUMU_MAX_MESSAGE_BYTES", global = true)]
     pub max_message_bytes: Option<usize>,
+    /// Deepest nesting of arrays and objects in a client frame, its own object being level 1 (error 400 above) [default: 64]
+    #[arg(long, env = "SUMU_MAX_JSON_DEPTH", global = true)]
+    pub max_json_depth: Option<usize>,
     /// Client frames per second per connection (token bucket refill) [default: 50]
     #[arg(long, env = "SUMU_RATE_LIMIT_PER_SEC", global = true)]
     pub rate_limit_per_sec: Option<f64>,
@@ -200,6 +203,32 @@ pub struct Options {
     /// Bytes queued to one socket beyond which the slow reader is disconnected [default: 4194304]
     #[arg(long, env = "SUMU_OUTBOUND_BUFFER_BYTES", global = true)]
     pub outbound_buffer_bytes: Option<usize>,
+    /// Most sockets this node holds; beyond it upgrades get 503 and /readyz turns 503; 0 = the descriptor limit minus a reserve (5%, at least 64) [default: 0]
+    #[arg(long, env = "SUMU_MAX_SOCKETS", global = true)]
+    pub max_sockets: Option<usize>,
+    /// Most sockets one user (token `sub`) holds on this node; more get 429 [default: 100]
+    #[arg(long, env = "SUMU_MAX_SOCKETS_PER_USER", global = true)]
+    pub max_sockets_per_user: Option<usize>,
+    /// Most sockets one client address (IPv6: one /64) holds on this node; more get 429 [default: 4096]
+    #[arg(long, env = "SUMU_MAX_SOCKETS_PER_ADDRESS", global = true)]
+    pub max_sockets_per_address: Option<usize>,
+    /// Upgrades per second one client address may start (token bucket refill); more get 429 [default: 64]
+    #[arg(long, env = "SUMU_MAX_CONNECTS_PER_ADDRESS_PER_SEC", global = true)]
+    pub max_connects_per_address_per_sec: Option<f64>,
+    /// Upgrades one client address may start at once (token bucket size) [default: 512]
+    #[arg(long, env = "SUMU_MAX_CONNECTS_PER_ADDRESS_BURST", global = true)]
+    pub max_connects_per_address_burst: Option<f64>,
+    /// Client networks the per-address limits skip, comma separated CIDRs; "" for none [default: 127.0.0.0/8,::1/128]
+    #[arg(
+        long,
+        env = "SUMU_ADDRESS_LIMITS_EXEMPT",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub address_limits_exempt: Option<Vec<String>>,
+    /// Every connection on the listener starts with a PROXY protocol v2 header (HAProxy send-proxy-v2, AWS NLB); its source address is the client's; connections without one are closed [default: false]
+    #[arg(long, env = "SUMU_PROXY_PROTOCOL", num_args = 0..=1, default_missing_value = "true", global = true)]
+    pub proxy_protocol: Option<bool>,
     /// Allowed Origin headers, comma separated; requests without Origin are allowed [default: any]
     #[arg(
         long,
@@ -283,8 +312,10 @@ impl Options {
             verify_token_expiration, jwt_leeway_secs, jwks_cache_secs, jwks_refetch_secs,
             jwks_min_cache_secs, max_user_id_bytes,
             idle_timeout_secs, max_connection_secs, ping_interval_secs, max_frame_bytes,
-            max_message_bytes, rate_limit_per_sec, rate_limit_burst, rate_limit_strikes,
-            outbound_buffer_bytes, allowed_origins, drain_secs, drain_close_code,
+            max_message_bytes, max_json_depth, rate_limit_per_sec, rate_limit_burst, rate_limit_strikes,
+            outbound_buffer_bytes, max_sockets, max_sockets_per_user, max_sockets_per_address,
+            max_connects_per_address_per_sec, max_connects_per_address_burst,
+            address_limits_exempt, proxy_protocol, allowed_origins, drain_secs, drain_close_code,
             max_duration_close_code, aws_endpoint, aws_region,
             name_prefix, connections_table, cluster_table, messages_topic_arn,
             messages_queue_url, notifications_queue_url, mesh_topic_arn, heartbeat_secs,
@@ -341,6 +372,8 @@ pub struct Limits {
     pub ping_interval: Duration,
     pub max_frame_bytes: usize,
     pub max_message_bytes: usize,
+    /// Deepest nesting of a client frame (its own object is level 1).
+    pub max_json_depth: usize,
     pub rate_per_sec: f64,
     pub rate_burst: f64,
     pub rate_strikes: u32,
@@ -369,6 +402,7 @@ impl Default for Limits {
             ping_interval: Duration::from_secs(30),
             max_frame_bytes: 32 * 1024,
             max_message_bytes: 128 * 1024,
+            max_json_depth: sumu_shared::DEFAULT_MAX_JSON_DEPTH,
             rate_per_sec: 50.0,
             rate_burst: 100.0,
             rate_strikes: 20,
@@ -376,6 +410,100 @@ impl Default for Limits {
             drain_close_code: default_code(CloseReason::ServerShutdown),
             max_duration_close_code: default_code(CloseReason::MaxDuration),
         }
+    }
+}
+
+/// What a node admits: sockets in all, per user, per client address
+/// (count and connect rate). Checked at the upgrade by `limits`.
+#[derive(Debug, Clone)]
+pub struct SocketLimits {
+    /// Most sockets of this node; `None` until resolved from the
+    /// descriptor limit at start (`--max-sockets 0`).
+    pub max_sockets: Option<usize>,
+    pub max_per_user: usize,
+    pub max_per_address: usize,
+    pub connects_per_sec: f64,
+    pub connect_burst: f64,
+    /// Client networks the per-address limits skip.
+    pub exempt: Vec<Network>,
+}
+
+/// The default networks the per-address limits skip: loopback (a proxy on
+/// the same host, the load tester, the tests).
+pub const DEFAULT_ADDRESS_LIMITS_EXEMPT: &str = "127.0.0.0/8,::1/128";
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        SocketLimits {
+            max_sockets: None,
+            max_per_user: 100,
+            max_per_address: 4096,
+            connects_per_sec: 64.0,
+            connect_burst: 512.0,
+            exempt: DEFAULT_ADDRESS_LIMITS_EXEMPT
+                .split(',')
+                .filter_map(|n| n.parse().ok())
+                .collect(),
+        }
+    }
+}
+
+/// An IP network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`; a bare
+/// address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// Whether `ip` is in the network (IPv4-mapped IPv6 counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let mask = |bits: u32, prefix: u8| -> u128 {
+            if prefix == 0 {
+                0
+            } else {
+                (u128::MAX << (bits - u32::from(prefix))) & (u128::MAX >> (128 - bits))
+            }
+        };
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let m = mask(32, self.prefix);
+                u128::from(u32::from(net)) & m == u128::from(u32::from(ip)) & m
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let m = mask(128, self.prefix);
+                u128::from(net) & m == u128::from(ip) & m
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Network, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("not an IP network: {s:?}"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("bad prefix length in {s:?}"))?,
+            None => max,
+        };
+        Ok(Network { addr, prefix })
     }
 }
 
@@ -415,6 +543,9 @@ pub struct Config {
     pub log: String,
     pub auth: AuthConfig,
     pub limits: Limits,
+    pub sockets: SocketLimits,
+    /// Connections start with a PROXY protocol v2 header.
+    pub proxy_protocol: bool,
     pub allowed_origins: Vec<String>,
     pub drain: Duration,
     pub presence_source: PresenceSource,
@@ -472,6 +603,7 @@ impl Config {
             ping_interval: secs(o.ping_interval_secs, d.ping_interval),
             max_frame_bytes: o.max_frame_bytes.unwrap_or(d.max_frame_bytes),
             max_message_bytes: o.max_message_bytes.unwrap_or(d.max_message_bytes),
+            max_json_depth: o.max_json_depth.unwrap_or(d.max_json_depth),
             rate_per_sec: o.rate_limit_per_sec.unwrap_or(d.rate_per_sec),
             rate_burst: o.rate_limit_burst.unwrap_or(d.rate_burst),
             rate_strikes: o.rate_limit_strikes.unwrap_or(d.rate_strikes),
@@ -491,6 +623,12 @@ impl Config {
         if limits.max_frame_bytes == 0 || limits.max_frame_bytes > 65536 {
             return invalid("--max-frame-bytes must be within 1..=65536".into());
         }
+        if limits.max_json_depth == 0 || limits.max_json_depth > 1000 {
+            return invalid(
+                "--max-json-depth must be within 1..=1000 (SUMU's Python backends fail past ~1000)"
+                    .into(),
+            );
+        }
         if limits.max_message_bytes < limits.max_frame_bytes {
             return invalid("--max-message-bytes must be at least --max-frame-bytes".into());
         }
@@ -505,6 +643,35 @@ impl Config {
         }
         if limits.outbound_buffer_bytes < limits.max_message_bytes {
             return invalid("--outbound-buffer-bytes must hold at least one max message".into());
+        }
+        let ds = SocketLimits::default();
+        let sockets = SocketLimits {
+            max_sockets: o.max_sockets.filter(|n| *n > 0),
+            max_per_user: o.max_sockets_per_user.unwrap_or(ds.max_per_user),
+            max_per_address: o.max_sockets_per_address.unwrap_or(ds.max_per_address),
+            connects_per_sec: o
+                .max_connects_per_address_per_sec
+                .unwrap_or(ds.connects_per_sec),
+            connect_burst: o.max_connects_per_address_burst.unwrap_or(ds.connect_burst),
+            exempt: match o.address_limits_exempt {
+                None => ds.exempt,
+                Some(list) => clean_list(Some(list))
+                    .iter()
+                    .map(|n| n.parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| ConfigError::Invalid(format!("--address-limits-exempt: {e}")))?,
+            },
+        };
+        if sockets.max_per_user == 0 || sockets.max_per_address == 0 {
+            return invalid(
+                "--max-sockets-per-user and --max-sockets-per-address must be >= 1".into(),
+            );
+        }
+        let (rate, burst) = (sockets.connects_per_sec, sockets.connect_burst);
+        if rate.is_nan() || rate <= 0.0 || burst.is_nan() || burst < 1.0 {
+            return invalid(
+                "--max-connects-per-address-per-sec must be > 0 and its burst >= 1".into(),
+            );
         }
         let mut api_key = o.api_key.filter(|k| !k.is_empty());
         if dev && api_key.is_none() {
@@ -578,6 +745,8 @@ impl Config {
             log: o.log.unwrap_or_else(|| "info".to_string()),
             auth,
             limits,
+            sockets,
+            proxy_protocol: o.proxy_protocol.unwrap_or(false),
             allowed_origins: clean_list(o.allowed_origins),
             drain: secs(o.drain_secs, Duration::from_secs(10)),
             presence_source: o.presence_source.unwrap_or(PresenceSource::Topic),
@@ -715,6 +884,52 @@ mod tests {
             ..Options::default()
         };
         assert!(Config::resolve(o).unwrap().require_keys().is_ok());
+    }
+
+    #[test]
+    fn socket_limits_default_generous_and_exempt_loopback() {
+        let c = Config::resolve(dev()).unwrap();
+        assert_eq!(c.sockets.max_sockets, None);
+        assert_eq!(c.sockets.max_per_user, 100);
+        let loopback = |ip: &str| {
+            c.sockets
+                .exempt
+                .iter()
+                .any(|n| n.contains(ip.parse().unwrap()))
+        };
+        assert!(loopback("127.0.0.1") && loopback("127.9.8.7") && loopback("::1"));
+        assert!(loopback("::ffff:127.0.0.1"));
+        assert!(!loopback("192.0.2.1") && !loopback("2001:db8::1"));
+        let cli =
+            Cli::try_parse_from(["sumu-node", "--dev", "--address-limits-exempt", ""]).unwrap();
+        assert!(Config::resolve(cli.options)
+            .unwrap()
+            .sockets
+            .exempt
+            .is_empty());
+        let o = Options {
+            address_limits_exempt: Some(vec!["10.0.0.0/33".into()]),
+            ..dev()
+        };
+        assert!(Config::resolve(o).is_err());
+    }
+
+    #[test]
+    fn networks_parse_and_match_by_prefix() {
+        let n: Network = "10.1.0.0/16".parse().unwrap();
+        assert!(n.contains("10.1.255.3".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        assert!(!n.contains("::1".parse().unwrap()));
+        let n: Network = "2001:db8::/32".parse().unwrap();
+        assert!(n.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(!n.contains("2001:db9::1".parse().unwrap()));
+        let all: Network = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.9".parse().unwrap()));
+        let one: Network = "192.0.2.7".parse().unwrap();
+        assert!(one.contains("192.0.2.7".parse().unwrap()));
+        assert!(!one.contains("192.0.2.8".parse().unwrap()));
+        assert!("nope/8".parse::<Network>().is_err());
+        assert!("::/129".parse::<Network>().is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! 1. leaves: `sys` (the only `unsafe`: raw libc calls), `clock`,
 //!    `config`, `logging`, `metrics`, `close` (why a socket closed),
 //!    `outbound` (what one socket may have queued, and cutting it off),
-//!    `auth` (tokens).
+//!    `auth` (tokens), `limits` (which new sockets a node admits),
+//!    `proxy_protocol` (the PROXY v2 header a proxy puts before a
+//!    connection's bytes).
 //! 2. `hub`: this node's sockets, by connection and by user; it knows a
 //!    socket only as the messages it sends it ([`hub`]'s `ToSession`).
 //! 3. `engine`: the fleet behind the traits (`memory` or `aws`); engines are
@@ -28,9 +30,11 @@ mod demo;
 mod engine;
 mod http;
 mod hub;
+mod limits;
 mod logging;
 mod metrics;
 mod outbound;
+mod proxy_protocol;
 pub mod server;
 mod session;
 mod sys;

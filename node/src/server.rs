@@ -3,12 +3,16 @@
 //! is given resolves. Shutdown is injected: the binary wires it to
 //! SIGTERM/SIGINT, tests to whatever they like.
 
+mod proxied;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::dev::Extensions;
+use actix_web::rt::net::TcpStream;
 use actix_web::{web, App, HttpServer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,6 +24,7 @@ use crate::config::{Config, EngineKind};
 use crate::engine::{self, Engine, EngineError};
 use crate::http::{self, AppState};
 use crate::hub::LocalDelivery;
+use crate::limits::Admission;
 use crate::logging::chain;
 use crate::session::SessionEnv;
 
@@ -29,6 +34,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const TASKS_GRACE: Duration = Duration::from_secs(5);
 /// Pending connections the kernel keeps for a node under a connect storm.
 const BACKLOG: i32 = 4096;
+/// Connections a worker serves at once (the socket limits bound them).
+const MAX_CONNECTIONS: usize = 1_000_000;
+/// How long a new connection may take to send its request head.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a node could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +73,15 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
     socket.bind(addr).map_err(err)?;
     let listener = socket.listen(BACKLOG as u32).map_err(err)?;
     listener.into_std().map_err(err)
+}
+
+/// `--max-sockets`, or (0) the descriptor limit less a reserve for the
+/// listener, AWS connections and files: 5%, at least 64.
+fn max_sockets(config: &Config) -> usize {
+    config.sockets.max_sockets.unwrap_or_else(|| {
+        let files = crate::sys::file_limit().map_or(usize::MAX, |n| n as usize);
+        files.saturating_sub((files / 20).max(64)).max(1)
+    })
 }
 
 /// The engine of `config`, delivering through `local`; `address` is where
@@ -128,6 +146,8 @@ pub async fn serve(
     .with_max_subject_bytes(config.auth.max_user_id_bytes)
     .with_jwks_min_cache(config.auth.jwks_min_cache);
     auth.warm_up().await;
+    let admission = Admission::new(config.sockets.clone(), max_sockets(&config));
+    tracing::info!(max_sockets = admission.max_sockets(), "socket limits");
     let ready = Arc::new(AtomicBool::new(false));
     let state = web::Data::new(AppState {
         config: config.clone(),
@@ -140,36 +160,43 @@ pub async fn serve(
             output: engine.output.clone(),
         }),
         ready: ready.clone(),
+        admission,
     });
 
     let app_state = state.clone();
-    let server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(app_state.clone())
             .configure(|c| http::configure(c, &app_state))
-    })
-    .workers(config.workers)
-    .max_connections(1_000_000)
-    .client_request_timeout(Duration::from_secs(10))
-    // Drop a connection as soon as its response (or socket) is done instead
-    // of waiting up to 1 s for the client to close first: RFC 6455 §7.1.1
-    // has the server close TCP right after the closing handshake, and under
-    // churn the wait only holds descriptors.
-    .client_disconnect_timeout(Duration::ZERO)
-    .disable_signals()
-    .on_connect(|conn, ext| {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            let _ = tcp.set_nodelay(true);
-            ext.insert(crate::outbound::kill_switch(tcp));
-        }
-    })
-    .listen(listener)
-    .map_err(|source| NodeError::Bind {
+    };
+    let bind_err = |source| NodeError::Bind {
         addr: listen,
         source,
-    })?;
-    let addrs = server.addrs();
-    let server = server.run();
+    };
+    let (server, addrs) = if config.proxy_protocol {
+        let server = proxied::run(listener, config.workers, app, on_connect).map_err(bind_err)?;
+        (server, vec![listen])
+    } else {
+        let server = HttpServer::new(app)
+            .workers(config.workers)
+            .max_connections(MAX_CONNECTIONS)
+            .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+            // Drop a connection as soon as its response (or socket) is done instead
+            // of waiting up to 1 s for the client to close first: RFC 6455 §7.1.1
+            // has the server close TCP right after the closing handshake, and under
+            // churn the wait only holds descriptors.
+            .client_disconnect_timeout(Duration::ZERO)
+            .disable_signals()
+            .on_connect(|conn, ext| {
+                if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
+                    on_connect(tcp, ext);
+                }
+            })
+            .listen(listener)
+            .map_err(bind_err)?;
+        let addrs = server.addrs();
+        (server.run(), addrs)
+    };
     let handle = server.handle();
     for addr in &addrs {
         // One plain line on stdout for scripts and tests: the bound address.
@@ -214,6 +241,13 @@ pub async fn serve(
         Ok(Ok(())) | Err(_) => Ok(()),
         Ok(Err(e)) => Err(NodeError::Server(e)),
     }
+}
+
+/// Every accepted connection: no Nagle delay, and its descriptor recorded
+/// (for cutting off a slow reader from outside its session).
+fn on_connect(tcp: &TcpStream, ext: &mut Extensions) {
+    let _ = tcp.set_nodelay(true);
+    ext.insert(crate::outbound::kill_switch(tcp));
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,5 +1,5 @@
 //! The only module with `unsafe` code: the few raw libc calls sumu needs
-//! (the descriptor limit, and the zero linger of a socket being killed),
+//! (the descriptor limits, the zero linger of a socket being killed),
 //! and, in unit tests only, an allocator that counts what each thread holds. Everything
 //! else in the crate is safe Rust (`unsafe_code` is denied workspace-wide).
 #![allow(unsafe_code)]
@@ -19,6 +19,17 @@ pub(crate) fn raise_file_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// The soft descriptor limit (what this process may open), if known.
+pub(crate) fn file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a plain libc call on a struct we own, of the size it expects.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
 }
 
 /// Sets a zero linger on a TCP socket, so that closing it sends a RST and

@@ -3,6 +3,8 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::depth::{json_depth, DEFAULT_MAX_JSON_DEPTH};
+
 /// The routes of SUMU's API Gateway WebSocket API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAction {
@@ -46,6 +48,13 @@ pub enum FrameError {
     /// `id` is present but not a JSON string or number (`null` included).
     #[error("field 'id' must be a string or a number")]
     BadId,
+    /// Arrays and objects nest deeper than the limit (the frame's own
+    /// object is level 1); checked before the text is parsed.
+    #[error("JSON nested deeper than {max} levels")]
+    TooDeep {
+        /// The limit that was passed.
+        max: usize,
+    },
 }
 
 #[derive(Deserialize)]
@@ -71,10 +80,28 @@ fn echo(mut value: String) -> String {
     value
 }
 
+/// An `id` an answer may echo: a JSON string or number.
+fn echoable(id: &RawValue) -> bool {
+    let first = id.get().as_bytes().first().copied().unwrap_or(b' ');
+    first == b'"' || first == b'-' || first.is_ascii_digit()
+}
+
 impl ClientFrame {
     /// Parses and validates one text frame, e.g.
-    /// `{"action":"send","message":{..},"id":"c1"}`.
+    /// `{"action":"send","message":{..},"id":"c1"}`, nested at most
+    /// [`DEFAULT_MAX_JSON_DEPTH`] levels.
     pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+        ClientFrame::parse_within(text, DEFAULT_MAX_JSON_DEPTH)
+    }
+
+    /// [`ClientFrame::parse`] with arrays and objects nested at most
+    /// `max_depth` levels (the frame's own object is level 1). The depth is
+    /// measured first, in one pass without recursion, so a frame nested
+    /// 50,000 levels deep costs its length and is refused, never forwarded.
+    pub fn parse_within(text: &str, max_depth: usize) -> Result<ClientFrame, FrameError> {
+        if json_depth(text.as_bytes(), max_depth) > max_depth {
+            return Err(FrameError::TooDeep { max: max_depth });
+        }
         if !text.trim_start().starts_with('{') {
             return Err(FrameError::InvalidJson("expected a JSON object".into()));
         }
@@ -93,17 +120,27 @@ impl ClientFrame {
         if matches!(action, ClientAction::Publish | ClientAction::Send) && message.is_none() {
             return Err(FrameError::MissingMessage);
         }
-        if let Some(id) = &wire.id {
-            let first = id.get().as_bytes().first().copied().unwrap_or(b' ');
-            if !(first == b'"' || first == b'-' || first.is_ascii_digit()) {
-                return Err(FrameError::BadId);
-            }
+        if wire.id.as_deref().is_some_and(|id| !echoable(id)) {
+            return Err(FrameError::BadId);
         }
         Ok(ClientFrame {
             action,
             message,
             id: wire.id,
         })
+    }
+
+    /// The `id` of a frame that was refused (bad, too deep or over the rate
+    /// limit), when the text is a JSON object with a string or number `id`,
+    /// so the error frame can name the request it answers. Linear in the
+    /// text and without recursion at any depth (nested values are skipped
+    /// as raw text).
+    pub fn peek_id(text: &str) -> Option<Box<RawValue>> {
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
+        let wire: Wire<'_> = serde_json::from_str(text).ok()?;
+        wire.id.filter(|id| echoable(id))
     }
 }
 
@@ -174,5 +211,45 @@ mod tests {
             ClientFrame::parse(r#"[1,2]"#),
             Err(FrameError::InvalidJson(_))
         ));
+    }
+
+    #[test]
+    fn a_frame_nested_past_the_limit_is_refused() {
+        let nested = |levels: usize| {
+            format!(
+                r#"{{"action":"send","id":7,"message":{}1{}}}"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        // The frame's object is level 1, so `message` may nest 3 more.
+        assert!(ClientFrame::parse_within(&nested(3), 4).is_ok());
+        assert_eq!(
+            ClientFrame::parse_within(&nested(4), 4).unwrap_err(),
+            FrameError::TooDeep { max: 4 }
+        );
+        let deep = nested(50_000);
+        assert_eq!(
+            ClientFrame::parse(&deep).unwrap_err(),
+            FrameError::TooDeep {
+                max: DEFAULT_MAX_JSON_DEPTH
+            }
+        );
+        // Its id is still readable for the error frame, without recursion.
+        assert_eq!(ClientFrame::peek_id(&deep).unwrap().get(), "7");
+    }
+
+    #[test]
+    fn peek_id_reads_only_echoable_ids() {
+        let id = |t: &str| ClientFrame::peek_id(t).map(|r| r.get().to_string());
+        assert_eq!(
+            id(r#"{"action":"dance","id":"c1"}"#).as_deref(),
+            Some(r#""c1""#)
+        );
+        assert_eq!(id(r#"{"id":-3}"#).as_deref(), Some("-3"));
+        assert_eq!(id(r#"{"id":{"x":1}}"#), None);
+        assert_eq!(id(r#"{"id":null}"#), None);
+        assert_eq!(id(r#"{"action":"send""#), None);
+        assert_eq!(id(r#"[{"id":1}]"#), None);
     }
 }

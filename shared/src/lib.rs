@@ -9,6 +9,7 @@ pub mod attributes;
 pub mod claims;
 pub mod client;
 pub mod demo;
+pub mod depth;
 pub mod mesh;
 pub mod notification;
 pub mod presence;
@@ -16,6 +17,7 @@ mod raw;
 pub mod server;
 
 pub use client::{ClientAction, ClientFrame, FrameError};
+pub use depth::{json_depth, DEFAULT_MAX_JSON_DEPTH};
 pub use notification::{NotificationError, NotificationRequest};
 pub use presence::{PresenceEvent, PresenceStatus};
 pub use server::ServerFrame;

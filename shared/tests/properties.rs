@@ -9,7 +9,7 @@ use serde_json::Value;
 use sumu_shared::claims::{Audience, Claims};
 use sumu_shared::mesh::{MeshConnection, MeshEnvelope, MeshTarget};
 use sumu_shared::presence::{PresenceEvent, PresenceStatus};
-use sumu_shared::{server, ClientAction, ClientFrame, FrameError, NotificationRequest};
+use sumu_shared::{json_depth, server, ClientAction, ClientFrame, FrameError, NotificationRequest};
 
 /// Any JSON value, nested a few levels.
 fn json_value() -> impl Strategy<Value = Value> {
@@ -29,6 +29,16 @@ fn json_value() -> impl Strategy<Value = Value> {
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
+}
+
+/// How deeply `v` nests arrays and objects (0 for a scalar), by recursion
+/// over the parsed value: the reference the byte scanner must agree with.
+fn depth_of(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth_of).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth_of).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Text that is mostly JSON-shaped: a JSON value with some bytes replaced,
@@ -248,5 +258,27 @@ proptest! {
         prop_assert_eq!(&v["type"], "error");
         prop_assert_eq!(v["statusCode"].as_u64(), Some(u64::from(status)));
         prop_assert_eq!(v["message"].as_str(), Some(message.as_str()));
+    }
+
+    #[test]
+    fn json_depth_agrees_with_the_parsed_value(v in json_value(), limit in 0usize..8) {
+        let depth = depth_of(&v);
+        for text in [serde_json::to_string(&v).unwrap(), serde_json::to_string_pretty(&v).unwrap()] {
+            prop_assert_eq!(json_depth(text.as_bytes(), 64), depth);
+            prop_assert_eq!(json_depth(text.as_bytes(), limit), depth.min(limit + 1));
+        }
+        let frame = format!(r#"{{"action":"send","id":1,"message":{}}}"#, serde_json::to_string(&v).unwrap());
+        let too_deep = depth + 1 > limit;
+        prop_assert_eq!(
+            matches!(ClientFrame::parse_within(&frame, limit), Err(FrameError::TooDeep { .. })),
+            too_deep
+        );
+        let id = ClientFrame::peek_id(&frame).map(|id| id.get().to_string());
+        prop_assert_eq!(id.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn json_depth_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512), limit in 0usize..100) {
+        prop_assert!(json_depth(&bytes, limit) <= limit + 1);
     }
 }

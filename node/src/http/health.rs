@@ -1,5 +1,5 @@
 //! `/healthz` (the process is up), `/readyz` (it takes new sockets: the
-//! balancer's health check), `/metrics` (Prometheus text).
+//! balancer's health check; 503 while starting, draining or full), `/metrics` (Prometheus text).
 
 use std::sync::atomic::Ordering;
 
@@ -13,12 +13,15 @@ pub(super) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
-/// The node takes new sockets (false while starting and draining).
+/// The node takes new sockets: false while starting and draining, and
+/// while it holds `--max-sockets` (so the balancer sends new ones elsewhere).
 pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.ready.load(Ordering::Acquire) {
-        HttpResponse::Ok().body("ready")
-    } else {
+    if !state.ready.load(Ordering::Acquire) {
         HttpResponse::ServiceUnavailable().body("not ready")
+    } else if state.admission.full() {
+        HttpResponse::ServiceUnavailable().body("full")
+    } else {
+        HttpResponse::Ok().body("ready")
     }
 }
 

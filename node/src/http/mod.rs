@@ -21,6 +21,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::hub::LocalDelivery;
+use crate::limits::Admission;
 use crate::session::SessionEnv;
 
 /// What every handler shares.
@@ -32,6 +33,7 @@ pub(crate) struct AppState {
     pub(crate) local: LocalDelivery,
     pub(crate) session_env: Arc<SessionEnv>,
     pub(crate) ready: Arc<AtomicBool>,
+    pub(crate) admission: Arc<Admission>,
 }
 
 /// The largest notification request body (SQS's message size limit).

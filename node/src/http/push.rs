@@ -1,25 +1,34 @@
-//! `GET /push`: verify the token, register the socket (hub, then the
-//! engine's store, both before the 101), then upgrade. A refusal is an
+//! `GET /push`: admit the socket (node maximum, client address), verify
+//! the token, admit it for its user, register it (hub, then the engine's
+//! store, both before the 101), then upgrade. A refusal is an
 //! [`UpgradeError`]: HTTP status + `{"message","reason"}`, no socket.
+//! The admission [`Permit`] travels with the socket's body stream, so the
+//! counts go back when the connection ends (or the upgrade is refused).
 //!
 //! The socket's [`Registration`] guard exists before anything is
 //! registered, so an upgrade abandoned half-way (the client reset the
 //! connection) unregisters whatever it had registered.
 
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use actix::AsyncContext;
 use actix_http::KillSwitch;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use actix_web_actors::ws;
+use futures_util::Stream;
 
 use super::{error_body, AppState};
 use crate::auth::{token_from_request, AuthError};
 use crate::clock::now_ms;
 use crate::engine::{ConnectionRecord, EngineError};
 use crate::hub::{HubError, Register, SessionHandle};
+use crate::limits::{Permit, Refusal};
 use crate::logging::chain;
 use crate::metrics::METRICS;
 use crate::outbound::{Metered, Outbound};
@@ -32,6 +41,8 @@ pub(super) enum UpgradeError {
     NotReady,
     #[error("origin not allowed")]
     Origin,
+    #[error(transparent)]
+    Limited(Refusal),
     #[error(transparent)]
     Auth(AuthError),
     #[error("{0}")]
@@ -50,6 +61,7 @@ impl UpgradeError {
         match self {
             UpgradeError::NotReady | UpgradeError::Hub(_) => Some("draining"),
             UpgradeError::Origin => Some("origin_not_allowed"),
+            UpgradeError::Limited(r) => Some(r.reason()),
             UpgradeError::Auth(e) => Some(e.reason()),
             UpgradeError::NotWebSocket(_) => Some("not_a_websocket_upgrade"),
             UpgradeError::SessionDidNotStart => None,
@@ -75,6 +87,10 @@ impl UpgradeError {
                 METRICS.auth_failures.with_label_values(&[reason]).inc();
                 tracing::info!(reason, "upgrade refused");
             }
+            UpgradeError::Limited(r) => {
+                METRICS.limited.with_label_values(&[r.reason()]).inc();
+                tracing::info!(reason = r.reason(), "upgrade refused");
+            }
             UpgradeError::RegisterFailed(e) => {
                 METRICS.errors.with_label_values(&["register"]).inc();
                 tracing::warn!(error = %chain(e), "connection could not be recorded; refused");
@@ -93,6 +109,9 @@ impl ResponseError for UpgradeError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             UpgradeError::Origin => StatusCode::FORBIDDEN,
+            // 503 sends the balancer elsewhere; 429 says this client is over.
+            UpgradeError::Limited(Refusal::NodeFull) => StatusCode::SERVICE_UNAVAILABLE,
+            UpgradeError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             UpgradeError::Auth(e) => {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED)
             }
@@ -114,6 +133,13 @@ pub(super) async fn upgrade(
 ) -> Result<HttpResponse, UpgradeError> {
     if !state.ready.load(Ordering::Acquire) {
         return Err(UpgradeError::NotReady);
+    }
+    let mut permit = state.admission.open().map_err(UpgradeError::Limited)?;
+    let client = client_ip(&req);
+    if let Some(ip) = client {
+        permit
+            .address(ip, Instant::now())
+            .map_err(UpgradeError::Limited)?;
     }
     let origins = &state.config.allowed_origins;
     if !origins.is_empty() {
@@ -137,6 +163,7 @@ pub(super) async fn upgrade(
 
     let connection_id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let user_id: Arc<str> = claims.sub.into();
+    permit.user(&user_id).map_err(UpgradeError::Limited)?;
     // The connection's own kill switch (set at connect): cutting this
     // socket off can only ever end this connection.
     let switch = req.conn_data::<KillSwitch>().cloned();
@@ -195,6 +222,30 @@ pub(super) async fn upgrade(
         return Err(UpgradeError::RegisterFailed(e));
     }
     addr.do_send(Arm(registration));
-    tracing::debug!(%connection_id, %user_id, "socket open");
-    Ok(response.streaming(Metered::new(Box::pin(stream), outbound)))
+    tracing::debug!(%connection_id, %user_id, client = ?client, "socket open");
+    Ok(response.streaming(Admitted {
+        stream: Metered::new(Box::pin(stream), outbound),
+        _permit: permit,
+    }))
+}
+
+/// The client's address: the TCP peer, or with `--proxy-protocol` the
+/// source its PROXY v2 header named.
+fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
+    req.peer_addr().map(|a| a.ip())
+}
+
+/// A socket's body stream with its admission permit: actix drops the body
+/// when the connection ends, and the permit gives the counts back then.
+struct Admitted<S> {
+    stream: S,
+    _permit: Permit,
+}
+
+impl<S: Stream + Unpin> Stream for Admitted<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        Pin::new(&mut self.get_mut().stream).poll_next(cx)
+    }
 }

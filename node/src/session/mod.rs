@@ -144,7 +144,9 @@ impl Session {
     /// The rate limit, over every frame a client sends (data, binary,
     /// continuation and control frames alike): false (an error frame, or a
     /// 1008 close on abuse) when the frame is over the limit.
-    fn admit(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+    /// The 429 echoes the `id` of a refused text frame, so a client's
+    /// pending request fails at once instead of at its ack timeout.
+    fn admit(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: &ws::Message) -> bool {
         if self.bucket.take() {
             self.strikes = 0;
             return true;
@@ -154,17 +156,25 @@ impl Session {
         if self.strikes >= self.env.limits.rate_strikes {
             self.close(ctx, CloseReason::RateLimitAbuse);
         } else {
-            self.send(ctx, server::error(429, "rate limit exceeded", None));
+            let id = match msg {
+                ws::Message::Text(text) => ClientFrame::peek_id(text),
+                _ => None,
+            };
+            self.send(
+                ctx,
+                server::error(429, "rate limit exceeded", id.as_deref()),
+            );
         }
         false
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        let frame = match ClientFrame::parse(text) {
+        let frame = match ClientFrame::parse_within(text, self.env.limits.max_json_depth) {
             Ok(f) => f,
             Err(e) => {
                 METRICS.frames_in.with_label_values(&["invalid"]).inc();
-                self.send(ctx, server::error(400, &e.to_string(), None));
+                let id = ClientFrame::peek_id(text);
+                self.send(ctx, server::error(400, &e.to_string(), id.as_deref()));
                 return;
             }
         };
@@ -290,7 +300,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 return self.close(ctx, CloseReason::ProtocolError);
             }
         };
-        if !matches!(msg, ws::Message::Close(_) | ws::Message::Nop) && !self.admit(ctx) {
+        if !matches!(msg, ws::Message::Close(_) | ws::Message::Nop) && !self.admit(ctx, &msg) {
             return;
         }
         match msg {

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod node;
+pub mod proxy;
 pub mod sys;
 pub mod tokens;
 pub mod ws;
