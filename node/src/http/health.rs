@@ -13,9 +13,10 @@ pub(super) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
-/// The node takes new sockets (false while starting and draining).
+/// The node takes new sockets: false while starting and draining, and while
+/// the engine cannot register sockets (out of the mesh, AWS not answering).
 pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.ready.load(Ordering::Acquire) {
+    if state.ready.load(Ordering::Acquire) && state.engine.health.ready() {
         HttpResponse::Ok().body("ready")
     } else {
         HttpResponse::ServiceUnavailable().body("not ready")

@@ -29,6 +29,8 @@ use crate::session::{Arm, Registration, Session};
 pub(super) enum UpgradeError {
     #[error("node is not accepting connections")]
     NotReady,
+    #[error("node is rejoining the cluster, retry")]
+    OutOfMesh,
     #[error("origin not allowed")]
     Origin,
     #[error(transparent)]
@@ -48,6 +50,7 @@ impl UpgradeError {
     fn reason(&self) -> Option<&'static str> {
         match self {
             UpgradeError::NotReady | UpgradeError::Hub(_) => Some("draining"),
+            UpgradeError::OutOfMesh => Some("rejoining"),
             UpgradeError::Origin => Some("origin_not_allowed"),
             UpgradeError::Auth(e) => Some(e.reason()),
             UpgradeError::NotWebSocket(_) => Some("not_a_websocket_upgrade"),
@@ -80,7 +83,7 @@ impl UpgradeError {
             }
             UpgradeError::Hub(e) => tracing::info!(error = %chain(e), "upgrade refused"),
             UpgradeError::SessionDidNotStart => tracing::warn!("session did not start"),
-            UpgradeError::NotReady | UpgradeError::NotWebSocket(_) => {}
+            UpgradeError::NotReady | UpgradeError::OutOfMesh | UpgradeError::NotWebSocket(_) => {}
         }
     }
 }
@@ -88,9 +91,10 @@ impl UpgradeError {
 impl ResponseError for UpgradeError {
     fn status_code(&self) -> StatusCode {
         match self {
-            UpgradeError::NotReady | UpgradeError::Hub(_) | UpgradeError::RegisterFailed(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            UpgradeError::NotReady
+            | UpgradeError::OutOfMesh
+            | UpgradeError::Hub(_)
+            | UpgradeError::RegisterFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpgradeError::Origin => StatusCode::FORBIDDEN,
             UpgradeError::Auth(e) => {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED)
@@ -113,6 +117,9 @@ pub(super) async fn upgrade(
 ) -> Result<HttpResponse, UpgradeError> {
     if !state.ready.load(Ordering::Acquire) {
         return Err(UpgradeError::NotReady);
+    }
+    if !state.engine.health.in_mesh() {
+        return Err(UpgradeError::OutOfMesh);
     }
     let origins = &state.config.allowed_origins;
     if !origins.is_empty() {
@@ -190,7 +197,14 @@ pub(super) async fn upgrade(
         delete_at: now / 1000 + state.config.limits.max_connection.as_secs() + 3600,
     };
     registration.storing();
-    if let Err(e) = state.engine.store.register(&record).await {
+    let timeout = state.config.aws.register_timeout;
+    let stored = match tokio::time::timeout(timeout, state.engine.store.register(&record)).await {
+        Ok(stored) => stored,
+        Err(_) => Err(EngineError::RegisterTimeout(timeout)),
+    };
+    if let Err(e) = stored {
+        // The balancer should send new clients elsewhere until AWS answers.
+        state.engine.health.store_failed();
         outbound.closed();
         return Err(UpgradeError::RegisterFailed(e));
     }
