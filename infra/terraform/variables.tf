@@ -9,7 +9,7 @@ variable "name_prefix" {
 
   validation {
     # SQS queue names allow [A-Za-z0-9_-] up to 80 chars; the longest name the
-    # nodes derive is "<prefix>Inbox-<node_id>", so keep the prefix short.
+    # nodes derive is "<prefix>Inbox-<node_id>-r<n>" (a rejoin), so keep the prefix short.
     condition     = can(regex("^[A-Za-z][A-Za-z0-9_-]{0,31}$", var.name_prefix))
     error_message = "name_prefix must start with a letter and contain only letters, digits, '_' or '-' (1-32 characters)."
   }

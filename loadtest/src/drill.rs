@@ -320,6 +320,9 @@ pub struct InjectorConfig {
     /// Most requests in flight.
     pub inflight: usize,
     pub run_id: Arc<str>,
+    /// The first request's sequence number (a second injector of the same run
+    /// continues where the first stopped).
+    pub first_seq: u64,
 }
 
 /// Sends numbered notification requests at a steady rate until stopped.
@@ -339,7 +342,7 @@ impl Injector {
             let inflight = Arc::new(Semaphore::new(config.inflight.max(1)));
             let mut sends: JoinSet<SentRequest> = JoinSet::new();
             let mut next = tokio::time::Instant::now();
-            let mut seq = 0u64;
+            let mut seq = config.first_seq;
             let mut done = Vec::new();
             loop {
                 tokio::select! {

@@ -295,6 +295,18 @@ pub struct Options {
     /// Linger before a batch of connection writes / publishes is flushed, milliseconds [default: 5]
     #[arg(long, env = "SUMU_BATCH_LINGER_MS", global = true)]
     pub batch_linger_ms: Option<u64>,
+    /// A socket whose connection row is not written within this is refused (503 register_failed) and the node reports not ready until AWS answers again, milliseconds [default: 3000]
+    #[arg(long, env = "SUMU_REGISTER_TIMEOUT_MS", global = true)]
+    pub register_timeout_ms: Option<u64>,
+    /// How long a received notification request stays invisible to other nodes; extended while it is routed, so it bounds the delay of requests a crashed node had received, seconds [default: 5]
+    #[arg(long, env = "SUMU_NOTIFICATION_VISIBILITY_SECS", global = true)]
+    pub notification_visibility_secs: Option<u64>,
+    /// How long the leader lease lasts unless renewed: the longest a crashed leader's duties (presence, reaper) wait for a successor, seconds [default: 15]
+    #[arg(long, env = "SUMU_LEADER_LEASE_SECS", global = true)]
+    pub leader_lease_secs: Option<u64>,
+    /// How often the leader renews its lease and the others try to take it, seconds; less than half the lease [default: 5]
+    #[arg(long, env = "SUMU_LEADER_RENEW_SECS", global = true)]
+    pub leader_renew_secs: Option<u64>,
 }
 
 macro_rules! prefer {
@@ -321,6 +333,8 @@ impl Options {
             messages_queue_url, notifications_queue_url, mesh_topic_arn, heartbeat_secs,
             node_timeout_secs, metrics_namespace, presence_source,
             notification_pollers, max_receive_count, batch_linger_ms,
+            register_timeout_ms, notification_visibility_secs, leader_lease_secs,
+            leader_renew_secs,
         )
     }
 
@@ -525,6 +539,13 @@ pub struct AwsConfig {
     pub notification_pollers: usize,
     pub max_receive_count: u32,
     pub batch_linger: Duration,
+    /// How long a socket's connection row may take to be written.
+    pub register_timeout: Duration,
+    /// The visibility timeout of a received notification request.
+    pub notification_visibility: Duration,
+    /// The leader lease's length and renewal period.
+    pub leader_lease: Duration,
+    pub leader_renew: Duration,
 }
 
 /// The resolved configuration of a node.
@@ -721,7 +742,26 @@ impl Config {
             notification_pollers: o.notification_pollers.unwrap_or(2).max(1),
             max_receive_count: o.max_receive_count.unwrap_or(5).max(1),
             batch_linger: Duration::from_millis(o.batch_linger_ms.unwrap_or(5)),
+            register_timeout: Duration::from_millis(o.register_timeout_ms.unwrap_or(3000)),
+            notification_visibility: secs(o.notification_visibility_secs, Duration::from_secs(5)),
+            leader_lease: secs(o.leader_lease_secs, Duration::from_secs(15)),
+            leader_renew: secs(o.leader_renew_secs, Duration::from_secs(5)),
         };
+        if aws.register_timeout.is_zero() {
+            return invalid("--register-timeout-ms must be positive".into());
+        }
+        if !(2..=43_200).contains(&aws.notification_visibility.as_secs()) {
+            return invalid(
+                "--notification-visibility-secs must be within 2..=43200 (SQS's range; 2 leaves time to extend it)"
+                    .into(),
+            );
+        }
+        if aws.leader_renew.is_zero() || aws.leader_lease <= aws.leader_renew * 2 {
+            return invalid(
+                "--leader-lease-secs must be more than twice --leader-renew-secs (and both positive)"
+                    .into(),
+            );
+        }
         if aws.heartbeat.is_zero() || aws.node_timeout <= aws.heartbeat * 2 {
             return invalid(
                 "--node-timeout-secs must be more than twice --heartbeat-secs (and both positive)"

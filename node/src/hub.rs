@@ -147,6 +147,11 @@ struct Broadcast {
 #[rtype(result = "Vec<String>")]
 struct ConnectedUsers;
 
+/// Every socket this node holds, as (user id, connection id).
+#[derive(Message)]
+#[rtype(result = "Vec<(Arc<str>, Arc<str>)>")]
+struct Connections;
+
 /// Which of these connection ids this node does not hold.
 #[derive(Message)]
 #[rtype(result = "Vec<String>")]
@@ -330,6 +335,19 @@ impl Handler<ConnectedUsers> for Hub {
     }
 }
 
+impl Handler<Connections> for Hub {
+    type Result = MessageResult<Connections>;
+
+    fn handle(&mut self, _: Connections, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.connections
+                .iter()
+                .map(|(id, e)| (e.user_id.clone(), id.clone()))
+                .collect(),
+        )
+    }
+}
+
 impl Handler<Missing> for Hub {
     type Result = MessageResult<Missing>;
 
@@ -426,6 +444,11 @@ impl LocalDelivery {
 
     pub(crate) async fn connected_users(&self) -> Result<Vec<String>, HubError> {
         Ok(self.hub.send(ConnectedUsers).await?)
+    }
+
+    /// Every socket this node holds, as (user id, connection id).
+    pub(crate) async fn connections(&self) -> Result<Vec<(Arc<str>, Arc<str>)>, HubError> {
+        Ok(self.hub.send(Connections).await?)
     }
 
     pub(crate) async fn missing(

@@ -217,16 +217,21 @@ pub async fn serve(
     shutdown.await;
     tracing::info!("shutting down: draining sockets");
     ready.store(false, Ordering::Release);
-    match local.drain(config.drain, CloseReason::ServerShutdown).await {
-        Ok(n) => tracing::info!(closed = n, "sockets told to close"),
-        Err(e) => tracing::warn!(error = %chain(&e), "drain failed"),
-    }
-    if tokio::time::timeout(CLOSE_GRACE, local.emptied())
-        .await
-        .is_err()
-    {
-        tracing::warn!("sockets still open after the drain; stopping anyway");
-    }
+    // While the sockets go, the node stops taking requests from the shared
+    // queue: its last receives finish and are routed, not left invisible.
+    let sockets = async {
+        match local.drain(config.drain, CloseReason::ServerShutdown).await {
+            Ok(n) => tracing::info!(closed = n, "sockets told to close"),
+            Err(e) => tracing::warn!(error = %chain(&e), "drain failed"),
+        }
+        if tokio::time::timeout(CLOSE_GRACE, local.emptied())
+            .await
+            .is_err()
+        {
+            tracing::warn!("sockets still open after the drain; stopping anyway");
+        }
+    };
+    tokio::join!(sockets, engine.background.stop_intake());
     stop.cancel();
     tasks.close();
     if tokio::time::timeout(TASKS_GRACE, tasks.wait())

@@ -49,6 +49,9 @@ pub(crate) enum EngineError {
     /// This node's own sockets could not be reached.
     #[error(transparent)]
     Hub(#[from] HubError),
+    /// A socket's connection row was not written in time (`--register-timeout-ms`).
+    #[error("connection row not written within {0:?}")]
+    RegisterTimeout(std::time::Duration),
 }
 
 /// The class of an AWS failure.

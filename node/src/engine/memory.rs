@@ -189,6 +189,7 @@ pub(crate) fn engine(presence: PresenceSource, local: LocalDelivery) -> Engine {
         router: Arc::new(MemoryRouter { local }),
         background: Arc::new(NoBackground),
         bus: Some(bus),
+        health: Arc::default(),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub(crate) mod aws;
 mod error;
+mod health;
 pub(crate) mod memory;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use error::{kind_of_code as error_kind_of_code, AwsError, AwsErrorKind, EngineError};
+pub(crate) use health::Health;
 
 /// A connection as the shared store records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +104,10 @@ pub(crate) trait Background: Send + Sync {
     /// Joins the fleet and spawns the engine's tasks on `tasks`; each stops
     /// once `stop` is cancelled. The caller awaits them as one set.
     async fn start(&self, tasks: &TaskTracker, stop: CancellationToken) -> Result<(), EngineError>;
+    /// First step of a drain: stop taking new work from shared queues (the
+    /// in-flight receives finish and what they bring is handled), while the
+    /// node's sockets are still served. Returns once that is done.
+    async fn stop_intake(&self) {}
     /// Graceful leave, once the tasks ended: deregister the node.
     async fn leave(&self);
 }
@@ -115,4 +121,6 @@ pub(crate) struct Engine {
     pub(crate) background: Arc<dyn Background>,
     /// The memory engine's in-process bus (None for `aws`).
     pub(crate) bus: Option<memory::Bus>,
+    /// Whether new sockets can be registered now (`/readyz`).
+    pub(crate) health: Arc<Health>,
 }

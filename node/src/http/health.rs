@@ -13,10 +13,11 @@ pub(super) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
-/// The node takes new sockets: false while starting and draining, and
+/// The node takes new sockets: false while starting and draining, while the
+/// engine cannot register sockets (out of the mesh, AWS not answering), and
 /// while it holds `--max-sockets` (so the balancer sends new ones elsewhere).
 pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if !state.ready.load(Ordering::Acquire) {
+    if !state.ready.load(Ordering::Acquire) || !state.engine.health.ready() {
         HttpResponse::ServiceUnavailable().body("not ready")
     } else if state.admission.full() {
         HttpResponse::ServiceUnavailable().body("full")

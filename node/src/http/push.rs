@@ -39,6 +39,8 @@ use crate::session::{Arm, Registration, Session};
 pub(super) enum UpgradeError {
     #[error("node is not accepting connections")]
     NotReady,
+    #[error("node is rejoining the cluster, retry")]
+    OutOfMesh,
     #[error("origin not allowed")]
     Origin,
     #[error(transparent)]
@@ -60,6 +62,7 @@ impl UpgradeError {
     fn reason(&self) -> Option<&'static str> {
         match self {
             UpgradeError::NotReady | UpgradeError::Hub(_) => Some("draining"),
+            UpgradeError::OutOfMesh => Some("rejoining"),
             UpgradeError::Origin => Some("origin_not_allowed"),
             UpgradeError::Limited(r) => Some(r.reason()),
             UpgradeError::Auth(e) => Some(e.reason()),
@@ -97,7 +100,7 @@ impl UpgradeError {
             }
             UpgradeError::Hub(e) => tracing::info!(error = %chain(e), "upgrade refused"),
             UpgradeError::SessionDidNotStart => tracing::warn!("session did not start"),
-            UpgradeError::NotReady | UpgradeError::NotWebSocket(_) => {}
+            UpgradeError::NotReady | UpgradeError::OutOfMesh | UpgradeError::NotWebSocket(_) => {}
         }
     }
 }
@@ -105,9 +108,10 @@ impl UpgradeError {
 impl ResponseError for UpgradeError {
     fn status_code(&self) -> StatusCode {
         match self {
-            UpgradeError::NotReady | UpgradeError::Hub(_) | UpgradeError::RegisterFailed(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            UpgradeError::NotReady
+            | UpgradeError::OutOfMesh
+            | UpgradeError::Hub(_)
+            | UpgradeError::RegisterFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpgradeError::Origin => StatusCode::FORBIDDEN,
             // 503 sends the balancer elsewhere; 429 says this client is over.
             UpgradeError::Limited(Refusal::NodeFull) => StatusCode::SERVICE_UNAVAILABLE,
@@ -133,6 +137,9 @@ pub(super) async fn upgrade(
 ) -> Result<HttpResponse, UpgradeError> {
     if !state.ready.load(Ordering::Acquire) {
         return Err(UpgradeError::NotReady);
+    }
+    if !state.engine.health.in_mesh() {
+        return Err(UpgradeError::OutOfMesh);
     }
     let mut permit = state.admission.open().map_err(UpgradeError::Limited)?;
     let client = client_ip(&req);
@@ -218,7 +225,14 @@ pub(super) async fn upgrade(
         delete_at: now / 1000 + state.config.limits.max_connection.as_secs() + 3600,
     };
     registration.storing();
-    if let Err(e) = state.engine.store.register(&record).await {
+    let timeout = state.config.aws.register_timeout;
+    let stored = match tokio::time::timeout(timeout, state.engine.store.register(&record)).await {
+        Ok(stored) => stored,
+        Err(_) => Err(EngineError::RegisterTimeout(timeout)),
+    };
+    if let Err(e) = stored {
+        // The balancer should send new clients elsewhere until AWS answers.
+        state.engine.health.store_failed();
         return Err(UpgradeError::RegisterFailed(e));
     }
     addr.do_send(Arm(registration));

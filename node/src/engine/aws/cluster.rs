@@ -9,9 +9,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::clients::call;
 use crate::clock::now_ms;
-use crate::engine::EngineError;
+use crate::engine::{AwsErrorKind, EngineError};
 
-/// How long a looked-up inbox URL is trusted.
+/// How long a looked-up inbox URL is trusted. A node with no row is never
+/// cached: it may be rejoining, and its rows must not be pruned meanwhile.
 const CACHE_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +29,7 @@ pub(crate) struct NodeRow {
 pub(crate) struct Cluster {
     client: aws_sdk_dynamodb::Client,
     table: String,
-    inboxes: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    inboxes: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 fn pk(node_id: &str) -> AttributeValue {
@@ -72,6 +73,29 @@ impl Cluster {
         Ok(())
     }
 
+    /// Refreshes the heartbeat of `row`, only if the table still holds that
+    /// row (same inbox). `Ok(false)`: it does not: the leader reaped this
+    /// node (or an operator removed it), and the node must rejoin.
+    pub(crate) async fn beat(&self, row: &NodeRow) -> Result<bool, EngineError> {
+        let now = now_ms();
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", pk(&row.node_id))
+            .update_expression("SET heartbeat_at = :now, delete_at = :d")
+            .condition_expression("inbox_url = :inbox")
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .expression_attribute_values(":d", AttributeValue::N((now / 1000 + 86_400).to_string()))
+            .expression_attribute_values(":inbox", AttributeValue::S(row.inbox_url.clone()))
+            .send();
+        match call("dynamodb", "UpdateItem", request).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub(crate) async fn delete(&self, node_id: &str) -> Result<(), EngineError> {
         let request = self
             .client
@@ -92,7 +116,7 @@ impl Cluster {
             .get(node_id)
         {
             if at.elapsed() < CACHE_FOR {
-                return Ok(url.clone());
+                return Ok(Some(url.clone()));
             }
         }
         let request = self
@@ -108,10 +132,15 @@ impl Cluster {
             .and_then(|i| i.get("inbox_url"))
             .and_then(|v| v.as_s().ok())
             .cloned();
-        self.inboxes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(node_id.to_string(), (url.clone(), Instant::now()));
+        let mut inboxes = self.inboxes.lock().unwrap_or_else(|e| e.into_inner());
+        match &url {
+            Some(u) => {
+                inboxes.insert(node_id.to_string(), (u.clone(), Instant::now()));
+            }
+            None => {
+                inboxes.remove(node_id);
+            }
+        }
         Ok(url)
     }
 

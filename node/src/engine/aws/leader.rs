@@ -18,10 +18,6 @@ use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, EngineError};
 use crate::logging::chain;
 
-/// A lease lasts this long unless renewed.
-pub(crate) const LEASE: Duration = Duration::from_secs(15);
-/// The holder renews (and others retry) this often.
-pub(crate) const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// How long stopping duties may take before they are abandoned.
 const DUTIES_GRACE: Duration = Duration::from_secs(5);
 
@@ -29,6 +25,8 @@ pub(crate) struct Lease {
     pub(crate) client: aws_sdk_dynamodb::Client,
     pub(crate) table: String,
     pub(crate) node_id: String,
+    /// A lease lasts this long unless renewed (`--leader-lease-secs`).
+    pub(crate) length: Duration,
 }
 
 impl Lease {
@@ -43,7 +41,7 @@ impl Lease {
             .item("owner", AttributeValue::S(self.node_id.clone()))
             .item(
                 "expires_at",
-                AttributeValue::N((now + LEASE.as_millis() as u64).to_string()),
+                AttributeValue::N((now + self.length.as_millis() as u64).to_string()),
             )
             .condition_expression("attribute_not_exists(pk) OR expires_at < :now OR #o = :me")
             .expression_attribute_names("#o", "owner")
@@ -82,6 +80,8 @@ pub(crate) struct Leader {
     pub(crate) lease: Lease,
     pub(crate) presence: Arc<PresenceConsumer>,
     pub(crate) reaper: Arc<Reaper>,
+    /// The holder renews (and others retry) this often (`--leader-renew-secs`).
+    pub(crate) renew_every: Duration,
 }
 
 /// The duties of one term as leader: stopped by their own token.
@@ -139,7 +139,7 @@ impl Leader {
                 }
                 _ => {}
             }
-            if !pause(&stop, RENEW_EVERY).await {
+            if !pause(&stop, self.renew_every).await {
                 break;
             }
         }

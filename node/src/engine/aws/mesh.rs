@@ -1,13 +1,22 @@
 //! The mesh: node ↔ node delivery. Each node has an SQS inbox subscribed
 //! (raw) to the mesh SNS topic. A multicast's router sends one message per
 //! other node to its inbox; a broadcast is one publish to the topic.
+//!
+//! Membership: a node's `node#` row names its inbox; its heartbeat refreshes
+//! that row only while the row still names that inbox. A node that finds
+//! its row or inbox gone (the leader reaped it while it was frozen or cut
+//! off from AWS) is not ready until it has rejoined: a new inbox and
+//! subscription, its row, then the rows of every socket it still holds
+//! (presence sees them ONLINE again).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use bytestring::ByteString;
+use futures_util::StreamExt;
 use sumu_shared::mesh::{MeshConnection, MeshEnvelope, MeshTarget};
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +28,7 @@ use super::queue::Poll;
 use super::resources::{create_queue, sns_to_sqs_policy};
 use super::store::DynamoStore;
 use crate::clock::now_ms;
-use crate::engine::{AwsErrorKind, EngineError};
+use crate::engine::{AwsErrorKind, ConnectionRecord, ConnectionStore, EngineError, Health};
 use crate::hub::LocalDelivery;
 use crate::logging::chain;
 use crate::metrics::METRICS;
@@ -36,7 +45,23 @@ pub(crate) struct MeshSettings {
     /// `<prefix>Inbox-<node id>`.
     pub(crate) inbox_name: String,
     pub(crate) heartbeat_every: Duration,
+    /// How long a connection row written on rejoin lives (its TTL).
+    pub(crate) row_ttl: Duration,
+    /// A heartbeat not written within this counts as failed
+    /// (`--register-timeout-ms`: the same bound as a socket's row).
+    pub(crate) write_timeout: Duration,
+    /// The visibility timeout asked for on each inbox receive: a process of
+    /// this node that died with a receive in flight (then restarted with the
+    /// same id, on the same inbox) delays those envelopes only this long.
+    pub(crate) receive_visibility: Duration,
 }
+
+/// Concurrent connection-row writes while rejoining.
+const REJOIN_WRITES: usize = 64;
+const REJOIN_FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const REJOIN_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often the inbox poller looks for the new inbox after losing its own.
+const NEW_INBOX_CHECK: Duration = Duration::from_millis(200);
 
 pub(crate) struct Mesh {
     settings: MeshSettings,
@@ -44,7 +69,14 @@ pub(crate) struct Mesh {
     sns: aws_sdk_sns::Client,
     cluster: Arc<Cluster>,
     store: DynamoStore,
+    local: LocalDelivery,
+    health: Arc<Health>,
     state: Mutex<Option<NodeRow>>,
+    /// Wakes the heartbeat when the inbox poller found the inbox gone.
+    reaped: tokio::sync::Notify,
+    /// Rejoins so far (each gets a fresh inbox name: SQS refuses to create
+    /// a queue with the name of one deleted less than 60 s ago).
+    rejoins: AtomicU32,
 }
 
 /// Splits a multicast for one node into envelopes under `max` bytes.
@@ -93,6 +125,8 @@ impl Mesh {
         clients: &Clients,
         cluster: Arc<Cluster>,
         store: DynamoStore,
+        local: LocalDelivery,
+        health: Arc<Health>,
     ) -> Mesh {
         Mesh {
             settings,
@@ -100,16 +134,24 @@ impl Mesh {
             sns: clients.sns.clone(),
             cluster,
             store,
+            local,
+            health,
             state: Mutex::new(None),
+            reaped: tokio::sync::Notify::new(),
+            rejoins: AtomicU32::new(0),
         }
     }
 
     /// Creates the inbox, subscribes it raw to the mesh topic, writes the
     /// node's row.
     pub(crate) async fn join(&self) -> Result<NodeRow, EngineError> {
+        self.join_as(&self.settings.inbox_name, now_ms()).await
+    }
+
+    async fn join_as(&self, inbox_name: &str, started_at: u64) -> Result<NodeRow, EngineError> {
         let (url, arn) = create_queue(
             &self.sqs,
-            &self.settings.inbox_name,
+            inbox_name,
             HashMap::from([
                 (QueueAttributeName::SqsManagedSseEnabled, "true".to_string()),
                 (
@@ -148,7 +190,7 @@ impl Mesh {
             inbox_url: url,
             subscription_arn,
             address: self.settings.address.clone(),
-            started_at: now_ms(),
+            started_at,
             heartbeat_at: now_ms(),
             status: "active".into(),
         };
@@ -183,15 +225,129 @@ impl Mesh {
         tracing::info!("left the mesh");
     }
 
+    /// Refreshes this node's row every heartbeat period; rejoins when the
+    /// row (or, as the inbox poller tells, the inbox) is gone. A failed
+    /// heartbeat marks the node not ready until one succeeds.
     pub(crate) async fn heartbeat(self: Arc<Self>, stop: CancellationToken) {
-        while pause(&stop, self.settings.heartbeat_every).await {
-            let row = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if let Some(row) = row {
-                if let Err(e) = self.cluster.put(&row).await {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.reaped.notified() => {}
+                () = tokio::time::sleep(self.settings.heartbeat_every) => {}
+            }
+            let Some(row) = self.row() else { return };
+            let beat = tokio::time::timeout(self.settings.write_timeout, self.cluster.beat(&row));
+            match beat.await {
+                Ok(Ok(true)) => self.health.store_ok(),
+                Ok(Ok(false)) => self.rejoin(&stop).await,
+                Ok(Err(e)) => {
                     tracing::warn!(error = %chain(&e), "heartbeat failed");
+                    self.health.store_failed();
+                }
+                Err(_) => {
+                    tracing::warn!(within = ?self.settings.write_timeout, "heartbeat not written in time");
+                    self.health.store_failed();
                 }
             }
         }
+    }
+
+    fn row(&self) -> Option<NodeRow> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Back into the mesh, retrying with backoff until it works (or the
+    /// node stops); not ready meanwhile.
+    async fn rejoin(&self, stop: &CancellationToken) {
+        self.health.set_in_mesh(false);
+        METRICS.errors.with_label_values(&["node_rejoin"]).inc();
+        tracing::warn!(
+            "this node's cluster row is gone: the leader reaped it (frozen or cut off from AWS \
+             longer than the node timeout); not ready until it has rejoined"
+        );
+        let mut backoff = REJOIN_FIRST_BACKOFF;
+        loop {
+            match self.rejoin_once().await {
+                Ok(rows) => {
+                    self.health.set_in_mesh(true);
+                    self.health.store_ok();
+                    tracing::info!(rows, "rejoined the mesh: ready again");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %chain(&e), "rejoin failed; retrying");
+                    if !pause(stop, backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(REJOIN_MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// One attempt: a new inbox, subscription and row, then the rows of
+    /// every socket this node holds. Answers how many rows were written.
+    async fn rejoin_once(&self) -> Result<usize, EngineError> {
+        let old = self.row();
+        if let Some(old) = &old {
+            // The reaper removes both; a reaper stopped half-way (or an
+            // operator's delete of the row) may not have.
+            let request = self
+                .sns
+                .unsubscribe()
+                .subscription_arn(&old.subscription_arn)
+                .send();
+            if let Err(e) = call("sns", "Unsubscribe", request).await {
+                tracing::debug!(error = %chain(&e), "old subscription not removed");
+            }
+            let request = self.sqs.delete_queue().queue_url(&old.inbox_url).send();
+            if let Err(e) = call("sqs", "DeleteQueue", request).await {
+                tracing::debug!(error = %chain(&e), "old inbox not deleted");
+            }
+        }
+        let n = self.rejoins.fetch_add(1, Ordering::Relaxed) + 1;
+        let name = format!("{}-r{n}", self.settings.inbox_name);
+        let started_at = old.map_or_else(now_ms, |r| r.started_at);
+        // The node row first: a router that finds connection rows of a node
+        // with no row prunes them.
+        self.join_as(&name, started_at).await?;
+        let sockets = self.local.connections().await?;
+        let now = now_ms();
+        let delete_at = now / 1000 + self.settings.row_ttl.as_secs();
+        let records: Vec<ConnectionRecord> = sockets
+            .iter()
+            .map(|(user_id, connection_id)| ConnectionRecord {
+                user_id: user_id.to_string(),
+                connection_id: connection_id.to_string(),
+                node_id: self.settings.node_id.clone(),
+                connected_at: now,
+                delete_at,
+            })
+            .collect();
+        let store = self.store.clone();
+        let writes = futures_util::stream::iter(records)
+            .map(move |record| {
+                let store = store.clone();
+                async move { store.register(&record).await }
+            })
+            .buffer_unordered(REJOIN_WRITES);
+        let written: Vec<Result<(), EngineError>> = writes.collect().await;
+        if let Some(Err(e)) = written.into_iter().find(Result::is_err) {
+            return Err(e);
+        }
+        // A socket that closed while its row was rewritten: its own delete
+        // may have run first.
+        let ids = sockets.iter().map(|(_, c)| c.to_string()).collect();
+        let gone: std::collections::HashSet<String> =
+            self.local.missing(ids).await?.into_iter().collect();
+        self.store.prune(
+            sockets
+                .iter()
+                .filter(|(_, c)| gone.contains(&**c))
+                .map(|(u, c)| (u.to_string(), c.to_string()))
+                .collect(),
+        );
+        Ok(sockets.len())
     }
 
     /// Sends a multicast's share to another node. `Ok(false)`: that node is
@@ -203,36 +359,52 @@ impl Mesh {
         rows: Vec<MeshConnection>,
         data: &serde_json::value::RawValue,
     ) -> Result<bool, EngineError> {
-        let Some(inbox) = self.cluster.inbox_of(node_id).await? else {
-            tracing::info!(
-                node_id,
-                rows = rows.len(),
-                "rows of a node with no cluster row: pruning"
-            );
-            self.store.prune(
-                rows.into_iter()
-                    .map(|r| (r.user_id, r.connection_id))
-                    .collect(),
-            );
-            return Ok(false);
-        };
-        for body in envelopes(request_id, &self.settings.node_id, rows, data, MAX_ENVELOPE) {
-            let request = self
-                .sqs
-                .send_message()
-                .queue_url(&inbox)
-                .message_body(body)
-                .send();
-            if let Err(e) = call("sqs", "SendMessage", request).await {
-                self.cluster.forget(node_id);
-                if e.kind == AwsErrorKind::NotFound {
-                    tracing::info!(node_id, "inbox gone: node left");
-                    return Ok(false);
-                }
-                return Err(e.into());
+        let bodies = envelopes(
+            request_id,
+            &self.settings.node_id,
+            rows.clone(),
+            data,
+            MAX_ENVELOPE,
+        );
+        // A cached inbox may be stale (the node restarted or rejoined with a
+        // new one): on "no such queue", look it up once more.
+        let mut tried: Option<String> = None;
+        'lookup: loop {
+            let Some(inbox) = self.cluster.inbox_of(node_id).await? else {
+                tracing::info!(
+                    node_id,
+                    rows = rows.len(),
+                    "rows of a node with no cluster row: pruning"
+                );
+                self.store.prune(
+                    rows.into_iter()
+                        .map(|r| (r.user_id, r.connection_id))
+                        .collect(),
+                );
+                return Ok(false);
+            };
+            if tried.as_deref() == Some(inbox.as_str()) {
+                tracing::info!(node_id, "inbox gone: node left");
+                return Ok(false);
             }
+            for body in &bodies {
+                let request = self
+                    .sqs
+                    .send_message()
+                    .queue_url(&inbox)
+                    .message_body(body.clone())
+                    .send();
+                if let Err(e) = call("sqs", "SendMessage", request).await {
+                    self.cluster.forget(node_id);
+                    if e.kind == AwsErrorKind::NotFound {
+                        tried = Some(inbox);
+                        continue 'lookup;
+                    }
+                    return Err(e.into());
+                }
+            }
+            return Ok(true);
         }
-        Ok(true)
     }
 
     /// One publish to the mesh topic: every node delivers to its sockets
@@ -269,29 +441,50 @@ impl Mesh {
             .map(|r| r.inbox_url.clone())
     }
 
-    /// Long-polls this node's inbox and delivers what it is told to.
+    /// Long-polls this node's inbox and delivers what it is told to; when
+    /// the inbox is gone, wakes the heartbeat (which rejoins) and polls the
+    /// new inbox once there is one.
     pub(crate) async fn poll_inbox(self: Arc<Self>, local: LocalDelivery, stop: CancellationToken) {
-        let Some(url) = self.inbox_url() else { return };
         let mut recent = RecentIds::new(100_000, Duration::from_secs(900));
-        let mut poll = Poll::new(self.sqs.clone(), url);
-        while let Some(messages) = poll.next(&stop).await {
-            let mut done = Vec::new();
-            for m in &messages {
-                let ok = match serde_json::from_str::<MeshEnvelope>(m.body().unwrap_or_default()) {
-                    Ok(env) => self.deliver(&local, &mut recent, env).await,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "unreadable mesh message dropped");
-                        METRICS.errors.with_label_values(&["mesh_unreadable"]).inc();
-                        true
-                    }
-                };
-                if ok {
-                    if let Some(h) = m.receipt_handle() {
-                        done.push(h.to_string());
+        while let Some(url) = self.inbox_url() {
+            let mut poll = Poll::new(self.sqs.clone(), url.clone())
+                .with_visibility(self.settings.receive_visibility);
+            while let Some(messages) = poll.next(&stop).await {
+                let mut done = Vec::new();
+                for m in &messages {
+                    let ok =
+                        match serde_json::from_str::<MeshEnvelope>(m.body().unwrap_or_default()) {
+                            Ok(env) => self.deliver(&local, &mut recent, env).await,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "unreadable mesh message dropped");
+                                METRICS.errors.with_label_values(&["mesh_unreadable"]).inc();
+                                true
+                            }
+                        };
+                    if ok {
+                        if let Some(h) = m.receipt_handle() {
+                            done.push(h.to_string());
+                        }
                     }
                 }
+                poll.delete(done).await;
+                if poll.gone() {
+                    tracing::warn!(inbox = %url, "this node's inbox is gone");
+                    self.reaped.notify_one();
+                    break;
+                }
+                if self.inbox_url().as_deref() != Some(url.as_str()) {
+                    break;
+                }
             }
-            poll.delete(done).await;
+            while self.inbox_url().as_deref() == Some(url.as_str()) {
+                if !pause(&stop, NEW_INBOX_CHECK).await {
+                    return;
+                }
+            }
+            if stop.is_cancelled() {
+                return;
+            }
         }
     }
 

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Background, ClientOutput, Engine, EngineError};
+use super::{Background, ClientOutput, Engine, EngineError, Health};
 use crate::config::Config;
 use crate::hub::LocalDelivery;
 use clients::Clients;
@@ -58,7 +58,16 @@ struct AwsBackground {
     local: LocalDelivery,
     /// Taken by `start`: the leader campaigns once.
     leader: Mutex<Option<Leader>>,
+    /// How long a received notification request stays invisible.
+    visibility: Duration,
+    /// The notification pollers: stopped first when the node drains.
+    intake: TaskTracker,
+    intake_stop: Mutex<Option<CancellationToken>>,
 }
+
+/// How long the notification pollers may take to finish their last receive
+/// and route what it brought, once the drain starts.
+const INTAKE_GRACE: Duration = Duration::from_secs(20);
 
 #[async_trait]
 impl Background for AwsBackground {
@@ -68,15 +77,18 @@ impl Background for AwsBackground {
             100_000,
             Duration::from_secs(900),
         )));
+        let intake_stop = stop.child_token();
         for _ in 0..self.pollers {
             let poller = Poller {
                 sqs: self.clients.sqs.clone(),
                 queue_url: self.resources.notifications_queue_url.clone(),
                 router: self.router.clone(),
                 recent: recent.clone(),
+                visibility: self.visibility,
             };
-            tasks.spawn(poller.run(stop.clone()));
+            self.intake.spawn(poller.run(intake_stop.clone()));
         }
+        *self.intake_stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(intake_stop);
         tasks.spawn(
             self.mesh
                 .clone()
@@ -97,7 +109,27 @@ impl Background for AwsBackground {
         Ok(())
     }
 
+    async fn stop_intake(&self) {
+        let token = self
+            .intake_stop
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(token) = token {
+            token.cancel();
+        }
+        self.intake.close();
+        if tokio::time::timeout(INTAKE_GRACE, self.intake.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("notification pollers did not finish in time");
+        }
+    }
+
     async fn leave(&self) {
+        // Whatever stopped the node, the pollers are done before it leaves.
+        self.stop_intake().await;
         self.mesh.leave().await;
     }
 }
@@ -125,6 +157,7 @@ pub(crate) async fn engine(
         resources.messages_queue_url.clone(),
         cfg.batch_linger,
     ));
+    let health = Arc::new(Health::default());
     let cluster = Arc::new(Cluster::new(
         clients.dynamodb.clone(),
         resources.cluster_table.clone(),
@@ -136,10 +169,15 @@ pub(crate) async fn engine(
             topic_arn: resources.mesh_topic_arn.clone(),
             inbox_name: format!("{}Inbox-{}", cfg.name_prefix, config.node_id),
             heartbeat_every: cfg.heartbeat,
+            row_ttl: config.limits.max_connection + Duration::from_secs(3600),
+            write_timeout: cfg.register_timeout,
+            receive_visibility: cfg.notification_visibility,
         },
         &clients,
         cluster,
         store.clone(),
+        local.clone(),
+        health.clone(),
     ));
     let router = Arc::new(AwsRouter::new(
         config.node_id.clone(),
@@ -152,7 +190,9 @@ pub(crate) async fn engine(
             client: clients.dynamodb.clone(),
             table: resources.cluster_table.clone(),
             node_id: config.node_id.clone(),
+            length: cfg.leader_lease,
         },
+        renew_every: cfg.leader_renew,
         presence: Arc::new(PresenceConsumer {
             ddb: clients.dynamodb.clone(),
             streams: clients.streams.clone(),
@@ -187,6 +227,9 @@ pub(crate) async fn engine(
         mesh,
         local,
         leader: Mutex::new(Some(leader)),
+        visibility: cfg.notification_visibility,
+        intake: TaskTracker::new(),
+        intake_stop: Mutex::new(None),
     });
     Ok(Engine {
         store: Arc::new(store),
@@ -194,6 +237,7 @@ pub(crate) async fn engine(
         router,
         background,
         bus: None,
+        health,
     })
 }
 

@@ -2,8 +2,17 @@
 //! consumers), route each request, delete it only once routed. A malformed
 //! request is made visible again at once so SQS's redrive moves it to the
 //! DLQ; it never holds up the rest of its batch.
+//!
+//! A received request is invisible to the other nodes for a short time
+//! (`--notification-visibility-secs`, asked for on each receive, whatever
+//! the queue's own timeout), extended every half of it while its batch is
+//! being routed. So a request that a crashed node had received is routed by
+//! another node at most that long after: the bound README states. A request
+//! whose routing failed is retried after [`RETRY_AFTER`], so a request still
+//! reaches the DLQ only after `--max-receive-count` of those.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use sumu_shared::NotificationRequest;
@@ -11,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::clients::call;
 use super::dedup::RecentIds;
-use super::queue::Poll;
+use super::queue::{set_visibility, Poll};
 use crate::engine::Router;
 use crate::logging::chain;
 use crate::metrics::METRICS;
@@ -21,7 +30,13 @@ pub(crate) struct Poller {
     pub(crate) queue_url: String,
     pub(crate) router: Arc<dyn Router>,
     pub(crate) recent: Arc<Mutex<RecentIds>>,
+    /// How long a received request stays invisible to others (extended
+    /// while it is routed).
+    pub(crate) visibility: Duration,
 }
+
+/// How long a request whose routing failed waits before it is retried.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 enum Outcome {
     /// Routed (or a duplicate): delete it.
@@ -52,14 +67,23 @@ pub(crate) fn request_text(body: &str) -> std::borrow::Cow<'_, str> {
 
 impl Poller {
     pub(crate) async fn run(self, stop: CancellationToken) {
-        let mut poll = Poll::new(self.sqs.clone(), self.queue_url.clone());
+        let mut poll = Poll::new(self.sqs.clone(), self.queue_url.clone())
+            .with_visibility(self.visibility)
+            .finishing_on_stop();
+        // The final batch of a stop is routed like any other: the node still
+        // serves its sockets while it drains.
         while let Some(messages) = poll.next(&stop).await {
             if messages.is_empty() {
                 continue;
             }
-            let outcomes =
-                futures_util::future::join_all(messages.iter().map(|m| self.process(m))).await;
+            let handles: Vec<String> = messages
+                .iter()
+                .filter_map(|m| m.receipt_handle().map(str::to_string))
+                .collect();
+            let routing = futures_util::future::join_all(messages.iter().map(|m| self.process(m)));
+            let outcomes = self.extending(&handles, routing).await;
             let mut done = Vec::new();
+            let mut retry = Vec::new();
             for (m, outcome) in messages.iter().zip(outcomes) {
                 let Some(handle) = m.receipt_handle() else {
                     continue;
@@ -67,10 +91,32 @@ impl Poller {
                 match outcome {
                     Outcome::Done => done.push(handle.to_string()),
                     Outcome::Poison => self.release(handle).await,
-                    Outcome::Retry => {}
+                    Outcome::Retry => retry.push(handle.to_string()),
                 }
             }
+            set_visibility(&self.sqs, &self.queue_url, &retry, RETRY_AFTER).await;
             poll.delete(done).await;
+        }
+    }
+
+    /// Runs `work` while keeping `handles` invisible to other nodes: every
+    /// half visibility timeout, one more.
+    async fn extending<T>(
+        &self,
+        handles: &[String],
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                () = tokio::time::sleep(self.visibility / 2) => {}
+            }
+            let extend = set_visibility(&self.sqs, &self.queue_url, handles, self.visibility);
+            tokio::select! {
+                out = &mut work => return out,
+                () = extend => {}
+            }
         }
     }
 
