@@ -7,7 +7,8 @@
 //!
 //! 1. leaves: `sys` (the only `unsafe`: raw libc calls), `clock`,
 //!    `config`, `logging`, `metrics`, `close` (why a socket closed),
-//!    `outbound` (what one socket may have queued), `auth` (tokens).
+//!    `outbound` (what one socket may have queued), `auth` (tokens), `tls`
+//!    (the TLS listener's certificate, its rotation, `--dev-tls`).
 //! 2. `hub`: this node's sockets, by connection and by user; it knows a
 //!    socket only as the messages it sends it ([`hub`]'s `ToSession`).
 //! 3. `engine`: the fleet behind the traits (`memory` or `aws`); engines are
@@ -33,6 +34,7 @@ mod outbound;
 pub mod server;
 mod session;
 mod sys;
+pub mod tls;
 
 /// Sets up logging (text or JSON on stderr).
 pub fn init_logging(format: config::LogFormat, filter: &str) {

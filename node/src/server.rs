@@ -17,12 +17,13 @@ use tokio_util::task::TaskTracker;
 use crate::auth::dev::{DevIssuer, DEV_KID};
 use crate::auth::Authenticator;
 use crate::close::CloseReason;
-use crate::config::{Config, EngineKind};
+use crate::config::{Config, EngineKind, TlsListen, TlsSource};
 use crate::engine::{self, Engine, EngineError};
 use crate::http::{self, AppState, SocketFd};
 use crate::hub::LocalDelivery;
 use crate::logging::chain;
 use crate::session::SessionEnv;
+use crate::tls::{self, CertResolver, TlsError, TlsFiles};
 
 /// How long sockets told to close may take to go, after the drain waves.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -47,9 +48,54 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS listener's certificate or key is unusable (or `--dev-tls` could not
+    /// write its files): `main` exits with [`EXIT_TLS`].
+    #[error("TLS listener")]
+    Tls(#[source] TlsError),
     /// The HTTP server failed.
     #[error("server failed")]
     Server(#[source] std::io::Error),
+}
+
+/// Exit code of `sumu-node` when the TLS certificate or key is unusable at start.
+pub const EXIT_TLS: i32 = 3;
+
+/// How long a client may take to complete its TLS handshake (actix's default, set
+/// here so it is visible): a slow or silent client holds a descriptor this long.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The TLS listener of `tls`: the certificate is loaded first (the node refuses to
+/// start without a usable one), then the address is bound. Answers the bound
+/// listener, its rustls configuration and the resolver the watcher reloads.
+fn tls_listener(
+    tls: &TlsListen,
+) -> Result<
+    (
+        std::net::TcpListener,
+        rustls::ServerConfig,
+        Arc<CertResolver>,
+    ),
+    NodeError,
+> {
+    let files = match &tls.source {
+        TlsSource::Files { cert, key } => TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        TlsSource::Dev => {
+            let dir = std::env::temp_dir().join(format!("sumu-dev-tls-{}", std::process::id()));
+            let dev = tls::generate_dev_tls(&dir).map_err(NodeError::Tls)?;
+            tracing::info!(
+                ca = %dev.ca.display(),
+                "--dev-tls: trust this CA (sumu-loadtest --ca-file; a browser: install it, or \
+                 --ignore-certificate-errors in tests only)"
+            );
+            dev.files
+        }
+    };
+    let resolver = CertResolver::load(files, tls::provider()).map_err(NodeError::Tls)?;
+    let config = tls::server_config(Arc::clone(&resolver)).map_err(NodeError::Tls)?;
+    Ok((bind(tls.listen)?, config, resolver))
 }
 
 /// Binds `addr` with a deep accept queue (the default 128 drops connects
@@ -142,6 +188,7 @@ pub async fn serve(
         ready: ready.clone(),
     });
 
+    let tls = config.tls.as_ref().map(tls_listener).transpose()?;
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -157,29 +204,60 @@ pub async fn serve(
     // churn the wait only holds descriptors.
     .client_disconnect_timeout(Duration::ZERO)
     .disable_signals()
+    .tls_handshake_timeout(TLS_HANDSHAKE_TIMEOUT)
     .on_connect(|conn, ext| {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            let _ = tcp.set_nodelay(true);
-            ext.insert(SocketFd(tcp.as_raw_fd()));
-        }
+        type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+        let tcp = match conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            Some(tcp) => tcp,
+            None => match conn.downcast_ref::<Tls>() {
+                Some(tls) => tls.get_ref().0,
+                None => return,
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        ext.insert(SocketFd(tcp.as_raw_fd()));
     })
     .listen(listener)
     .map_err(|source| NodeError::Bind {
         addr: listen,
         source,
     })?;
-    let addrs = server.addrs();
+    let (server, resolver) = match tls {
+        Some((listener, rustls_config, resolver)) => {
+            let addr = listener.local_addr().unwrap_or(listen);
+            let server = server
+                .listen_rustls_0_23(listener, rustls_config)
+                .map_err(|source| NodeError::Bind { addr, source })?;
+            (server, Some(resolver))
+        }
+        None => (server, None),
+    };
+    if let (Some(resolver), Some(t)) = (resolver, &config.tls) {
+        // Reloads on SIGHUP (handler installed now, before the node says it listens)
+        // and on file changes, until the shutdown.
+        tasks.spawn(tls::watch(
+            resolver,
+            t.watch,
+            stop.clone().cancelled_owned(),
+        ));
+    }
+    let addrs = server.addrs_with_scheme();
+    let addrs: Vec<(SocketAddr, bool)> =
+        addrs.into_iter().map(|(a, s)| (a, s == "https")).collect();
     let server = server.run();
     let handle = server.handle();
-    for addr in &addrs {
-        // One plain line on stdout for scripts and tests: the bound address.
-        println!("sumu-node listening on {addr}");
-        tracing::info!(%addr, node_id = %config.node_id, engine = ?config.engine, dev = config.dev, "listening");
+    for &(addr, tls) in &addrs {
+        // One plain line on stdout per listener for scripts and tests: the bound
+        // address, the TLS one marked (plain first).
+        let mark = if tls { " (tls)" } else { "" };
+        println!("sumu-node listening on {addr}{mark}");
+        tracing::info!(%addr, tls, node_id = %config.node_id, engine = ?config.engine, dev = config.dev, "listening");
     }
     if config.dev {
-        if let Some(addr) = addrs.first() {
+        for &(addr, tls) in &addrs {
+            let scheme = if tls { "https" } else { "http" };
             tracing::info!(
-                "demo page: http://{addr}/  (API key: {})",
+                "demo page: {scheme}://{addr}/  (API key: {})",
                 config.api_key.as_deref().unwrap_or("")
             );
         }

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 /// those below.
 fn layer(top: &str) -> usize {
     match top {
-        "sys" | "clock" | "config" | "logging" | "metrics" | "close" | "outbound" | "auth" => 0,
+        "sys" | "clock" | "config" | "logging" | "metrics" | "close" | "outbound" | "auth"
+        | "tls" => 0,
         "hub" => 1,
         "engine" => 2,
         "session" | "demo" => 3,
