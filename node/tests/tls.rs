@@ -216,3 +216,47 @@ fn an_unusable_pair_at_start_is_one_line_and_exit_code_3() {
     assert_eq!(exited.code, Some(1), "{}", exited.stderr);
     assert!(exited.stderr.contains("--tls-cert"), "{}", exited.stderr);
 }
+
+#[tokio::test]
+async fn a_wss_reader_that_never_reads_is_aborted() {
+    use futures_util::StreamExt;
+    use std::os::fd::AsRawFd;
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::MaybeTlsStream;
+
+    let dir = scratch("tls-sloth");
+    let pki = pki(&dir, "a", KeyAlg::EcdsaP256);
+    let node = tls_node(&pki, &["--outbound-buffer-bytes", "262144"]);
+    // Completes the TLS and WebSocket handshakes, then never reads.
+    let (mut sloth, _) = wss(&node, "sloth", &pki.ca).await.unwrap();
+    if let MaybeTlsStream::Rustls(tls) = sloth.get_ref() {
+        sumu_testkit::sys::set_recv_buffer(tls.get_ref().0.as_raw_fd(), 4096);
+    }
+    let body = format!(r#"{{"data":"{}"}}"#, "z".repeat(30_000));
+    let mut cut = false;
+    for i in 0..600 {
+        let (status, _) = node.notify(&body).await;
+        assert_eq!(status, 202);
+        if i % 20 == 19 && node.metrics().await.contains(r#"reason="slow_reader"} 1"#) {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "the slow reader was never cut off");
+    // The outbound cap aborts the TCP connection under the TLS stream (it
+    // needs that stream's descriptor): the client sees a reset, not the
+    // queued data followed by an orderly close.
+    let outcome = loop {
+        match tokio::time::timeout(LONG, sloth.next()).await {
+            Ok(Some(Ok(_))) => continue,
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(
+            &outcome,
+            Ok(Some(Err(Error::Io(e)))) if e.kind() == std::io::ErrorKind::ConnectionReset
+        ),
+        "{outcome:?}"
+    );
+}
