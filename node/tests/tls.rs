@@ -246,8 +246,11 @@ async fn a_wss_reader_that_never_reads_is_aborted() {
     // The outbound cap aborts the TCP connection under the TLS stream (it
     // needs that stream's descriptor): the client sees a reset, not the
     // queued data followed by an orderly close.
+    // Bounded as a whole: without the abort the client reads the queued data
+    // for minutes until the node drops it for a missing pong.
+    let deadline = tokio::time::Instant::now() + LONG;
     let outcome = loop {
-        match tokio::time::timeout(LONG, sloth.next()).await {
+        match tokio::time::timeout_at(deadline, sloth.next()).await {
             Ok(Some(Ok(_))) => continue,
             other => break other,
         }
