@@ -132,6 +132,21 @@ pub struct Options {
     /// API key for /api/* (sent as `Authorization: Bearer KEY`); without one the API is off
     #[arg(long, env = "SUMU_API_KEY", global = true, hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Address of the TLS (wss://, https://) listener, beside --listen; `:0` picks a free port [default: none, or 127.0.0.1:8443 with --dev-tls]
+    #[arg(long, env = "SUMU_TLS_LISTEN", global = true)]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain of the TLS listener, leaf first (full chain); reloaded on SIGHUP and when the file changes
+    #[arg(long, env = "SUMU_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, RSA or EC)
+    #[arg(long, env = "SUMU_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// How often the TLS certificate and key files are checked for changes, seconds; 0 = on SIGHUP only [default: 5]
+    #[arg(long, env = "SUMU_TLS_WATCH_SECS", global = true)]
+    pub tls_watch_secs: Option<u64>,
+    /// Serve TLS with a throwaway development CA and certificate for localhost, 127.0.0.1 and ::1, generated at start into <temp dir>/sumu-dev-tls-<pid> (the CA is dev-ca.pem); not with --tls-cert/--tls-key [default: false]
+    #[arg(long, env = "SUMU_DEV_TLS", num_args = 0..=1, default_missing_value = "true", global = true)]
+    pub dev_tls: Option<bool>,
     /// Log format [default: text]
     #[arg(long, env = "SUMU_LOG_FORMAT", value_enum, global = true)]
     pub log_format: Option<LogFormat>,
@@ -320,6 +335,7 @@ impl Options {
     pub fn over(self, lower: Options) -> Options {
         prefer!(self, lower;
             listen, path, engine, node_id, workers, dev, demo_backend, dev_allow_remote, api_key,
+            tls_listen, tls_cert, tls_key, tls_watch_secs, dev_tls,
             log_format, log, jwks_uri, jwks_file, hs256_secret, jwt_audiences, jwt_issuer,
             verify_token_expiration, jwt_leeway_secs, jwks_cache_secs, jwks_refetch_secs,
             jwks_min_cache_secs, max_user_id_bytes,
@@ -552,6 +568,8 @@ pub struct AwsConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The TLS listener, if any.
+    pub tls: Option<TlsListen>,
     pub path: String,
     pub engine: EngineKind,
     pub node_id: String,
@@ -571,6 +589,71 @@ pub struct Config {
     pub drain: Duration,
     pub presence_source: PresenceSource,
     pub aws: AwsConfig,
+}
+
+/// The TLS listener (`--tls-listen`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListen {
+    pub listen: SocketAddr,
+    pub source: TlsSource,
+    /// How often the files are polled for changes; zero: on SIGHUP only.
+    pub watch: Duration,
+}
+
+/// Where the TLS listener's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// `--tls-cert` / `--tls-key`.
+    Files { cert: PathBuf, key: PathBuf },
+    /// `--dev-tls`: generated at start.
+    Dev,
+}
+
+/// Where `--dev-tls` listens when `--tls-listen` is not given.
+pub const DEV_TLS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8443);
+
+/// The TLS listener of `o`, validated: a listener needs a certificate (files or
+/// `--dev-tls`), files need a listener, `--dev-tls` stays on loopback unless forced.
+fn resolve_tls(o: &Options) -> Result<Option<TlsListen>, ConfigError> {
+    let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+    let dev_tls = o.dev_tls.unwrap_or(false);
+    let watch = secs(o.tls_watch_secs, Duration::from_secs(5));
+    let source = match (dev_tls, o.tls_cert.clone(), o.tls_key.clone()) {
+        (true, None, None) => TlsSource::Dev,
+        (true, _, _) => {
+            return invalid("--dev-tls generates its own certificate: drop --tls-cert/--tls-key")
+        }
+        (false, Some(cert), Some(key)) => TlsSource::Files { cert, key },
+        (false, None, None) => {
+            return match o.tls_listen {
+                Some(_) => invalid("--tls-listen needs --tls-cert and --tls-key (or --dev-tls)"),
+                None => Ok(None),
+            }
+        }
+        (false, _, _) => return invalid("--tls-cert and --tls-key go together"),
+    };
+    let listen = match (o.tls_listen, &source) {
+        (Some(listen), _) => listen,
+        (None, TlsSource::Dev) => DEV_TLS_LISTEN,
+        (None, TlsSource::Files { .. }) => {
+            return invalid("--tls-cert/--tls-key need --tls-listen (the TLS listener's address)")
+        }
+    };
+    if source == TlsSource::Dev
+        && !listen.ip().is_loopback()
+        && !o.dev_allow_remote.unwrap_or(false)
+    {
+        return Err(ConfigError::Invalid(format!(
+            "--dev-tls serves a certificate from a throwaway CA: refusing to listen on \
+             non-loopback {listen}; pass --dev-allow-remote to force it"
+        )));
+    }
+    Ok(Some(TlsListen {
+        listen,
+        source,
+        watch,
+    }))
 }
 
 /// The key `--dev` uses for the API when no --api-key is given.
@@ -593,6 +676,15 @@ impl Config {
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let dev = o.dev.unwrap_or(false);
+        let tls = resolve_tls(&o)?;
+        if tls.is_some() && o.proxy_protocol.unwrap_or(false) {
+            return invalid(
+                "--proxy-protocol with --tls-listen is not supported yet (the PROXY header would \
+                 have to be read before the TLS handshake): end TLS at the balancer, or use \
+                 instance targets (the NLB then keeps client IPv4 addresses without PROXY)"
+                    .into(),
+            );
+        }
         if dev && !listen.ip().is_loopback() && !o.dev_allow_remote.unwrap_or(false) {
             return invalid(format!(
                 "--dev exposes a token issuer that signs any user: refusing to listen on \
@@ -771,6 +863,7 @@ impl Config {
         let engine = o.engine.unwrap_or(EngineKind::Memory);
         Ok(Config {
             listen,
+            tls,
             path,
             engine,
             demo_backend: dev && engine == EngineKind::Memory && o.demo_backend.unwrap_or(true),
@@ -970,6 +1063,76 @@ mod tests {
         assert!(!one.contains("192.0.2.8".parse().unwrap()));
         assert!("nope/8".parse::<Network>().is_err());
         assert!("::/129".parse::<Network>().is_err());
+    }
+
+    #[test]
+    fn tls_options_are_validated() {
+        assert_eq!(Config::resolve(dev()).unwrap().tls, None);
+        let files = Options {
+            tls_listen: Some("127.0.0.1:9443".parse().unwrap()),
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..dev()
+        };
+        let tls = Config::resolve(files.clone()).unwrap().tls.unwrap();
+        assert_eq!(tls.listen.port(), 9443);
+        assert_eq!(tls.watch, Duration::from_secs(5));
+        assert_eq!(
+            tls.source,
+            TlsSource::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            }
+        );
+        let refused = [
+            Options {
+                tls_key: None,
+                ..files.clone()
+            },
+            Options {
+                tls_listen: None,
+                ..files.clone()
+            },
+            Options {
+                dev_tls: Some(true),
+                ..files.clone()
+            },
+            Options {
+                tls_cert: None,
+                tls_key: None,
+                ..files.clone()
+            },
+            Options {
+                dev_tls: Some(true),
+                tls_listen: Some("0.0.0.0:8443".parse().unwrap()),
+                ..dev()
+            },
+        ];
+        for o in refused {
+            assert!(
+                matches!(Config::resolve(o.clone()), Err(ConfigError::Invalid(_))),
+                "accepted {o:?}"
+            );
+        }
+        let d = Config::resolve(Options {
+            dev_tls: Some(true),
+            tls_watch_secs: Some(0),
+            ..dev()
+        })
+        .unwrap()
+        .tls
+        .unwrap();
+        assert_eq!(
+            (d.listen, d.source, d.watch),
+            (DEV_TLS_LISTEN, TlsSource::Dev, Duration::ZERO)
+        );
+        let forced = Options {
+            dev_tls: Some(true),
+            dev_allow_remote: Some(true),
+            tls_listen: Some("0.0.0.0:8443".parse().unwrap()),
+            ..dev()
+        };
+        assert!(Config::resolve(forced).is_ok());
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!    `outbound` (what one socket may have queued, and cutting it off),
 //!    `auth` (tokens), `limits` (which new sockets a node admits),
 //!    `proxy_protocol` (the PROXY v2 header a proxy puts before a
-//!    connection's bytes).
+//!    connection's bytes), `tls` (the TLS listener's certificate, its
+//!    rotation, `--dev-tls`).
 //! 2. `hub`: this node's sockets, by connection and by user; it knows a
 //!    socket only as the messages it sends it ([`hub`]'s `ToSession`).
 //! 3. `engine`: the fleet behind the traits (`memory` or `aws`); engines are
@@ -38,6 +39,7 @@ mod proxy_protocol;
 pub mod server;
 mod session;
 mod sys;
+pub mod tls;
 
 /// Sets up logging (text or JSON on stderr).
 pub fn init_logging(format: config::LogFormat, filter: &str) {

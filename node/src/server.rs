@@ -20,13 +20,14 @@ use tokio_util::task::TaskTracker;
 use crate::auth::dev::{DevIssuer, DEV_KID};
 use crate::auth::Authenticator;
 use crate::close::CloseReason;
-use crate::config::{Config, EngineKind};
+use crate::config::{Config, EngineKind, TlsListen, TlsSource};
 use crate::engine::{self, Engine, EngineError};
 use crate::http::{self, AppState};
 use crate::hub::LocalDelivery;
 use crate::limits::Admission;
 use crate::logging::chain;
 use crate::session::SessionEnv;
+use crate::tls::{self, CertResolver, TlsError, TlsFiles};
 
 /// How long sockets told to close may take to go, after the drain waves.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -55,9 +56,54 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS listener's certificate or key is unusable (or `--dev-tls` could not
+    /// write its files): `main` exits with [`EXIT_TLS`].
+    #[error("TLS listener")]
+    Tls(#[source] TlsError),
     /// The HTTP server failed.
     #[error("server failed")]
     Server(#[source] std::io::Error),
+}
+
+/// Exit code of `sumu-node` when the TLS certificate or key is unusable at start.
+pub const EXIT_TLS: i32 = 3;
+
+/// How long a client may take to complete its TLS handshake (actix's default, set
+/// here so it is visible): a slow or silent client holds a descriptor this long.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The TLS listener of `tls`: the certificate is loaded first (the node refuses to
+/// start without a usable one), then the address is bound. Answers the bound
+/// listener, its rustls configuration and the resolver the watcher reloads.
+fn tls_listener(
+    tls: &TlsListen,
+) -> Result<
+    (
+        std::net::TcpListener,
+        rustls::ServerConfig,
+        Arc<CertResolver>,
+    ),
+    NodeError,
+> {
+    let files = match &tls.source {
+        TlsSource::Files { cert, key } => TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        TlsSource::Dev => {
+            let dir = std::env::temp_dir().join(format!("sumu-dev-tls-{}", std::process::id()));
+            let dev = tls::generate_dev_tls(&dir).map_err(NodeError::Tls)?;
+            tracing::info!(
+                ca = %dev.ca.display(),
+                "--dev-tls: trust this CA (sumu-loadtest --ca-file; a browser: install it, or \
+                 --ignore-certificate-errors in tests only)"
+            );
+            dev.files
+        }
+    };
+    let resolver = CertResolver::load(files, tls::provider()).map_err(NodeError::Tls)?;
+    let config = tls::server_config(Arc::clone(&resolver)).map_err(NodeError::Tls)?;
+    Ok((bind(tls.listen)?, config, resolver))
 }
 
 /// Binds `addr` with a deep accept queue (the default 128 drops connects
@@ -163,6 +209,7 @@ pub async fn serve(
         admission,
     });
 
+    let tls = config.tls.as_ref().map(tls_listener).transpose()?;
     let app_state = state.clone();
     let app = move || {
         App::new()
@@ -173,9 +220,10 @@ pub async fn serve(
         addr: listen,
         source,
     };
-    let (server, addrs) = if config.proxy_protocol {
+    let (server, addrs, resolver) = if config.proxy_protocol {
+        // `--proxy-protocol` and `--tls-listen` are refused together (config).
         let server = proxied::run(listener, config.workers, app, on_connect).map_err(bind_err)?;
-        (server, vec![listen])
+        (server, vec![(listen, false)], None)
     } else {
         let server = HttpServer::new(app)
             .workers(config.workers)
@@ -187,26 +235,56 @@ pub async fn serve(
             // churn the wait only holds descriptors.
             .client_disconnect_timeout(Duration::ZERO)
             .disable_signals()
+            .tls_handshake_timeout(TLS_HANDSHAKE_TIMEOUT)
             .on_connect(|conn, ext| {
+                type Tls = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
                 if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
                     on_connect(tcp, ext);
+                } else if let Some(tls) = conn.downcast_ref::<Tls>() {
+                    on_connect(tls.get_ref().0, ext);
                 }
             })
             .listen(listener)
             .map_err(bind_err)?;
-        let addrs = server.addrs();
-        (server.run(), addrs)
+        let (server, resolver) = match tls {
+            Some((listener, rustls_config, resolver)) => {
+                let addr = listener.local_addr().unwrap_or(listen);
+                let server = server
+                    .listen_rustls_0_23(listener, rustls_config)
+                    .map_err(|source| NodeError::Bind { addr, source })?;
+                (server, Some(resolver))
+            }
+            None => (server, None),
+        };
+        let addrs: Vec<(SocketAddr, bool)> = server
+            .addrs_with_scheme()
+            .into_iter()
+            .map(|(a, s)| (a, s == "https"))
+            .collect();
+        (server.run(), addrs, resolver)
     };
+    if let (Some(resolver), Some(t)) = (resolver, &config.tls) {
+        // Reloads on SIGHUP (handler installed now, before the node says it listens)
+        // and on file changes, until the shutdown.
+        tasks.spawn(tls::watch(
+            resolver,
+            t.watch,
+            stop.clone().cancelled_owned(),
+        ));
+    }
     let handle = server.handle();
-    for addr in &addrs {
-        // One plain line on stdout for scripts and tests: the bound address.
-        println!("sumu-node listening on {addr}");
-        tracing::info!(%addr, node_id = %config.node_id, engine = ?config.engine, dev = config.dev, "listening");
+    for &(addr, tls) in &addrs {
+        // One plain line on stdout per listener for scripts and tests: the bound
+        // address, the TLS one marked (plain first).
+        let mark = if tls { " (tls)" } else { "" };
+        println!("sumu-node listening on {addr}{mark}");
+        tracing::info!(%addr, tls, node_id = %config.node_id, engine = ?config.engine, dev = config.dev, "listening");
     }
     if config.dev {
-        if let Some(addr) = addrs.first() {
+        for &(addr, tls) in &addrs {
+            let scheme = if tls { "https" } else { "http" };
             tracing::info!(
-                "demo page: http://{addr}/  (API key: {})",
+                "demo page: {scheme}://{addr}/  (API key: {})",
                 config.api_key.as_deref().unwrap_or("")
             );
         }

@@ -379,20 +379,31 @@ pub fn reload_and_log(resolver: &CertResolver, trigger: ReloadTrigger) -> bool {
 
 /// Reloads the certificate on SIGHUP and when its files change (polled every `interval`;
 /// zero turns polling off) until `shutdown` completes. Run it as one background task of
-/// the node.
-pub async fn watch(
+/// the node. The SIGHUP handler is installed by this call, not when the future is first
+/// polled, so a SIGHUP sent once the node says it listens never kills it. Must be called
+/// inside a tokio runtime.
+pub fn watch(
     resolver: Arc<CertResolver>,
     interval: Duration,
-    shutdown: impl Future<Output = ()>,
-) {
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut hangup = match signal(SignalKind::hangup()) {
+    let hangup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(error = %e, "no SIGHUP handler: the TLS certificate reloads on file changes only");
             None
         }
     };
+    watch_loop(resolver, interval, shutdown, hangup)
+}
+
+async fn watch_loop(
+    resolver: Arc<CertResolver>,
+    interval: Duration,
+    shutdown: impl Future<Output = ()>,
+    mut hangup: Option<tokio::signal::unix::Signal>,
+) {
     // A zero interval turns polling off (SIGHUP only); tokio's interval refuses zero.
     let mut ticks = (!interval.is_zero()).then(|| {
         let mut t = tokio::time::interval(interval);

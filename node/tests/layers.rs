@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 fn layer(top: &str) -> usize {
     match top {
         "sys" | "clock" | "config" | "logging" | "metrics" | "close" | "outbound" | "auth"
-        | "limits" | "proxy_protocol" => 0,
+        | "limits" | "proxy_protocol" | "tls" => 0,
         "hub" => 1,
         "engine" => 2,
         "session" | "demo" => 3,

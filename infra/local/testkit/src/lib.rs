@@ -4,6 +4,7 @@
 //! deadline ([`eventually`]), a ministack AWS emulator (installed into
 //! `infra/local/.venv` by `infra/local/emulator install`, which
 //! `infra/local/test-all` runs) on a loopback port chosen at run time, and
+//! [`tls`], a run-time test PKI and a `wss://` client trusting one CA;
 //! [`cluster`], a local fleet (emulator, nodes, HAProxy) driven through
 //! `infra/local/cluster`. Every process a helper starts dies with its value.
 
@@ -11,6 +12,7 @@ pub mod cluster;
 pub mod node;
 pub mod proxy;
 pub mod sys;
+pub mod tls;
 pub mod tokens;
 pub mod ws;
 

@@ -1,11 +1,14 @@
 //! A real `sumu-node` process on a loopback port chosen at run time (it
 //! binds `127.0.0.1:0` and prints the address), killed on drop; and the
-//! calls tests make to it.
+//! calls tests make to it. With `--tls-listen 127.0.0.1:0` among its
+//! arguments ([`Node::tls`]) it also waits for the TLS listener's line
+//! (`sumu-node listening on ADDR (tls)`) and keeps that address.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::ws::Ws;
 
@@ -42,7 +45,17 @@ pub fn scratch(name: &str) -> PathBuf {
 pub struct Node {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The TLS listener's address, when the node was started with one.
+    pub tls_addr: Option<SocketAddr>,
     pub api_key: String,
+}
+
+/// How a node that was expected to fail at start ended: its exit code
+/// (`None`: still running at the deadline, then killed) and its stderr.
+#[derive(Debug)]
+pub struct Exited {
+    pub code: Option<i32>,
+    pub stderr: String,
 }
 
 impl Node {
@@ -53,6 +66,46 @@ impl Node {
         let mut args = vec!["--dev", "--demo-backend=false"];
         args.extend_from_slice(extra);
         Node::start(&args, "dev")
+    }
+
+    /// A node with a TLS listener on a run-time port beside the plain one
+    /// (`--tls-listen 127.0.0.1:0`); `args` name the certificate
+    /// (`--tls-cert F --tls-key F`, or `--dev-tls`) and anything else.
+    pub fn tls(args: &[&str], api_key: &str) -> Node {
+        let mut all = vec!["--tls-listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Node::start(&all, api_key)
+    }
+
+    /// Runs `sumu-node --listen 127.0.0.1:0 ARGS` expecting it to stop by
+    /// itself (a refused configuration); killed after `within`.
+    pub fn run_to_exit(args: &[&str], within: Duration) -> Exited {
+        let mut child = Command::new(workspace_binary("sumu-node"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("SUMU_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sumu-node");
+        let deadline = Instant::now() + within;
+        let code = loop {
+            match child.try_wait().expect("wait") {
+                Some(status) => break status.code(),
+                None if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            use std::io::Read;
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        Exited { code, stderr }
     }
 
     pub fn start(args: &[&str], api_key: &str) -> Node {
@@ -72,20 +125,27 @@ impl Node {
         let mut child = cmd.spawn().expect("spawn sumu-node");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
+        let wants_tls = args.contains(&"--tls-listen");
+        let (mut addr, mut tls_addr) = (None, None);
+        while addr.is_none() || (wants_tls && tls_addr.is_none()) {
             let line = lines
                 .next()
                 .expect("node exited before listening")
                 .expect("read stdout");
             if let Some(rest) = line.strip_prefix("sumu-node listening on ") {
-                break rest.trim().parse().expect("address");
+                match rest.trim().strip_suffix(" (tls)") {
+                    Some(tls) => tls_addr = Some(tls.parse().expect("TLS address")),
+                    None => addr = Some(rest.trim().parse().expect("address")),
+                }
             }
-        };
+        }
+        let addr = addr.expect("plain address");
         // Keep draining stdout so the node never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Node {
             child,
             addr,
+            tls_addr,
             api_key: api_key.to_string(),
         }
     }
