@@ -245,6 +245,17 @@ impl Fleet {
         self.nodes.user_locations().await
     }
 
+    /// A node that is not the leader.
+    async fn non_leader(&self) -> String {
+        let leader = self.leader().await.expect("a leader");
+        self.cluster
+            .nodes()
+            .iter()
+            .find(|n| **n != leader)
+            .expect("another node")
+            .clone()
+    }
+
     fn node_index(&self, node: &str) -> usize {
         self.cluster.nodes().iter().position(|n| n == node).unwrap()
     }
@@ -454,14 +465,7 @@ async fn node_sigkill() {
         .is_some(),
         "ONLINE for every user"
     );
-    let leader = f.leader().await.expect("a leader");
-    let victim = f
-        .cluster
-        .nodes()
-        .iter()
-        .find(|n| **n != leader)
-        .unwrap()
-        .clone();
+    let victim = f.non_leader().await;
     let victim_users = users_on(&before, f.node_index(&victim));
     assert!(!victim_users.is_empty(), "{victim} holds sockets");
     let (gone, returning): (Vec<usize>, Vec<usize>) =
@@ -679,14 +683,7 @@ async fn node_sigterm_drains() {
     let population = f.population(0..users, run).await;
     assert!(population.wait_open(users, Duration::from_secs(30)).await);
     let before = f.spread().await;
-    let leader = f.leader().await.expect("a leader");
-    let victim = f
-        .cluster
-        .nodes()
-        .iter()
-        .find(|n| **n != leader)
-        .unwrap()
-        .clone();
+    let victim = f.non_leader().await;
     let victim_users = users_on(&before, f.node_index(&victim));
     assert!(!victim_users.is_empty());
     let injector = f.injector(run, users);
@@ -809,14 +806,7 @@ async fn node_restart_same_id_rejoins() {
     let population = f.population(0..30, run).await;
     assert!(population.wait_open(30, Duration::from_secs(30)).await);
     let before = f.spread().await;
-    let leader = f.leader().await.expect("a leader");
-    let victim = f
-        .cluster
-        .nodes()
-        .iter()
-        .find(|n| **n != leader)
-        .unwrap()
-        .clone();
+    let victim = f.non_leader().await;
     let started_before = f.node_row(&victim).await.unwrap()["started_at"].clone();
     let victim_users = users_on(&before, f.node_index(&victim));
     blocking(|| f.cluster.kill(&victim));
@@ -1049,14 +1039,7 @@ async fn frozen_node_is_reaped_and_rejoins() {
     let users = 45;
     let population = f.population(0..users, run).await;
     assert!(population.wait_open(users, Duration::from_secs(30)).await);
-    let leader = f.leader().await.expect("a leader");
-    let victim = f
-        .cluster
-        .nodes()
-        .iter()
-        .find(|n| **n != leader)
-        .unwrap()
-        .clone();
+    let victim = f.non_leader().await;
     let before = f.spread().await;
     let victim_users = users_on(&before, f.node_index(&victim));
     assert!(!victim_users.is_empty(), "{victim} holds sockets");

@@ -271,6 +271,26 @@ pub async fn serve(
             t.watch,
             stop.clone().cancelled_owned(),
         ));
+    } else {
+        // Nothing to reload; a SIGHUP (`systemctl reload`) must not end the node,
+        // which is the signal's default action. Installed before "listening".
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                let stop = stop.clone();
+                tasks.spawn(async move {
+                    while stop
+                        .run_until_cancelled(hup.recv())
+                        .await
+                        .flatten()
+                        .is_some()
+                    {
+                        tracing::info!("SIGHUP: nothing to reload (no --tls-listen)");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "no SIGHUP handler"),
+        }
     }
     let handle = server.handle();
     for &(addr, tls) in &addrs {

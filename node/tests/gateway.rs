@@ -516,3 +516,20 @@ async fn the_server_closes_tcp_right_after_the_closing_handshake() {
         "TCP closed {took:?} after the handshake"
     );
 }
+
+/// A SIGHUP (`systemctl reload`) to a node without TLS has nothing to reload and
+/// must not end it (the signal's default action would): open sockets keep working.
+#[tokio::test]
+async fn sighup_without_tls_keeps_the_node() {
+    let mut node = Node::dev(&[]);
+    let mut ws = node.connect("hup").await;
+    node.signal(libc::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        node.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the node"
+    );
+    send_text(&mut ws, r#"{"action":"ping"}"#).await;
+    let pong = next_text(&mut ws, LONG).await.unwrap();
+    assert!(pong.contains("pong"), "{pong}");
+}

@@ -207,22 +207,37 @@ impl Mesh {
         let Some(row) = self.state.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
+        self.remove_inbox(&row).await;
+        if let Err(e) = self.cluster.delete(&self.settings.node_id).await {
+            tracing::warn!(error = %chain(&e), "node row not deleted");
+        }
+        tracing::info!("left the mesh");
+    }
+
+    /// Unsubscribes `row`'s inbox from the mesh topic, then deletes it (a
+    /// publish to a deleted queue's subscription fails on some
+    /// implementations). Failures are logged: one that finds nothing (the
+    /// reaper was first) quietly.
+    async fn remove_inbox(&self, row: &NodeRow) {
+        let log = |what: &str, e: &crate::engine::AwsError| {
+            if e.kind == AwsErrorKind::NotFound {
+                tracing::debug!(error = %chain(e), "{what}: already gone");
+            } else {
+                tracing::warn!(error = %chain(e), "{what} failed");
+            }
+        };
         let request = self
             .sns
             .unsubscribe()
             .subscription_arn(&row.subscription_arn)
             .send();
         if let Err(e) = call("sns", "Unsubscribe", request).await {
-            tracing::warn!(error = %chain(&e), "unsubscribe failed");
+            log("unsubscribing the inbox", &e);
         }
         let request = self.sqs.delete_queue().queue_url(&row.inbox_url).send();
         if let Err(e) = call("sqs", "DeleteQueue", request).await {
-            tracing::warn!(error = %chain(&e), "inbox not deleted");
+            log("deleting the inbox", &e);
         }
-        if let Err(e) = self.cluster.delete(&self.settings.node_id).await {
-            tracing::warn!(error = %chain(&e), "node row not deleted");
-        }
-        tracing::info!("left the mesh");
     }
 
     /// Refreshes this node's row every heartbeat period; rejoins when the
@@ -292,18 +307,7 @@ impl Mesh {
         if let Some(old) = &old {
             // The reaper removes both; a reaper stopped half-way (or an
             // operator's delete of the row) may not have.
-            let request = self
-                .sns
-                .unsubscribe()
-                .subscription_arn(&old.subscription_arn)
-                .send();
-            if let Err(e) = call("sns", "Unsubscribe", request).await {
-                tracing::debug!(error = %chain(&e), "old subscription not removed");
-            }
-            let request = self.sqs.delete_queue().queue_url(&old.inbox_url).send();
-            if let Err(e) = call("sqs", "DeleteQueue", request).await {
-                tracing::debug!(error = %chain(&e), "old inbox not deleted");
-            }
+            self.remove_inbox(old).await;
         }
         let n = self.rejoins.fetch_add(1, Ordering::Relaxed) + 1;
         let name = format!("{}-r{n}", self.settings.inbox_name);
