@@ -303,26 +303,46 @@ fn duplicates(sessions: &[SessionOutcome]) -> u64 {
     sessions.iter().map(|s| s.duplicates).sum()
 }
 
+/// What a drill may see besides "nothing lost, nothing misdelivered".
+#[derive(Clone, Copy)]
+struct Bounds {
+    /// The slowest delivery after its request was sent.
+    late: Duration,
+    /// A node crashed while routing: a request it had half routed is routed again by
+    /// another node, and a socket may get it twice (README, "Worst-case delay").
+    /// Without a crash, no duplicate is allowed.
+    crash: bool,
+}
+
+const NORMAL: Bounds = Bounds {
+    late: NORMAL_LATE_BOUND,
+    crash: false,
+};
+const DRAIN: Bounds = Bounds {
+    late: DRAIN_LATE_BOUND,
+    crash: false,
+};
+const CRASH: Bounds = Bounds {
+    late: CRASH_LATE_BOUND,
+    crash: true,
+};
+
 /// Stops the injector, waits for what is owed (at most the visibility timeout plus a
 /// margin: a request a dead node had polled comes back only after it), prints and
-/// checks the accounting: nothing lost, duplicated or misdelivered, and no delivery
-/// later than `late_bound` after its request was sent.
-async fn settle_and_check(
-    name: &str,
-    population: Population,
-    injector: Injector,
-    late_bound: Duration,
-) {
+/// checks the accounting: nothing lost or misdelivered, no duplicate unless a node
+/// crashed, and no delivery later than the bound after its request was sent.
+async fn settle_and_check(name: &str, population: Population, injector: Injector, bounds: Bounds) {
     let requests: Vec<SentRequest> = injector.stop().await;
-    settle_and_check_requests(name, population, requests, late_bound).await;
+    settle_and_check_requests(name, population, requests, bounds).await;
 }
 
 async fn settle_and_check_requests(
     name: &str,
     population: Population,
     requests: Vec<SentRequest>,
-    late_bound: Duration,
+    bounds: Bounds,
 ) {
+    let late_bound = bounds.late;
     tokio::time::sleep(SETTLE * 2).await;
     let waited = Instant::now();
     let live_check = population
@@ -360,7 +380,9 @@ async fn settle_and_check_requests(
         "[{name}] deliveries still owed after the wait"
     );
     assert_eq!(check.lost, 0, "[{name}] lost deliveries");
-    assert_eq!(duplicates(&sessions), 0, "[{name}] duplicated deliveries");
+    if !bounds.crash {
+        assert_eq!(duplicates(&sessions), 0, "[{name}] duplicated deliveries");
+    }
     assert_eq!(check.misdelivered, 0, "[{name}] misdelivered");
     assert!(
         slowest <= late_bound,
@@ -399,7 +421,7 @@ async fn cluster_up_spreads_sockets_and_down_leaves_nothing() {
     );
     let injector = f.injector(run, 30);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    settle_and_check("smoke", population, injector, NORMAL_LATE_BOUND).await;
+    settle_and_check("smoke", population, injector, NORMAL).await;
 
     let pids: Vec<u32> = ["emulator", "balancer", "n1", "n2", "n3"]
         .iter()
@@ -530,7 +552,7 @@ async fn node_sigkill() {
     assert!(row_gone.is_some(), "the dead node's cluster row deleted");
     assert!(inbox_gone.is_some(), "the dead node's inbox deleted");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    settle_and_check("node_sigkill", population, injector, CRASH_LATE_BOUND).await;
+    settle_and_check("node_sigkill", population, injector, CRASH).await;
     let events = presence.stop().await;
     for u in 0..users {
         let name = user_name(PREFIX, u);
@@ -634,7 +656,7 @@ async fn leader_sigkill() {
         all_events.is_some(),
         "presence resumed: every change reported"
     );
-    settle_and_check("leader_sigkill", stable, injector, CRASH_LATE_BOUND).await;
+    settle_and_check("leader_sigkill", stable, injector, CRASH).await;
     let _ = arriving.stop(Duration::from_secs(10)).await;
     let events = presence.stop().await;
     let mut dup = 0;
@@ -770,7 +792,7 @@ async fn node_sigterm_drains() {
         closed.len() < 2 || waves_s > 0.5,
         "sockets closed in waves, not all at once ({waves_s:.2} s)"
     );
-    settle_and_check("node_sigterm", population, injector, DRAIN_LATE_BOUND).await;
+    settle_and_check("node_sigterm", population, injector, DRAIN).await;
 }
 
 /// What common clients need from a drain: a close code they reconnect on (1012
@@ -850,7 +872,7 @@ async fn node_restart_same_id_rejoins() {
     let _ = newcomers.stop(Duration::from_secs(10)).await;
     // Accounting over the first population only (the newcomers were stopped above; the
     // injector targets users 0..45 so requests to them are owed to nobody now).
-    settle_and_check("node_restart", population, injector, CRASH_LATE_BOUND).await;
+    settle_and_check("node_restart", population, injector, CRASH).await;
 }
 
 /// `GET /dev/token` on one node gives a token every node accepts.
@@ -1022,7 +1044,16 @@ async fn aws_stall_reaps_nobody() {
     assert!(false_offline.is_empty(), "false OFFLINE: {false_offline:?}");
     let _ = thawed;
     // Requests sent before the stall waited for it: only the ones after are bounded.
-    settle_and_check_requests("aws_stall", population, requests, Duration::from_secs(40)).await;
+    settle_and_check_requests(
+        "aws_stall",
+        population,
+        requests,
+        Bounds {
+            late: Duration::from_secs(40),
+            crash: false,
+        },
+    )
+    .await;
     let _ = presence.stop().await;
 }
 
@@ -1105,6 +1136,6 @@ async fn frozen_node_is_reaped_and_rejoins() {
     // Deliveries to every socket, the rejoined node's included.
     let injector = f.injector(run, users);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    settle_and_check("frozen_node", population, injector, NORMAL_LATE_BOUND).await;
+    settle_and_check("frozen_node", population, injector, NORMAL).await;
     let _ = presence.stop().await;
 }
