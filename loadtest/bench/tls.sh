@@ -111,15 +111,8 @@ start_peer() { # PEER CERTNAME|- LOGFILE
   log "$peer not ready in 30 s"; stop_peer; return 1
 }
 
-stop_peer() {
-  if [ -n "$PEER_PID" ]; then
-    kill "$PEER_PID" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$PEER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$PEER_PID" 2>/dev/null || true
-    wait "$PEER_PID" 2>/dev/null || true
-    PEER_PID=""
-  fi
-}
+# shellcheck source=loadtest/bench/peer.sh
+. "$HERE/peer.sh"
 trap stop_peer EXIT
 
 row() { # PEER ROW CERTNAME|- loadtest-args...

@@ -359,16 +359,7 @@ async fn a_reader_that_never_reads_is_cut_off_while_others_keep_receiving() {
         metrics.contains("sumu_connections_closed_total{reason=\"slow_reader\"} 1"),
         "{metrics}"
     );
-    let users: serde_json::Value = reqwest::Client::new()
-        .get(node.url("/api/users"))
-        .header("authorization", "Bearer dev")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(users["users"], serde_json::json!(["reader"]));
+    assert_eq!(node.users().await, vec!["reader".to_string()]);
     drop(sloth);
 }
 
