@@ -2,7 +2,7 @@
 //! speaks SUMU's contract. See the repository's README.md and DESIGN.md.
 //!
 //! Layers, lowest first; a module uses only modules of its own layer or
-//! below (`node/tests/layers.rs` fails on an import that points up, or on
+//! below (`node/tests/it/layers.rs` fails on an import that points up, or on
 //! any cycle):
 //!
 //! 1. leaves: `sys` (the only `unsafe`: raw libc calls), `clock`,

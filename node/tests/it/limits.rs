@@ -3,12 +3,10 @@
 //! sockets per user, per client address and per node, the connect rate per
 //! address, and the client address a PROXY protocol v2 header names.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use sumu_testkit::proxy::{v2_header, v2_local, Haproxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};

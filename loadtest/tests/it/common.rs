@@ -1,8 +1,6 @@
 //! Helpers of the end-to-end tests: start a server process on a free loopback port, wait
 //! for readiness, run `sumu-loadtest` as a process and read its JSON report.
 
-#![allow(dead_code, unused_imports, unreachable_pub)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,9 +1,7 @@
 //! Every class of bad token is refused with 401 before the upgrade; good
 //! tokens from each key source are accepted.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 

@@ -4,16 +4,14 @@
 //! frame-parser tests at the top pin the patched actix-http parser itself
 //! (`node/vendor/actix-http`, see its SUMU-PATCH.md).
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use actix_codec::Decoder;
 use actix_http::ws::{Codec, Frame, Parser, ProtocolError};
 use bytes::BytesMut;
-use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

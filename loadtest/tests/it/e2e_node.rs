@@ -2,9 +2,7 @@
 //! --workspace` before the tests run): the load tester connects, holds and fans out,
 //! and every expected delivery arrives with no error.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn dev_tokens_connect_and_broadcast() {

@@ -1,11 +1,9 @@
 //! End to end against the bundled reference peer `sumu-peer-min`: HS256 minted tokens,
 //! unicast, churn and publish with acks.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn peer() -> Server {
     start_server(

@@ -4,12 +4,10 @@
 //! rotation (SIGHUP, file change) keeps open sockets while new handshakes get
 //! the new leaf, a bad new pair is refused, a bad pair at start is exit 3.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use sumu_testkit::node::scratch;
 use sumu_testkit::tls::{connect_wss, KeyAlg, Pki, WssError};
 

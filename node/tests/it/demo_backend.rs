@@ -5,14 +5,12 @@
 //! SNS/SQS messages with SUMU's attributes and answers with notification
 //! requests on the notifications queue.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// Long enough for the presence leader's first lease and stream read.

@@ -2,12 +2,10 @@
 //! emulator, notification requests sent by the load tester with `--via sqs` to the
 //! notifications queue, every delivery checked.
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn fanout_via_the_notifications_queue() {

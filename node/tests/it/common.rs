@@ -1,6 +1,5 @@
 //! The node's integration tests use the workspace's one set of test
 //! helpers (`sumu-testkit`); only the fixture paths are this crate's own.
-#![allow(dead_code, unused_imports, unreachable_pub)]
 
 pub use sumu_testkit::node::Node;
 pub use sumu_testkit::tokens::{now_secs, serve_file, serve_file_counted, sign};

@@ -1,11 +1,9 @@
 //! The wire contract on a real node (memory engine): client frames, the
 //! in-process bus, notification fan-out, limits, shutdown.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 

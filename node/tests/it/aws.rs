@@ -2,15 +2,13 @@
 //! real AWS SDK clients: connection rows, publish/send, notification input,
 //! DLQ redrive, stale-row pruning.
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::*;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use common::*;
 
 const LONG: Duration = Duration::from_secs(10);
 

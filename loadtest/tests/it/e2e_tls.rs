@@ -6,14 +6,12 @@
 //!
 //! Needs `node` and `npm` (the peer's `ws` package is installed with `npm ci` when missing).
 
-mod common;
-
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A CA, and a leaf for 127.0.0.1 only (so `localhost` is a wrong name) signed by it.
 struct TestPki {

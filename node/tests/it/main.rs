@@ -1,0 +1,15 @@
+//! The node's integration tests: one binary (linked once), a module per area.
+//! Helpers come from the workspace's one set of test helpers (`sumu-testkit`).
+
+#![allow(dead_code, unused_imports, unreachable_pub)]
+
+mod common;
+
+mod auth;
+mod aws;
+mod demo_backend;
+mod gateway;
+mod hostile;
+mod layers;
+mod limits;
+mod tls;
