@@ -3,6 +3,8 @@
 //! is given resolves. Shutdown is injected: the binary wires it to
 //! SIGTERM/SIGINT, tests to whatever they like.
 
+#[cfg(test)]
+mod footprint;
 mod proxied;
 
 use std::future::Future;
@@ -11,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Extensions;
+use actix_web::dev::{Extensions, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::rt::net::TcpStream;
 use actix_web::{web, App, HttpServer};
 use tokio_util::sync::CancellationToken;
@@ -143,18 +145,24 @@ async fn build_engine(
     }
 }
 
-/// Serves on `listener` until `shutdown` resolves, then drains: `/readyz`
-/// turns 503, sockets close in jittered waves, background tasks stop as
-/// one set, the node leaves the fleet.
-pub async fn serve(
-    config: Config,
-    listener: std::net::TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), NodeError> {
+/// A node's parts, wired and started, before it serves: what [`serve`]
+/// runs its listeners on.
+struct Wired {
+    config: Arc<Config>,
+    local: LocalDelivery,
+    engine: Engine,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    state: web::Data<AppState>,
+    ready: Arc<AtomicBool>,
+}
+
+/// Wires hub → engine (its background tasks started) → auth → the HTTP
+/// layer's state; `listen` is where the node will listen.
+async fn wire(config: Config, listen: SocketAddr) -> Result<Wired, NodeError> {
     let config = Arc::new(config);
     let local = LocalDelivery::start();
     local.sweep(crate::outbound::FrozenRule::new(&config.limits));
-    let listen = listener.local_addr().unwrap_or(config.listen);
     let engine = build_engine(&config, local.clone(), listen)
         .await
         .map_err(|e| NodeError::Engine(e.into()))?;
@@ -208,24 +216,67 @@ pub async fn serve(
         ready: ready.clone(),
         admission,
     });
+    Ok(Wired {
+        config,
+        local,
+        engine,
+        tasks,
+        stop,
+        state,
+        ready,
+    })
+}
+
+/// The node's HTTP app: what every listener serves.
+fn app(
+    state: &web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state.clone())
+        .configure(|c| http::configure(c, state))
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains: `/readyz`
+/// turns 503, sockets close in jittered waves, background tasks stop as
+/// one set, the node leaves the fleet.
+pub async fn serve(
+    config: Config,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let listen = listener.local_addr().unwrap_or(config.listen);
+    let Wired {
+        config,
+        local,
+        engine,
+        tasks,
+        stop,
+        state,
+        ready,
+    } = wire(config, listen).await?;
 
     let tls = config.tls.as_ref().map(tls_listener).transpose()?;
     let app_state = state.clone();
-    let app = move || {
-        App::new()
-            .app_data(app_state.clone())
-            .configure(|c| http::configure(c, &app_state))
-    };
+    let factory = move || app(&app_state);
     let bind_err = |source| NodeError::Bind {
         addr: listen,
         source,
     };
     let (server, addrs, resolver) = if config.proxy_protocol {
         // `--proxy-protocol` and `--tls-listen` are refused together (config).
-        let server = proxied::run(listener, config.workers, app, on_connect).map_err(bind_err)?;
+        let server =
+            proxied::run(listener, config.workers, factory, on_connect).map_err(bind_err)?;
         (server, vec![(listen, false)], None)
     } else {
-        let server = HttpServer::new(app)
+        let server = HttpServer::new(factory)
             .workers(config.workers)
             .max_connections(MAX_CONNECTIONS)
             .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
