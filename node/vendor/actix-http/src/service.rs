@@ -978,13 +978,14 @@ where
 
             Protocol::Http1 => HttpServiceHandlerResponse {
                 state: State::H1 {
-                    dispatcher: h1::Dispatcher::new(
+                    // SUMU-PATCH: boxed (see `State`).
+                    dispatcher: Box::pin(h1::Dispatcher::new(
                         io,
                         Rc::clone(&self.flow),
                         self.cfg.clone(),
                         peer_addr,
                         conn_data,
-                    ),
+                    )),
                 },
             },
 
@@ -1014,7 +1015,11 @@ pin_project! {
         U: Service<(Request, Framed<T, h1::Codec>), Response = ()>,
         U::Error: fmt::Display,
     {
-        H1 { #[pin] dispatcher: h1::Dispatcher<T, S, B, X, U> },
+        // SUMU-PATCH: the dispatcher is boxed, so this future stays small: a server
+        // (actix-server's worker) moves it into a task that holds it twice (the future and
+        // the `.await` of it), and the task is allocated in 128-byte steps; unboxed, each
+        // connection's task was 1,152 bytes.
+        H1 { dispatcher: Pin<Box<h1::Dispatcher<T, S, B, X, U>>> },
     }
 }
 
@@ -1039,7 +1044,11 @@ pin_project! {
         U: Service<(Request, Framed<T, h1::Codec>), Response = ()>,
         U::Error: fmt::Display,
     {
-        H1 { #[pin] dispatcher: h1::Dispatcher<T, S, B, X, U> },
+        // SUMU-PATCH: the dispatcher is boxed, so this future stays small: a server
+        // (actix-server's worker) moves it into a task that holds it twice (the future and
+        // the `.await` of it), and the task is allocated in 128-byte steps; unboxed, each
+        // connection's task was 1,152 bytes.
+        H1 { dispatcher: Pin<Box<h1::Dispatcher<T, S, B, X, U>>> },
 
         H2 { #[pin] dispatcher: crate::h2::Dispatcher<T, S, B, X, U> },
 
@@ -1103,7 +1112,7 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.as_mut().project().state.project() {
-            StateProj::H1 { dispatcher } => dispatcher.poll(cx),
+            StateProj::H1 { dispatcher } => dispatcher.as_mut().poll(cx), // SUMU-PATCH
 
             #[cfg(feature = "http2")]
             StateProj::H2 { dispatcher } => dispatcher.poll(cx),

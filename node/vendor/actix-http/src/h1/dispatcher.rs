@@ -398,13 +398,12 @@ where
             }
         }
 
-        // All bytes have been accepted by the I/O stream, so the buffer can be reused or released.
-        if *write_buf_needs_reset {
-            *write_buf = BytesMut::new();
-            *write_buf_needs_reset = false;
-        } else {
-            write_buf.clear();
-        }
+        // All bytes have been accepted by the I/O stream, so the buffer can be released.
+        // SUMU-PATCH: always released (upstream kept it unless over the retention limit): an
+        // idle connection then holds no write buffer (the 101 of a WebSocket upgrade left
+        // ~370 bytes for the socket's life); the next write allocates what it needs.
+        *write_buf = BytesMut::new(); // SUMU-PATCH
+        *write_buf_needs_reset = false;
 
         // flush the I/O and check if get blocked
         io.poll_flush(cx)
@@ -511,6 +510,13 @@ where
 
         if close_after_response {
             res.head_mut().set_connection_type(ConnectionType::Close);
+        }
+
+        // SUMU-PATCH: an upgraded connection (a WebSocket) is never kept alive, so the
+        // graceful shutdown's only effect (ending keep-alive) cannot apply to it: drop its
+        // future (a boxed watch receiver, 176 bytes for the life of every socket).
+        if is_upgrade {
+            *self.as_mut().project().graceful_shutdown = None; // SUMU-PATCH
         }
 
         let size = self.as_mut().send_response_inner(res, &body)?;
@@ -1010,7 +1016,15 @@ where
 
                 // decode is partial and buffer is not full yet
                 // break and wait for more read
-                Ok(None) => break,
+                Ok(None) => {
+                    // SUMU-PATCH: nothing left to decode: release the read buffer, so an idle
+                    // connection holds none (it was HW_BUFFER_SIZE for the connection's life);
+                    // `read_available` allocates one again when the socket is readable.
+                    if this.read_buf.is_empty() {
+                        *this.read_buf = BytesMut::new(); // SUMU-PATCH
+                    }
+                    break;
+                }
 
                 Err(ParseError::Io(err)) => {
                     trace!("I/O error: {}", &err);
@@ -1235,13 +1249,30 @@ where
                 return Ok(false);
             }
 
-            // grow buffer if necessary.
-            let remaining = this.read_buf.capacity() - this.read_buf.len();
-            if remaining < LW_BUFFER_SIZE {
-                this.read_buf.reserve(HW_BUFFER_SIZE - remaining);
-            }
+            // SUMU-PATCH: an empty read buffer is not allocated (see `poll_request`): read
+            // into the stack first and keep only the bytes that came, so polling an idle
+            // connection (a WebSocket being written to) allocates nothing.
+            let polled = if this.read_buf.capacity() == 0 {
+                let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); HW_BUFFER_SIZE];
+                let mut stack = tokio::io::ReadBuf::uninit(&mut stack);
+                match io.as_mut().poll_read(cx, &mut stack) {
+                    Poll::Ready(Ok(())) => {
+                        this.read_buf.extend_from_slice(stack.filled());
+                        Poll::Ready(Ok(stack.filled().len()))
+                    }
+                    Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+                    Poll::Pending => Poll::Pending,
+                }
+            } else {
+                // grow buffer if necessary.
+                let remaining = this.read_buf.capacity() - this.read_buf.len();
+                if remaining < LW_BUFFER_SIZE {
+                    this.read_buf.reserve(HW_BUFFER_SIZE - remaining);
+                }
+                tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf)
+            };
 
-            match tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf) {
+            match polled {
                 Poll::Ready(Ok(n)) => {
                     // When draining a dropped request payload, keep FINISHED set so the
                     // disconnect/keep-alive decision can be made once the payload is fully drained.
