@@ -215,6 +215,7 @@ pub(crate) async fn engine(
             node_id: config.node_id.clone(),
             timeout: cfg.node_timeout,
             every: cfg.heartbeat,
+            step_pause: cfg.reap_step_pause,
         }),
     };
     let background = Arc::new(AwsBackground {

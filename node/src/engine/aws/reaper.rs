@@ -35,6 +35,9 @@ pub(crate) struct Reaper {
     /// A heartbeat that did not advance for this long means the node is dead.
     pub(crate) timeout: Duration,
     pub(crate) every: Duration,
+    /// Drills only (`--reap-step-pause-ms`): a pause between the steps of
+    /// a reap, so a drill can resume the node in the middle of one.
+    pub(crate) step_pause: Duration,
 }
 
 /// A node's row as one scan saw it.
@@ -192,18 +195,21 @@ impl Reaper {
             .iter()
             .map(|r| self.store.delete(&r.user_id, &r.connection_id));
         futures_util::future::try_join_all(deletes).await?;
+        self.between_steps().await;
         if let Some(arn) = &node.subscription_arn {
             let request = self.sns.unsubscribe().subscription_arn(arn).send();
             if let Err(e) = call("sns", "Unsubscribe", request).await {
                 tracing::warn!(error = %chain(&e), "dead node's subscription not removed");
             }
         }
+        self.between_steps().await;
         if let Some(url) = &node.inbox_url {
             let request = self.sqs.delete_queue().queue_url(url).send();
             if let Err(e) = call("sqs", "DeleteQueue", request).await {
                 tracing::warn!(error = %chain(&e), "dead node's inbox not deleted");
             }
         }
+        self.between_steps().await;
         // Only the row judged stale: a node that came back meanwhile and
         // rejoined keeps its new row.
         let request = self
@@ -224,6 +230,14 @@ impl Reaper {
         METRICS.errors.with_label_values(&["node_reaped"]).inc();
         tracing::info!(node_id = %node.node_id, rows = n, "dead node reaped");
         Ok(())
+    }
+}
+
+impl Reaper {
+    async fn between_steps(&self) {
+        if !self.step_pause.is_zero() {
+            tokio::time::sleep(self.step_pause).await;
+        }
     }
 }
 
