@@ -3,11 +3,12 @@
 //! other node to its inbox; a broadcast is one publish to the topic.
 //!
 //! Membership: a node's `node#` row names its inbox; its heartbeat refreshes
-//! that row only while the row still names that inbox. A node that finds
-//! its row or inbox gone (the leader reaped it while it was frozen or cut
-//! off from AWS) is not ready until it has rejoined: a new inbox and
-//! subscription, its row, then the rows of every socket it still holds
-//! (presence sees them ONLINE again).
+//! that row only while the row still names that inbox and no leader has
+//! marked it for reaping. A node that finds its row gone or marked, or its
+//! inbox gone (the leader is reaping it, or reaped it, while it was frozen
+//! or cut off from AWS), is not ready until it has rejoined: a new inbox
+//! and subscription, its row (which ends the leader's hold on it), then the
+//! rows of every socket it still holds (presence sees them ONLINE again).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -72,7 +73,10 @@ pub(crate) struct Mesh {
     local: LocalDelivery,
     health: Arc<Health>,
     state: Mutex<Option<NodeRow>>,
-    /// Wakes the heartbeat when the inbox poller found the inbox gone.
+    /// The inbox the poller found gone (it wakes the heartbeat, which
+    /// rejoins whatever the row says: a row that survived its inbox is no
+    /// membership).
+    lost_inbox: Mutex<Option<String>>,
     reaped: tokio::sync::Notify,
     /// Rejoins so far (each gets a fresh inbox name: SQS refuses to create
     /// a queue with the name of one deleted less than 60 s ago).
@@ -137,6 +141,7 @@ impl Mesh {
             local,
             health,
             state: Mutex::new(None),
+            lost_inbox: Mutex::new(None),
             reaped: tokio::sync::Notify::new(),
             rejoins: AtomicU32::new(0),
         }
@@ -241,8 +246,9 @@ impl Mesh {
     }
 
     /// Refreshes this node's row every heartbeat period; rejoins when the
-    /// row (or, as the inbox poller tells, the inbox) is gone. A failed
-    /// heartbeat marks the node not ready until one succeeds.
+    /// row is gone or marked for reaping, or (as the inbox poller tells)
+    /// the inbox is gone, whatever the row says. A failed heartbeat marks
+    /// the node not ready until one succeeds.
     pub(crate) async fn heartbeat(self: Arc<Self>, stop: CancellationToken) {
         loop {
             tokio::select! {
@@ -251,10 +257,22 @@ impl Mesh {
                 () = tokio::time::sleep(self.settings.heartbeat_every) => {}
             }
             let Some(row) = self.row() else { return };
+            let lost = self
+                .lost_inbox
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if lost.as_deref() == Some(row.inbox_url.as_str()) {
+                self.rejoin(&stop, "its inbox is gone").await;
+                continue;
+            }
             let beat = tokio::time::timeout(self.settings.write_timeout, self.cluster.beat(&row));
             match beat.await {
                 Ok(Ok(true)) => self.health.store_ok(),
-                Ok(Ok(false)) => self.rejoin(&stop).await,
+                Ok(Ok(false)) => {
+                    self.rejoin(&stop, "its cluster row is gone or being reaped")
+                        .await
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %chain(&e), "heartbeat failed");
                     self.health.store_failed();
@@ -273,11 +291,12 @@ impl Mesh {
 
     /// Back into the mesh, retrying with backoff until it works (or the
     /// node stops); not ready meanwhile.
-    async fn rejoin(&self, stop: &CancellationToken) {
+    async fn rejoin(&self, stop: &CancellationToken, why: &'static str) {
         self.health.set_in_mesh(false);
         METRICS.errors.with_label_values(&["node_rejoin"]).inc();
         tracing::warn!(
-            "this node's cluster row is gone: the leader reaped it (frozen or cut off from AWS \
+            why,
+            "this node is out of the mesh: the leader reaped it (frozen or cut off from AWS \
              longer than the node timeout); not ready until it has rejoined"
         );
         let mut backoff = REJOIN_FIRST_BACKOFF;
@@ -474,6 +493,7 @@ impl Mesh {
                 poll.delete(done).await;
                 if poll.gone() {
                     tracing::warn!(inbox = %url, "this node's inbox is gone");
+                    *self.lost_inbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(url.clone());
                     self.reaped.notify_one();
                     break;
                 }
