@@ -12,15 +12,17 @@ use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 
 const LONG: Duration = Duration::from_secs(10);
 
-struct Cluster {
-    emulator: Emulator,
-    prefix: String,
+/// An emulator with sumu's resources bootstrapped, and nodes on it (also used by
+/// `fleet_faults.rs`).
+pub(crate) struct Cluster {
+    pub(crate) emulator: Emulator,
+    pub(crate) prefix: String,
     env: HashMap<String, String>,
 }
 
 impl Cluster {
     /// An emulator with everything bootstrapped under `prefix`.
-    fn new(prefix: &str, max_receive: u32) -> Cluster {
+    pub(crate) fn new(prefix: &str, max_receive: u32) -> Cluster {
         let emulator = Emulator::start();
         let env = emulator.env(prefix);
         let out = Command::new(env!("CARGO_BIN_EXE_sumu-node"))
@@ -62,7 +64,7 @@ impl Cluster {
         self.named("node-a", extra)
     }
 
-    fn named(&self, node_id: &str, extra: &[&str]) -> Node {
+    pub(crate) fn named(&self, node_id: &str, extra: &[&str]) -> Node {
         let env: Vec<(&str, &str)> = self
             .env
             .iter()
@@ -74,7 +76,7 @@ impl Cluster {
         Node::start_with_env(&args, "dev", &env)
     }
 
-    fn var(&self, k: &str) -> &str {
+    pub(crate) fn var(&self, k: &str) -> &str {
         &self.env[k]
     }
 
@@ -99,7 +101,12 @@ impl Cluster {
     }
 }
 
-async fn row_exists(ddb: &aws_sdk_dynamodb::Client, table: &str, user: &str, conn: &str) -> bool {
+pub(crate) async fn row_exists(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    user: &str,
+    conn: &str,
+) -> bool {
     ddb.get_item()
         .table_name(table)
         .key("user_id", AttributeValue::S(user.into()))
@@ -111,7 +118,7 @@ async fn row_exists(ddb: &aws_sdk_dynamodb::Client, table: &str, user: &str, con
         .is_some()
 }
 
-async fn cluster_row(
+pub(crate) async fn cluster_row(
     ddb: &aws_sdk_dynamodb::Client,
     cluster: &Cluster,
     pk: &str,
@@ -529,7 +536,7 @@ async fn the_mesh_carries_multicasts_and_broadcasts_between_nodes() {
 }
 
 /// A backend queue subscribed (raw) to the messages topic.
-async fn backend_queue(
+pub(crate) async fn backend_queue(
     cluster: &Cluster,
     sqs: &aws_sdk_sqs::Client,
     sns: &aws_sdk_sns::Client,

@@ -8,6 +8,7 @@ mod common;
 mod auth;
 mod aws;
 mod demo_backend;
+mod fleet_faults;
 mod gateway;
 mod hostile;
 mod layers;

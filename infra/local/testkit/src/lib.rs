@@ -90,6 +90,16 @@ impl Emulator {
         panic!("ministack did not start");
     }
 
+    /// SIGSTOP: every AWS call stalls (as in an AWS outage) until [`Emulator::thaw`].
+    pub fn freeze(&self) {
+        sys::signal(self.child.id(), libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Emulator::freeze`].
+    pub fn thaw(&self) {
+        sys::signal(self.child.id(), libc::SIGCONT);
+    }
+
     /// The environment a node (or `bootstrap`) needs to use this emulator.
     pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
         vec![
@@ -105,6 +115,8 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
+        // A frozen emulator dies of SIGKILL all the same; thaw it for the record.
+        self.thaw();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
