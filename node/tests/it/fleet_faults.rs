@@ -92,3 +92,87 @@ async fn a_request_routed_by_two_nodes_reaches_each_socket_once() {
         bob_more.len()
     );
 }
+
+/// Presence events (`source` = `lambda.presence.watchdog`) on `url` for `want`,
+/// as (user, status), within `within`.
+async fn presence_on(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    within: Duration,
+) -> Vec<(String, String)> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while Instant::now() < deadline {
+        let Ok(got) = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .send()
+            .await
+        else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        for m in got.messages.unwrap_or_default() {
+            let source = m
+                .message_attributes()
+                .and_then(|a| a.get("source"))
+                .and_then(|v| v.string_value())
+                .unwrap_or_default();
+            if source != "lambda.presence.watchdog" {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(m.body().unwrap_or("null")).unwrap();
+            out.push((
+                v["message"]["user_id"].as_str().unwrap_or("").to_string(),
+                v["message"]["status"].as_str().unwrap_or("").to_string(),
+            ));
+        }
+        if !out.is_empty() {
+            return out;
+        }
+    }
+    out
+}
+
+/// Issue 17, item 3: the messages queue (where presence goes with `--presence-source
+/// queue`) fails for a while (deleted, then created again under its name, so its URL
+/// is the same): the ONLINE event of a user who connected meanwhile still arrives,
+/// once, when the queue is back.
+#[tokio::test]
+async fn a_presence_event_whose_send_failed_is_sent_once_the_queue_is_back() {
+    let cluster = Cluster::new("PresFail", 5);
+    let node = cluster.named("node-a", &["--presence-source", "queue"]);
+    let sdk = sdk(&cluster.emulator).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    eventually("node-a leads", LONG, || async {
+        crate::aws::cluster_row(&ddb, &cluster, "lease#leader")
+            .await
+            .is_some()
+    })
+    .await;
+    let url = cluster.var("SUMU_MESSAGES_QUEUE_URL").to_string();
+    sqs.delete_queue().queue_url(&url).send().await.unwrap();
+    let _carol = node.connect("carol").await;
+    // The leader tries (and fails) to send carol's ONLINE a few times.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let again = sqs
+        .create_queue()
+        .queue_name(format!("{}Messages", cluster.prefix))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.queue_url(), Some(url.as_str()), "the same queue URL");
+    let events = presence_on(&sqs, &url, Duration::from_secs(15)).await;
+    let later = presence_on(&sqs, &url, Duration::from_secs(3)).await;
+    println!("[presence_retry] after the queue came back: {events:?}, then {later:?}");
+    assert_eq!(
+        events,
+        vec![("carol".to_string(), "ONLINE".to_string())],
+        "carol's ONLINE, sent once the queue is back"
+    );
+    assert!(later.is_empty(), "once: {later:?}");
+}
