@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::clients::{call, Clients};
 use super::cluster::{Cluster, NodeRow};
-use super::dedup::RecentIds;
+use super::delivered::{request_of_share, Delivered};
 use super::periodic::pause;
 use super::queue::Poll;
 use super::resources::{create_queue, sns_to_sqs_policy};
@@ -467,8 +467,12 @@ impl Mesh {
     /// Long-polls this node's inbox and delivers what it is told to; when
     /// the inbox is gone, wakes the heartbeat (which rejoins) and polls the
     /// new inbox once there is one.
-    pub(crate) async fn poll_inbox(self: Arc<Self>, local: LocalDelivery, stop: CancellationToken) {
-        let mut recent = RecentIds::new(100_000, Duration::from_secs(900));
+    pub(crate) async fn poll_inbox(
+        self: Arc<Self>,
+        local: LocalDelivery,
+        delivered: Arc<Delivered>,
+        stop: CancellationToken,
+    ) {
         while let Some(url) = self.inbox_url() {
             let mut poll = Poll::new(self.sqs.clone(), url.clone())
                 .with_visibility(self.settings.receive_visibility);
@@ -477,7 +481,7 @@ impl Mesh {
                 for m in &messages {
                     let ok =
                         match serde_json::from_str::<MeshEnvelope>(m.body().unwrap_or_default()) {
-                            Ok(env) => self.deliver(&local, &mut recent, env).await,
+                            Ok(env) => self.deliver(&local, &delivered, env).await,
                             Err(e) => {
                                 tracing::warn!(error = %e, "unreadable mesh message dropped");
                                 METRICS.errors.with_label_values(&["mesh_unreadable"]).inc();
@@ -512,11 +516,13 @@ impl Mesh {
         }
     }
 
-    /// Delivers one envelope; false when it should be retried.
+    /// Delivers one envelope to the sockets here that have not had its
+    /// request yet (this node's record: its own routing, other routers'
+    /// shares); false when it should be retried.
     async fn deliver(
         &self,
         local: &LocalDelivery,
-        recent: &mut RecentIds,
+        delivered: &Delivered,
         env: MeshEnvelope,
     ) -> bool {
         if env.from_node == self.settings.node_id
@@ -524,26 +530,29 @@ impl Mesh {
         {
             return true;
         }
-        if recent.contains(&env.request_id) {
-            return true;
-        }
         let payload = ByteString::from(env.data.get());
         let result = match env.target {
             MeshTarget::Broadcast { exclude_users } => {
-                local.broadcast(exclude_users, payload).await.map(|_| ())
+                if !delivered.claim_everyone(&env.request_id) {
+                    return Self::duplicate();
+                }
+                let sent = local.broadcast(exclude_users, payload).await;
+                if sent.is_err() {
+                    delivered.release_everyone(&env.request_id);
+                }
+                sent.map(|_| ())
             }
             MeshTarget::Connections { connections } => {
+                let request = request_of_share(&env.request_id);
                 let by_id: HashMap<String, String> = connections
-                    .iter()
-                    .map(|c| (c.connection_id.clone(), c.user_id.clone()))
+                    .into_iter()
+                    .map(|c| (c.connection_id, c.user_id))
                     .collect();
-                match local
-                    .to_connections(
-                        connections.into_iter().map(|c| c.connection_id).collect(),
-                        payload,
-                    )
-                    .await
-                {
+                let ids = delivered.claim(request, by_id.keys().cloned().collect());
+                if ids.is_empty() {
+                    return Self::duplicate();
+                }
+                match local.to_connections(ids.clone(), payload).await {
                     Ok(report) => {
                         let stale = report
                             .missing
@@ -553,13 +562,15 @@ impl Mesh {
                         self.store.prune(stale);
                         Ok(())
                     }
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        delivered.release(request, &ids);
+                        Err(e)
+                    }
                 }
             }
         };
         match result {
             Ok(()) => {
-                recent.insert(env.request_id);
                 METRICS
                     .notifications
                     .with_label_values(&["mesh", "routed"])
@@ -571,6 +582,15 @@ impl Mesh {
                 false
             }
         }
+    }
+
+    /// An envelope whose every socket here already had its request.
+    fn duplicate() -> bool {
+        METRICS
+            .notifications
+            .with_label_values(&["mesh", "duplicate"])
+            .inc();
+        true
     }
 }
 
