@@ -176,3 +176,69 @@ async fn a_presence_event_whose_send_failed_is_sent_once_the_queue_is_back() {
     );
     assert!(later.is_empty(), "once: {later:?}");
 }
+
+/// Connection rows of `user` in the connections table.
+async fn rows_of_user(ddb: &aws_sdk_dynamodb::Client, cluster: &Cluster, user: &str) -> usize {
+    ddb.query()
+        .table_name(format!("{}Connections", cluster.prefix))
+        .key_condition_expression("user_id = :u")
+        .expression_attribute_values(
+            ":u",
+            aws_sdk_dynamodb::types::AttributeValue::S(user.into()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .count() as usize
+}
+
+/// Issue 17, item 7: while AWS stalls, connects are refused with 503
+/// `register_failed` after `--register-timeout-ms` (3 s), but their row writes are
+/// on their way: the SDK retries an attempt that timed out (5 s) after a short
+/// backoff. The stall (the emulator SIGSTOPped) ends 6.5 s after the connects: after
+/// that retry was sent, before the refusals' deletes would have been retried, so the
+/// late write lands after the refusals' deletes. A refused socket must not leave a
+/// row (it would show its user ONLINE until the sweeper ran).
+#[tokio::test]
+async fn connects_refused_during_an_aws_stall_leave_no_row() {
+    let cluster = Cluster::new("Refused", 5);
+    let node = cluster.named("node-a", &[]);
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk(&cluster.emulator).await);
+    let users: Vec<String> = (0..10).map(|i| format!("late-{i}")).collect();
+    let mut urls = Vec::new();
+    for u in &users {
+        urls.push(node.ws_url(&node.dev_token(u).await));
+    }
+    cluster.emulator.freeze();
+    let connects = tokio::spawn(async move {
+        futures_util::future::join_all(urls.iter().map(|u| refused(u))).await
+    });
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    cluster.emulator.thaw();
+    let refusals = connects.await.unwrap();
+    for (status, body) in &refusals {
+        assert_eq!(*status, 503, "{body}");
+        assert!(body.contains("register_failed"), "{body}");
+    }
+    // The writes sent during the stall land now; whatever they left must go.
+    let mut left = 0;
+    let settled = Instant::now();
+    while settled.elapsed() < Duration::from_secs(20) {
+        left = 0;
+        for u in &users {
+            left += rows_of_user(&ddb, &cluster, u).await;
+        }
+        if left == 0 && settled.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "[refused_rows] {} connects refused during a 6.5 s stall; rows of them left {:.0} s \
+         after it: {left}",
+        refusals.len(),
+        settled.elapsed().as_secs_f64()
+    );
+    assert_eq!(left, 0, "rows of refused connects");
+}
