@@ -242,3 +242,70 @@ async fn connects_refused_during_an_aws_stall_leave_no_row() {
     );
     assert_eq!(left, 0, "rows of refused connects");
 }
+
+/// Issue 17, item 9: a node that rejoined has a new inbox; a router that cached the
+/// old one (routers keep an inbox URL up to 60 s) must use the new one at once. Real
+/// SQS may accept messages into a just-deleted queue for about 60 s, so a stale URL
+/// loses them without an error; here the old queue is created again under its name
+/// after the rejoin (the emulator would refuse a deleted queue's URL), which is the
+/// same trap.
+#[tokio::test]
+async fn a_router_uses_a_rejoined_nodes_new_inbox_at_once() {
+    let cluster = Cluster::new("Rejoin", 5);
+    let fast = ["--heartbeat-secs", "1", "--node-timeout-secs", "3"];
+    let a = cluster.named("node-a", &fast);
+    let b = cluster.named("node-b", &fast);
+    let mut bob = b.connect("bob").await;
+    let sdk = sdk(&cluster.emulator).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    // A routes to bob once: it has B's inbox cached now.
+    let (status, _) = a.notify(r#"{"users":["bob"],"data":1}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(next_text(&mut bob, LONG).await.as_deref(), Some("1"));
+    let inbox_of_b =
+        |row: Option<
+            std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+        >| { row.and_then(|r| r.get("inbox_url").and_then(|v| v.as_s().ok()).cloned()) };
+    let old_inbox = inbox_of_b(crate::aws::cluster_row(&ddb, &cluster, "node#node-b").await)
+        .expect("node-b's row");
+    // B's row removed (as an operator or a reaper would): B rejoins with a new inbox.
+    ddb.delete_item()
+        .table_name(format!("{}Cluster", cluster.prefix))
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("node#node-b".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    eventually("node-b rejoined with a new inbox", LONG, || async {
+        let now = inbox_of_b(crate::aws::cluster_row(&ddb, &cluster, "node#node-b").await);
+        now.is_some_and(|u| u != old_inbox)
+            && reqwest::get(b.url("/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    // The old URL accepts messages again (what real SQS does for a while).
+    let name = old_inbox.rsplit('/').next().unwrap().to_string();
+    let again = sqs.create_queue().queue_name(name).send().await.unwrap();
+    assert_eq!(again.queue_url(), Some(old_inbox.as_str()));
+    // A mesh message travels in well under a second here.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, _) = a.notify(r#"{"users":["bob"],"data":2}"#).await;
+    assert_eq!(status, 202);
+    let got = next_text(&mut bob, Duration::from_secs(5)).await;
+    let stranded = sqs
+        .receive_message()
+        .queue_url(&old_inbox)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default()
+        .len();
+    println!("[rejoined_inbox] bob got {got:?} after the rejoin; messages left in the old inbox: {stranded}");
+    assert_eq!(got.as_deref(), Some("2"), "delivered through the new inbox");
+}
