@@ -12,8 +12,11 @@ use super::clients::call;
 use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, EngineError};
 
-/// How long a looked-up inbox URL is trusted. A node with no row is never
-/// cached: it may be rejoining, and its rows must not be pruned meanwhile.
+/// How long a looked-up inbox URL is trusted. A node that rejoins with a
+/// new inbox announces it on the mesh topic and the entry is dropped at
+/// once (`mesh.rs`); this bound is for an announcement that was lost. A
+/// node with no row is never cached: it may be rejoining, and its rows must
+/// not be pruned meanwhile.
 const CACHE_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +149,8 @@ impl Cluster {
         Ok(url)
     }
 
-    /// Forget a cached inbox (after a send to it failed).
+    /// Forget a cached inbox (a send to it failed, or its node announced a
+    /// new one).
     pub(crate) fn forget(&self, node_id: &str) {
         self.inboxes
             .lock()

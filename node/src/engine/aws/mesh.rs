@@ -78,6 +78,8 @@ pub(crate) struct Mesh {
     /// membership).
     lost_inbox: Mutex<Option<String>>,
     reaped: tokio::sync::Notify,
+    /// Wakes the inbox poller when a (re)join installed an inbox.
+    inbox_changed: tokio::sync::Notify,
     /// Rejoins so far (each gets a fresh inbox name: SQS refuses to create
     /// a queue with the name of one deleted less than 60 s ago).
     rejoins: AtomicU32,
@@ -143,6 +145,7 @@ impl Mesh {
             state: Mutex::new(None),
             lost_inbox: Mutex::new(None),
             reaped: tokio::sync::Notify::new(),
+            inbox_changed: tokio::sync::Notify::new(),
             rejoins: AtomicU32::new(0),
         }
     }
@@ -201,8 +204,35 @@ impl Mesh {
         };
         self.cluster.put(&row).await?;
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(row.clone());
+        self.inbox_changed.notify_one();
+        self.announce(&row).await;
         tracing::info!(inbox = %row.inbox_url, "joined the mesh");
         Ok(row)
+    }
+
+    /// Tells every node (mesh topic) that this node's inbox is `row`'s now,
+    /// before its sockets' rows lead routers here: a router that cached an
+    /// older inbox of it (real SQS may accept messages into a deleted queue
+    /// for a while, losing them silently) looks it up again. Best effort: a
+    /// router that missed it finds the new inbox when its cache expires.
+    async fn announce(&self, row: &NodeRow) {
+        let env = MeshEnvelope {
+            request_id: format!("join#{}#{}", row.node_id, row.heartbeat_at),
+            from_node: self.settings.node_id.clone(),
+            target: MeshTarget::Joined {
+                inbox_url: row.inbox_url.clone(),
+            },
+            data: serde_json::value::RawValue::from_string("null".into()).expect("null is JSON"),
+        };
+        let request = self
+            .sns
+            .publish()
+            .topic_arn(&self.settings.topic_arn)
+            .message(serde_json::to_string(&env).unwrap_or_default())
+            .send();
+        if let Err(e) = call("sns", "Publish", request).await {
+            tracing::warn!(error = %chain(&e), "new inbox not announced; routers find it when their cache expires");
+        }
     }
 
     /// Graceful leave: unsubscribe first (a publish to a deleted queue's
@@ -466,7 +496,8 @@ impl Mesh {
 
     /// Long-polls this node's inbox and delivers what it is told to; when
     /// the inbox is gone, wakes the heartbeat (which rejoins) and polls the
-    /// new inbox once there is one.
+    /// new inbox once there is one; when a rejoin installed a new inbox,
+    /// switches to it at once.
     pub(crate) async fn poll_inbox(
         self: Arc<Self>,
         local: LocalDelivery,
@@ -476,7 +507,20 @@ impl Mesh {
         while let Some(url) = self.inbox_url() {
             let mut poll = Poll::new(self.sqs.clone(), url.clone())
                 .with_visibility(self.settings.receive_visibility);
-            while let Some(messages) = poll.next(&stop).await {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    // A (re)join installed another inbox: leave this one at
+                    // once, not after a long poll (up to 10 s) ends.
+                    () = self.inbox_changed.notified() => {
+                        if self.inbox_url().as_deref() == Some(url.as_str()) {
+                            continue;
+                        }
+                        break;
+                    }
+                    next = poll.next(&stop) => next,
+                };
+                let Some(messages) = next else { break };
                 let mut done = Vec::new();
                 for m in &messages {
                     let ok =
@@ -526,12 +570,20 @@ impl Mesh {
         env: MeshEnvelope,
     ) -> bool {
         if env.from_node == self.settings.node_id
-            && matches!(env.target, MeshTarget::Broadcast { .. })
+            && matches!(
+                env.target,
+                MeshTarget::Broadcast { .. } | MeshTarget::Joined { .. }
+            )
         {
             return true;
         }
         let payload = ByteString::from(env.data.get());
         let result = match env.target {
+            MeshTarget::Joined { inbox_url } => {
+                tracing::debug!(node_id = %env.from_node, %inbox_url, "node joined: its inbox is looked up again");
+                self.cluster.forget(&env.from_node);
+                return true;
+            }
             MeshTarget::Broadcast { exclude_users } => {
                 if !delivered.claim_everyone(&env.request_id) {
                     return Self::duplicate();
