@@ -7,6 +7,7 @@ mod common;
 
 mod auth;
 mod aws;
+mod aws_output;
 mod demo_backend;
 mod gateway;
 mod hostile;
