@@ -14,3 +14,4 @@ mod hostile;
 mod layers;
 mod limits;
 mod tls;
+mod vendored;
