@@ -7,6 +7,7 @@ mod common;
 
 mod auth;
 mod aws;
+mod aws_output;
 mod demo_backend;
 mod fleet_faults;
 mod gateway;
@@ -14,3 +15,4 @@ mod hostile;
 mod layers;
 mod limits;
 mod tls;
+mod vendored;

@@ -90,14 +90,20 @@ impl Emulator {
         panic!("ministack did not start");
     }
 
+    /// Sends `sig` to the emulator: `libc::SIGSTOP` stalls every AWS call
+    /// (an outage that answers nothing), `libc::SIGCONT` ends it.
+    pub fn signal(&self, sig: i32) {
+        sys::signal(self.child.id(), sig);
+    }
+
     /// SIGSTOP: every AWS call stalls (as in an AWS outage) until [`Emulator::thaw`].
     pub fn freeze(&self) {
-        sys::signal(self.child.id(), libc::SIGSTOP);
+        self.signal(libc::SIGSTOP);
     }
 
     /// SIGCONT after [`Emulator::freeze`].
     pub fn thaw(&self) {
-        sys::signal(self.child.id(), libc::SIGCONT);
+        self.signal(libc::SIGCONT);
     }
 
     /// The environment a node (or `bootstrap`) needs to use this emulator.
@@ -115,8 +121,9 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        // A frozen emulator dies of SIGKILL all the same; thaw it for the record.
-        self.thaw();
+        // A stopped process dies of SIGKILL too; continue it anyway so no
+        // test leaves a stopped emulator behind if the kill fails.
+        sys::signal(self.child.id(), libc::SIGCONT);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
