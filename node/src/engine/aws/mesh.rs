@@ -24,14 +24,14 @@ use super::clients::{call, Clients};
 use super::cluster::{Cluster, NodeRow};
 use super::dedup::RecentIds;
 use super::periodic::pause;
-use super::queue::Poll;
+use super::queue::{sent_at, Poll};
 use super::resources::{create_queue, sns_to_sqs_policy};
 use super::store::DynamoStore;
 use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, ConnectionRecord, ConnectionStore, EngineError, Health};
 use crate::hub::LocalDelivery;
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::{ms_between, Hop, RoutePath, METRICS};
 
 /// Envelopes stay under SNS's and SQS's 256 KiB with room for attributes.
 pub(crate) const MAX_ENVELOPE: usize = 250 * 1024;
@@ -85,9 +85,10 @@ pub(crate) fn envelopes(
     from_node: &str,
     connections: Vec<MeshConnection>,
     data: &serde_json::value::RawValue,
+    routed_at: u64,
     max: usize,
 ) -> Vec<String> {
-    let overhead = request_id.len() + from_node.len() + data.get().len() + 128;
+    let overhead = request_id.len() + from_node.len() + data.get().len() + 160;
     let budget = max.saturating_sub(overhead).max(1);
     let mut out = Vec::new();
     let mut chunk: Vec<MeshConnection> = Vec::new();
@@ -99,6 +100,7 @@ pub(crate) fn envelopes(
         let env = MeshEnvelope {
             request_id: format!("{request_id}#{}", out.len()),
             from_node: from_node.to_string(),
+            routed_at: Some(routed_at),
             target: MeshTarget::Connections {
                 connections: std::mem::take(chunk),
             },
@@ -362,12 +364,15 @@ impl Mesh {
         request_id: &str,
         rows: Vec<MeshConnection>,
         data: &serde_json::value::RawValue,
+        routed_at: u64,
     ) -> Result<bool, EngineError> {
+        let started = std::time::Instant::now();
         let bodies = envelopes(
             request_id,
             &self.settings.node_id,
             rows.clone(),
             data,
+            routed_at,
             MAX_ENVELOPE,
         );
         // A cached inbox may be stale (the node restarted or rejoined with a
@@ -407,6 +412,7 @@ impl Mesh {
                     return Err(e.into());
                 }
             }
+            METRICS.hop(Hop::InboxSend, started.elapsed());
             return Ok(true);
         }
     }
@@ -419,10 +425,12 @@ impl Mesh {
         request_id: &str,
         exclude_users: Vec<String>,
         data: &serde_json::value::RawValue,
+        routed_at: u64,
     ) -> Result<(), EngineError> {
         let env = MeshEnvelope {
             request_id: request_id.to_string(),
             from_node: self.settings.node_id.clone(),
+            routed_at: Some(routed_at),
             target: MeshTarget::Broadcast { exclude_users },
             data: data.to_owned(),
         };
@@ -455,6 +463,10 @@ impl Mesh {
                 .with_visibility(self.settings.receive_visibility);
             while let Some(messages) = poll.next(&stop).await {
                 let mut done = Vec::new();
+                let received_at = now_ms();
+                for sent in messages.iter().filter_map(sent_at) {
+                    METRICS.hop_since_ms(Hop::InboxWait, sent, received_at);
+                }
                 for m in &messages {
                     let ok =
                         match serde_json::from_str::<MeshEnvelope>(m.body().unwrap_or_default()) {
@@ -508,6 +520,7 @@ impl Mesh {
             return true;
         }
         let payload = ByteString::from(env.data.get());
+        let delivering = std::time::Instant::now();
         let result = match env.target {
             MeshTarget::Broadcast { exclude_users } => {
                 local.broadcast(exclude_users, payload).await.map(|_| ())
@@ -539,6 +552,10 @@ impl Mesh {
         };
         match result {
             Ok(()) => {
+                METRICS.hop(Hop::DeliverMesh, delivering.elapsed());
+                if let Some(routed_at) = env.routed_at {
+                    METRICS.route(RoutePath::Mesh, ms_between(routed_at, now_ms()));
+                }
                 recent.insert(env.request_id);
                 METRICS
                     .notifications
@@ -567,7 +584,7 @@ mod tests {
                 connection_id: format!("{i:032}"),
             })
             .collect();
-        let out = envelopes("r", "n1", conns, &data, 64 * 1024);
+        let out = envelopes("r", "n1", conns, &data, 1_700_000_000_000, 64 * 1024);
         assert!(out.len() > 1);
         let mut total = 0;
         let mut ids = std::collections::HashSet::new();
