@@ -24,15 +24,17 @@
 #
 #   loadtest/bench/cluster.sh                       # N=300 sockets, SECS=10 per run
 #   N=1000 SECS=20 RATE_UNI=100 loadtest/bench/cluster.sh
+#   EMULATORS=per-service loadtest/bench/cluster.sh # SNS+SQS on ministack too
 #   EMULATORS=one loadtest/bench/cluster.sh         # one ministack process for all services
 #
 # The emulator is ministack (Python) on the same two cores as the nodes, HAProxy
 # and the load tester: every figure that goes through AWS (queue polling, mesh
-# inboxes, row look-ups) can be bounded by it rather than by sumu. By default it runs
-# as two processes (EMULATORS=per-service: SNS+SQS, and DynamoDB+Streams+CloudWatch;
-# infra/local/cluster --emulators) with its per-request log off (EMULATOR_LOG_LEVEL),
-# and the report shows each process's CPU beside the nodes' and flags the runs it
-# bounds. Ratios measured side by side in this run (3 nodes vs 1, cross vs same
+# inboxes, row look-ups) can be bounded by it rather than by sumu. By default
+# (EMULATORS=fauxqs; infra/local/cluster --emulators) SNS+SQS run on fauxqs (Node.js,
+# long polls woken at once, like AWS; ministack wakes them every 100 ms) and
+# DynamoDB+Streams+CloudWatch on a ministack process of their own with its per-request
+# log off (EMULATOR_LOG_LEVEL); the report shows each process's CPU beside the nodes'
+# and flags the runs it bounds. Ratios measured side by side in this run (3 nodes vs 1, cross vs same
 # node, the fleet vs the bare hop) are the figures to read.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -47,7 +49,7 @@ RATE_BCAST="${RATE_BCAST:-2}"
 RATE_MAX="${RATE_MAX:-400}"
 IDLE_SECS="${IDLE_SECS:-20}"
 RATE_HOP="${RATE_HOP:-20}"
-EMULATORS="${EMULATORS:-per-service}"
+EMULATORS="${EMULATORS:-fauxqs}"
 export EMULATOR_LOG_LEVEL="${EMULATOR_LOG_LEVEL:-WARNING}"
 # A ministack process above this share of one core bounds the run (one Python thread).
 EMULATOR_BOUND_CORES=0.85
@@ -231,14 +233,16 @@ S3="$OUT/three/http-split.json"
   echo "through HAProxy (one user each), requests sent by the load tester as a backend would: SendMessage"
   echo "to the notifications queue. Delivery latency = SendMessage -> frame at the socket."
   echo
-  echo "**What bounds these figures:** the emulator (ministack, Python; here EMULATORS=$EMULATORS:"
-  echo "$( [ "$EMULATORS" = per-service ] && echo "one process for SNS+SQS, one for DynamoDB+Streams+CloudWatch" || echo "one process for every service")) shares"
-  echo "the two cores with the nodes, HAProxy, the load tester and whatever else runs on the machine."
-  echo "It wakes long polls every 100 ms (AWS: at once), so the queue and mesh hops' latency is the"
-  echo "emulator's (see the bare hop below). Each run's CPU per process is in the CPU table: a run in"
-  echo "which a ministack process used ~one core (it is one Python thread) is **bounded by the"
-  echo "emulator**, and its rates say nothing of sumu's. Side-by-side ratios of this run are the"
-  echo "figures to read (3 nodes vs 1; cross-node vs same-node; the fleet vs the bare hop)."
+  echo "**What bounds these figures:** the AWS stand-ins (EMULATORS=$EMULATORS: $(case "$EMULATORS" in
+    fauxqs) echo "SNS+SQS on fauxqs, one Node.js process whose long polls wake at once as AWS's do; DynamoDB+Streams+CloudWatch on one ministack (Python) process" ;;
+    per-service) echo "ministack (Python) processes, one for SNS+SQS, one for DynamoDB+Streams+CloudWatch; ministack wakes long polls every 100 ms, AWS at once" ;;
+    *) echo "one ministack (Python) process for every service; it wakes long polls every 100 ms, AWS at once" ;;
+  esac)) share the two cores with the nodes, HAProxy, the load tester and whatever else runs"
+  echo "on the machine. The bare SQS hop below is the floor of every cross-node delivery on this stand-in."
+  echo "Each run's CPU per process is in the CPU table: a run in which an emulator process used ~one"
+  echo "core (each is one thread of Python or JavaScript) is **bounded by the emulator**, and its rates"
+  echo "say nothing of sumu's. Side-by-side ratios of this run are the figures to read (3 nodes vs 1;"
+  echo "cross-node vs same-node; the fleet vs the bare hop)."
   echo
   echo "## Notification requests through the queue"
   echo
@@ -261,7 +265,7 @@ S3="$OUT/three/http-split.json"
   echo "engineers' builds and tests share this machine). The load tester's own CPU is in each run's JSON"
   echo "(\`machine.cpu\`). 'bound by': a ministack process at >= $EMULATOR_BOUND_CORES core, or the machine >= 90% busy."
   echo
-  echo "| fleet | run | emulator (SNS+SQS$( [ "$EMULATORS" = one ] && echo ", all")) | emulator-data (DynamoDB) | nodes | HAProxy | machine busy % | load | bound by |"
+  echo "| fleet | run | emulator (SNS+SQS$( [ "$EMULATORS" = one ] && echo ", all"; [ "$EMULATORS" = fauxqs ] && echo ": fauxqs")) | emulator-data (DynamoDB) | nodes | HAProxy | machine busy % | load | bound by |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---|"
   for fl in three one; do
     for r in idle unicast multicast broadcast saturate http-split; do cpu_row "$fl" "$r"; done
