@@ -219,9 +219,12 @@ calls_row() {
 
 # Inputs of the cost model: the 3-node run.
 jq -n --slurpfile bg "$OUT/three/background.json" --slurpfile cc "$OUT/three/connect-calls.json" \
-  --slurpfile uni "$OUT/three/unicast.json" \
+  --slurpfile uni "$OUT/three/unicast.json" --slurpfile sat "$OUT/three/saturate.json" \
   '{nodes: 3, background_calls_per_node_s: $bg[0], calls_per_connect: $cc[0],
-    calls_per_request: ($uni[0].fleet.aws_calls | with_entries(.value = .value / $uni[0].counters.notifications_accepted))}' \
+    calls_per_request: ($uni[0].fleet.aws_calls | with_entries(.value = .value / $uni[0].counters.notifications_accepted)),
+    request_rate: $uni[0].config.rate_per_s,
+    calls_per_request_high_rate: ($sat[0].fleet.aws_calls | with_entries(.value = .value / $sat[0].counters.notifications_accepted)),
+    high_rate: $sat[0].config.rate_per_s}' \
   >"$OUT/measured.json"
 
 S3="$OUT/three/http-split.json"
