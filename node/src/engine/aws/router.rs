@@ -1,7 +1,10 @@
 //! Routing a notification request in the cluster: look the target users up
 //! in the connections table, hand other nodes their share through the mesh,
-//! deliver what this node holds, prune rows no node holds. Each hop is
-//! timed (`sumu_route_hop_seconds`), and the local path end to end
+//! deliver what this node holds, prune rows no node holds. This node's own
+//! deliveries are claimed in its [`Delivered`] record, the one its mesh
+//! inbox claims in too, so a request routed again (here or by another
+//! node) reaches each of its sockets once. Each hop is timed
+//! (`sumu_route_hop_seconds`), and the local path end to end
 //! (`sumu_route_seconds{path="local"}`); mesh envelopes carry the routing
 //! start so the receiver times the mesh path.
 
@@ -14,6 +17,7 @@ use bytestring::ByteString;
 use futures_util::{StreamExt, TryStreamExt};
 use sumu_shared::NotificationRequest;
 
+use super::delivered::Delivered;
 use super::mesh::Mesh;
 use super::store::{DynamoStore, Row};
 use crate::clock::now_ms;
@@ -30,6 +34,7 @@ pub(crate) struct AwsRouter {
     store: DynamoStore,
     mesh: Arc<Mesh>,
     local: LocalDelivery,
+    delivered: Arc<Delivered>,
 }
 
 impl AwsRouter {
@@ -38,12 +43,14 @@ impl AwsRouter {
         store: DynamoStore,
         mesh: Arc<Mesh>,
         local: LocalDelivery,
+        delivered: Arc<Delivered>,
     ) -> AwsRouter {
         AwsRouter {
             node_id,
             store,
             mesh,
             local,
+            delivered,
         }
     }
 
@@ -85,7 +92,12 @@ impl Router for AwsRouter {
                 .await?;
             METRICS.hop(Hop::MeshPublish, started.elapsed());
             let delivering = Instant::now();
-            let n = local.deliver_request(&request).await?;
+            let mut n = 0;
+            if self.delivered.claim_everyone(request_id) {
+                n = local.deliver_request(&request).await.inspect_err(|_| {
+                    self.delivered.release_everyone(request_id);
+                })?;
+            }
             METRICS.hop(Hop::DeliverLocal, delivering.elapsed());
             METRICS.route(RoutePath::Local, started.elapsed());
             return Ok(RouteOutcome {
@@ -101,8 +113,8 @@ impl Router for AwsRouter {
             by_node.entry(row.node_id.as_str()).or_default().push(row);
         }
         let mine = by_node.remove(self.node_id.as_str());
-        // Remote shares first; a retry after a partial failure is
-        // deduplicated by the receivers (same request id).
+        // Remote shares first; a retry after a partial failure (or another
+        // router's) is filtered by the receivers' records.
         let sends = by_node.iter().map(|(node, rows)| {
             let conns = rows
                 .iter()
@@ -122,8 +134,15 @@ impl Router for AwsRouter {
         if let Some(mine) = mine {
             let payload = ByteString::from(request.data.get());
             let ids = mine.iter().map(|r| r.connection_id.clone()).collect();
+            let ids = self.delivered.claim(request_id, ids);
             let delivering = Instant::now();
-            let report = local.to_connections(ids, payload).await?;
+            let report = match local.to_connections(ids.clone(), payload).await {
+                Ok(report) => report,
+                Err(e) => {
+                    self.delivered.release(request_id, &ids);
+                    return Err(e.into());
+                }
+            };
             METRICS.hop(Hop::DeliverLocal, delivering.elapsed());
             METRICS.route(RoutePath::Local, started.elapsed());
             outcome.local_deliveries = report.delivered;
