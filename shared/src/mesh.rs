@@ -96,6 +96,7 @@ mod tests {
         let env = MeshEnvelope {
             request_id: "join#n2#1".into(),
             from_node: "n2".into(),
+            routed_at: None,
             target: MeshTarget::Joined {
                 inbox_url: "https://sqs/q-r1".into(),
             },

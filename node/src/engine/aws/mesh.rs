@@ -221,6 +221,7 @@ impl Mesh {
         let env = MeshEnvelope {
             request_id: format!("join#{}#{}", row.node_id, row.heartbeat_at),
             from_node: self.settings.node_id.clone(),
+            routed_at: None,
             target: MeshTarget::Joined {
                 inbox_url: row.inbox_url.clone(),
             },
