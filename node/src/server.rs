@@ -222,7 +222,12 @@ pub async fn serve(
     };
     let (server, addrs, resolver) = if config.proxy_protocol {
         // `--proxy-protocol` and `--tls-listen` are refused together (config).
-        let server = proxied::run(listener, config.workers, app, on_connect).map_err(bind_err)?;
+        let settings = proxied::Settings {
+            workers: config.workers,
+            max_connections: MAX_CONNECTIONS,
+            client_request_timeout: CLIENT_REQUEST_TIMEOUT,
+        };
+        let server = proxied::run(listener, &settings, app, on_connect).map_err(bind_err)?;
         (server, vec![(listen, false)], None)
     } else {
         let server = HttpServer::new(app)

@@ -11,11 +11,14 @@ use bytes::Bytes;
 use serde::Serialize;
 use sumu_shared::NotificationRequest;
 
-use super::{error_body, AppState};
+use super::shared::{error_body, AppState};
 use crate::engine::EngineError;
 use crate::hub::HubError;
 use crate::logging::chain;
 use crate::metrics::METRICS;
+
+/// The largest notification request body (SQS's message size limit).
+pub(super) const MAX_NOTIFY_BYTES: usize = 256 * 1024;
 
 /// Why an API call was refused.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +29,7 @@ pub(super) enum ApiError {
     BadKey,
     #[error("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs())]
     BodyTimeout,
-    #[error("the request body is over {} bytes", super::MAX_NOTIFY_BYTES)]
+    #[error("the request body is over {} bytes", MAX_NOTIFY_BYTES)]
     BodyTooLarge,
     #[error("the request body could not be read")]
     BodyRead(#[source] actix_web::Error),
@@ -136,12 +139,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// so no client without the key, and none trickling bytes, holds a
 /// connection.
 async fn read_body(payload: web::Payload) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(
-        BODY_TIMEOUT,
-        payload.to_bytes_limited(super::MAX_NOTIFY_BYTES),
-    )
-    .await
-    {
+    match tokio::time::timeout(BODY_TIMEOUT, payload.to_bytes_limited(MAX_NOTIFY_BYTES)).await {
         Err(_) => Err(ApiError::BodyTimeout),
         Ok(Err(_limit_exceeded)) => Err(ApiError::BodyTooLarge),
         Ok(Ok(Err(e))) => Err(ApiError::BodyRead(e)),

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use actix_web::{web, HttpResponse};
 
-use super::AppState;
+use super::shared::AppState;
 use crate::metrics::METRICS;
 
 /// The process is up.

@@ -23,7 +23,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use actix_web_actors::ws;
 use futures_util::Stream;
 
-use super::{error_body, AppState};
+use super::shared::{error_body, AppState};
 use crate::auth::{token_from_request, AuthError};
 use crate::clock::now_ms;
 use crate::engine::{ConnectionRecord, EngineError};

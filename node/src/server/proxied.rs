@@ -7,7 +7,8 @@
 //! actix-web's `HttpServer` has no hook before HTTP, so this listener is
 //! built from the same parts it uses (actix-server, actix-http's
 //! `HttpService`, the app) with a header-reading step in front; its
-//! settings mirror `HttpServer`'s in `server.rs`.
+//! settings are the ones `server.rs` gives `HttpServer` ([`Settings`]), handed
+//! in, so this file imports nothing from its parent.
 
 use std::fmt;
 use std::io;
@@ -21,15 +22,24 @@ use actix_service::{fn_service, map_config, IntoServiceFactory, Service, Service
 use actix_web::dev::{AppConfig, Server};
 use actix_web::rt::net::TcpStream;
 
-use super::{CLIENT_REQUEST_TIMEOUT, MAX_CONNECTIONS};
 use crate::metrics::METRICS;
 use crate::proxy_protocol::{self, Proxied, READ_TIMEOUT};
 
+/// The connection settings of the node's listeners (the same for both).
+pub(super) struct Settings {
+    /// Worker threads.
+    pub(super) workers: usize,
+    /// Connections a worker serves at once.
+    pub(super) max_connections: usize,
+    /// How long a new connection may take to send its request head.
+    pub(super) client_request_timeout: std::time::Duration,
+}
+
 /// Serves the app made by `factory` on `listener` behind PROXY v2, with
-/// `workers` threads; `on_connect` runs for each accepted connection.
+/// `settings`; `on_connect` runs for each accepted connection.
 pub(super) fn run<F, I, S, B>(
     listener: std::net::TcpListener,
-    workers: usize,
+    settings: &Settings,
     factory: F,
     on_connect: fn(&TcpStream, &mut Extensions),
 ) -> io::Result<Server>
@@ -45,16 +55,17 @@ where
     B: MessageBody + 'static,
 {
     let addr = listener.local_addr()?;
+    let client_request_timeout = settings.client_request_timeout;
     let server = Server::build()
-        .workers(workers)
-        .max_concurrent_connections(MAX_CONNECTIONS)
+        .workers(settings.workers)
+        .max_concurrent_connections(settings.max_connections)
         .disable_signals()
         .listen(format!("sumu-proxied-{addr}"), listener, move || {
             let app = factory()
                 .into_factory()
                 .map_err(|err| err.into().error_response());
             let http = HttpService::build()
-                .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+                .client_request_timeout(client_request_timeout)
                 .client_disconnect_timeout(std::time::Duration::ZERO)
                 .local_addr(addr)
                 .on_connect_ext(on_connect)
