@@ -26,6 +26,7 @@ use crate::http::{self, AppState};
 use crate::hub::LocalDelivery;
 use crate::limits::Admission;
 use crate::logging::chain;
+use crate::metrics::Metrics;
 use crate::session::SessionEnv;
 use crate::tls::{self, CertResolver, TlsError, TlsFiles};
 
@@ -130,16 +131,18 @@ fn max_sockets(config: &Config) -> usize {
     })
 }
 
-/// The engine of `config`, delivering through `local`; `address` is where
-/// this node listens (written to its cluster row).
+/// The engine of `config`, delivering through `local` and counting in
+/// `metrics`; `address` is where this node listens (written to its cluster
+/// row).
 async fn build_engine(
     config: &Config,
     local: LocalDelivery,
+    metrics: &Arc<Metrics>,
     address: SocketAddr,
 ) -> Result<Engine, EngineError> {
     match config.engine {
         EngineKind::Memory => Ok(engine::memory::engine(config.presence_source, local)),
-        EngineKind::Aws => engine::aws::engine(config, local, address).await,
+        EngineKind::Aws => engine::aws::engine(config, local, metrics.clone(), address).await,
     }
 }
 
@@ -152,10 +155,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let config = Arc::new(config);
-    let local = LocalDelivery::start();
+    // This node's own metrics: a process serving two nodes counts them apart.
+    let metrics = Arc::new(Metrics::new());
+    let local = LocalDelivery::start(metrics.clone());
     local.sweep(crate::outbound::FrozenRule::new(&config.limits));
     let listen = listener.local_addr().unwrap_or(config.listen);
-    let engine = build_engine(&config, local.clone(), listen)
+    let engine = build_engine(&config, local.clone(), &metrics, listen)
         .await
         .map_err(|e| NodeError::Engine(e.into()))?;
     let tasks = TaskTracker::new();
@@ -204,9 +209,11 @@ pub async fn serve(
         session_env: Arc::new(SessionEnv {
             limits: config.limits.clone(),
             output: engine.output.clone(),
+            metrics: metrics.clone(),
         }),
         ready: ready.clone(),
         admission,
+        metrics: metrics.clone(),
     });
 
     let tls = config.tls.as_ref().map(tls_listener).transpose()?;
@@ -226,6 +233,7 @@ pub async fn serve(
             workers: config.workers,
             max_connections: MAX_CONNECTIONS,
             client_request_timeout: CLIENT_REQUEST_TIMEOUT,
+            metrics: metrics.clone(),
         };
         let server = proxied::run(listener, &settings, app, on_connect).map_err(bind_err)?;
         (server, vec![(listen, false)], None)

@@ -168,7 +168,10 @@ mod tests {
 
     #[actix::test]
     async fn presence_on_first_and_last_connection_only() {
-        let e = engine(PresenceSource::Queue, LocalDelivery::start());
+        let e = engine(
+            PresenceSource::Queue,
+            LocalDelivery::start(Default::default()),
+        );
         let mut rx = e.bus.as_ref().unwrap().subscribe();
         e.store.register(&rec("u", "c1")).await.unwrap();
         e.store.register(&rec("u", "c2")).await.unwrap();
@@ -189,7 +192,10 @@ mod presence_off {
 
     #[actix::test]
     async fn no_presence_events_when_off() {
-        let e = engine(PresenceSource::None, LocalDelivery::start());
+        let e = engine(
+            PresenceSource::None,
+            LocalDelivery::start(Default::default()),
+        );
         let mut rx = e.bus.as_ref().unwrap().subscribe();
         let rec = ConnectionRecord {
             user_id: "u".into(),

@@ -15,7 +15,7 @@ use super::shared::{error_body, AppState};
 use crate::engine::EngineError;
 use crate::hub::HubError;
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 
 /// The largest notification request body (SQS's message size limit).
 pub(super) const MAX_NOTIFY_BYTES: usize = 256 * 1024;
@@ -58,14 +58,14 @@ impl ApiError {
         }
     }
 
-    fn record(&self) {
+    fn record(&self, metrics: &Metrics) {
         match self {
-            ApiError::InvalidRequest(_) => METRICS
+            ApiError::InvalidRequest(_) => metrics
                 .notifications
                 .with_label_values(&["http", "invalid"])
                 .inc(),
             ApiError::Routing(e) => {
-                METRICS
+                metrics
                     .notifications
                     .with_label_values(&["http", "failed"])
                     .inc();
@@ -95,7 +95,6 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        self.record();
         error_body(self.status_code(), &self.to_string(), self.reason())
     }
 }
@@ -147,7 +146,20 @@ async fn read_body(payload: web::Payload) -> Result<Bytes, ApiError> {
     }
 }
 
+/// POST /api/notify; a refusal is counted and logged here, where the
+/// node's metrics are at hand.
 pub(super) async fn notify(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let metrics = state.metrics.clone();
+    route(req, payload, state)
+        .await
+        .inspect_err(|e| e.record(&metrics))
+}
+
+async fn route(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -166,7 +178,8 @@ pub(super) async fn notify(
         .route(&request_id, request)
         .await
         .map_err(ApiError::Routing)?;
-    METRICS
+    state
+        .metrics
         .notifications
         .with_label_values(&["http", "routed"])
         .inc();
@@ -187,7 +200,12 @@ pub(super) async fn users(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     require_key(&req, &state)?;
-    let users = state.local.connected_users().await.map_err(ApiError::Hub)?;
+    let users = state
+        .local
+        .connected_users()
+        .await
+        .map_err(ApiError::Hub)
+        .inspect_err(|e| e.record(&state.metrics))?;
     Ok(HttpResponse::Ok().json(Users { users }))
 }
 

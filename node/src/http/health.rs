@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use actix_web::{web, HttpResponse};
 
 use super::shared::AppState;
-use crate::metrics::METRICS;
 
 /// The process is up.
 pub(super) async fn healthz() -> HttpResponse {
@@ -26,8 +25,8 @@ pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-pub(super) async fn metrics() -> HttpResponse {
+pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(METRICS.render())
+        .body(state.metrics.render())
 }

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::hub::LocalDelivery;
 use crate::limits::Admission;
+use crate::metrics::Metrics;
 use crate::session::SessionEnv;
 
 /// What every handler shares.
@@ -27,6 +28,8 @@ pub(crate) struct AppState {
     pub(crate) session_env: Arc<SessionEnv>,
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) admission: Arc<Admission>,
+    /// The node's metrics (`/metrics` renders them).
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 #[derive(Serialize)]

@@ -13,6 +13,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use actix_http::body::MessageBody;
 use actix_http::error::DispatchError;
@@ -22,7 +23,7 @@ use actix_service::{fn_service, map_config, IntoServiceFactory, Service, Service
 use actix_web::dev::{AppConfig, Server};
 use actix_web::rt::net::TcpStream;
 
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::proxy_protocol::{self, Proxied, READ_TIMEOUT};
 
 /// The connection settings of the node's listeners (the same for both).
@@ -33,6 +34,8 @@ pub(super) struct Settings {
     pub(super) max_connections: usize,
     /// How long a new connection may take to send its request head.
     pub(super) client_request_timeout: std::time::Duration,
+    /// The node's metrics (a connection refused for its header is counted).
+    pub(super) metrics: Arc<Metrics>,
 }
 
 /// Serves the app made by `factory` on `listener` behind PROXY v2, with
@@ -56,6 +59,7 @@ where
 {
     let addr = listener.local_addr()?;
     let client_request_timeout = settings.client_request_timeout;
+    let metrics = settings.metrics.clone();
     let server = Server::build()
         .workers(settings.workers)
         .max_concurrent_connections(settings.max_connections)
@@ -70,7 +74,8 @@ where
                 .local_addr(addr)
                 .on_connect_ext(on_connect)
                 .finish(map_config(app, |_| AppConfig::default()));
-            fn_service(accept).and_then(http)
+            let metrics = metrics.clone();
+            fn_service(move |io| accept(io, metrics.clone())).and_then(http)
         })?
         .run();
     Ok(server)
@@ -80,6 +85,7 @@ where
 /// peer (`LOCAL`, the proxy's own health check, keeps the TCP peer).
 async fn accept(
     mut io: TcpStream,
+    metrics: Arc<Metrics>,
 ) -> Result<(TcpStream, Protocol, Option<SocketAddr>), DispatchError> {
     match proxy_protocol::read(&mut io, READ_TIMEOUT).await {
         Ok(Proxied::Client(client)) => Ok((io, Protocol::Http1, Some(client))),
@@ -88,7 +94,7 @@ async fn accept(
             Ok((io, Protocol::Http1, peer))
         }
         Err(e) => {
-            METRICS.errors.with_label_values(&["proxy_header"]).inc();
+            metrics.errors.with_label_values(&["proxy_header"]).inc();
             tracing::debug!(error = %crate::logging::chain(&e), peer = ?io.peer_addr().ok(), "connection without a valid PROXY v2 header closed");
             Err(DispatchError::Io(io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -22,7 +22,7 @@ use crate::config::Limits;
 use crate::engine::{ClientMessage, ClientOutput, OutputRoute};
 use crate::hub::ToSession;
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use rate::TokenBucket;
 pub(crate) use registration::Registration;
@@ -32,6 +32,8 @@ use timers::{Due, Lifetimes, Timers};
 pub(crate) struct SessionEnv {
     pub(crate) limits: Limits,
     pub(crate) output: Arc<dyn ClientOutput>,
+    /// The node's metrics.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl SessionEnv {
@@ -94,7 +96,7 @@ impl Session {
     }
 
     fn send(&self, ctx: &mut ws::WebsocketContext<Self>, text: String) {
-        if self.outbound.reserve(text.len()) {
+        if self.outbound.reserve(text.len(), &self.env.metrics) {
             ctx.text(text);
         } else {
             ctx.stop();
@@ -104,7 +106,7 @@ impl Session {
     /// Ends the socket: counts the reason, sends its close frame (if it has
     /// a code), stops the actor.
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, reason: CloseReason) {
-        reason.count();
+        reason.count(&self.env.metrics);
         if let Some(code) = self.env.close_code(reason) {
             ctx.close(Some(ws::CloseReason {
                 code,
@@ -130,7 +132,7 @@ impl Session {
         match self.timers.due(now, &life) {
             Due::Close(reason) => return self.close(ctx, reason),
             Due::Ping => {
-                if !self.outbound.reserve(0) {
+                if !self.outbound.reserve(0, &self.env.metrics) {
                     return ctx.stop();
                 }
                 ctx.ping(b"");
@@ -152,7 +154,11 @@ impl Session {
             return true;
         }
         self.strikes += 1;
-        METRICS.errors.with_label_values(&["rate_limited"]).inc();
+        self.env
+            .metrics
+            .errors
+            .with_label_values(&["rate_limited"])
+            .inc();
         if self.strikes >= self.env.limits.rate_strikes {
             self.close(ctx, CloseReason::RateLimitAbuse);
         } else {
@@ -172,7 +178,11 @@ impl Session {
         let frame = match ClientFrame::parse_within(text, self.env.limits.max_json_depth) {
             Ok(f) => f,
             Err(e) => {
-                METRICS.frames_in.with_label_values(&["invalid"]).inc();
+                self.env
+                    .metrics
+                    .frames_in
+                    .with_label_values(&["invalid"])
+                    .inc();
                 let id = ClientFrame::peek_id(text);
                 self.send(ctx, server::error(400, &e.to_string(), id.as_deref()));
                 return;
@@ -180,14 +190,19 @@ impl Session {
         };
         let route = match frame.action {
             ClientAction::Ping => {
-                METRICS.frames_in.with_label_values(&["ping"]).inc();
+                self.env
+                    .metrics
+                    .frames_in
+                    .with_label_values(&["ping"])
+                    .inc();
                 self.send(ctx, server::pong(&self.connection_id));
                 return;
             }
             ClientAction::Publish => OutputRoute::Publish,
             ClientAction::Send => OutputRoute::Send,
         };
-        METRICS
+        self.env
+            .metrics
             .frames_in
             .with_label_values(&[match route {
                 OutputRoute::Publish => "publish",
@@ -217,7 +232,11 @@ impl Session {
                     }
                     Err(e) => {
                         tracing::warn!(error = %chain(&e), "client output failed");
-                        METRICS.errors.with_label_values(&["client_output"]).inc();
+                        act.env
+                            .metrics
+                            .errors
+                            .with_label_values(&["client_output"])
+                            .inc();
                         act.send(
                             ctx,
                             server::error(502, "message not accepted, try again", id.as_deref()),
@@ -261,7 +280,11 @@ impl Session {
     }
 
     fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        METRICS.frames_in.with_label_values(&["binary"]).inc();
+        self.env
+            .metrics
+            .frames_in
+            .with_label_values(&["binary"])
+            .inc();
         self.send(
             ctx,
             server::error(400, "binary frames are not supported; send JSON text", None),
@@ -274,7 +297,7 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(usize::MAX);
-        METRICS.connections_opened.inc();
+        self.env.metrics.connections_opened.inc();
         self.schedule_tick(ctx);
     }
 }
@@ -325,13 +348,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             // A client's ping proves it is alive, not that it is in use: it
             // does not hold an idle socket open (only data frames do).
             ws::Message::Ping(p) => {
-                if self.outbound.reserve(p.len()) {
+                if self.outbound.reserve(p.len(), &self.env.metrics) {
                     ctx.pong(&p);
                 }
             }
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Close(reason) => {
-                CloseReason::Client.count();
+                CloseReason::Client.count(&self.env.metrics);
                 ctx.close(reason);
                 ctx.stop();
             }

@@ -31,7 +31,7 @@ use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, ConnectionRecord, ConnectionStore, EngineError, Health};
 use crate::hub::LocalDelivery;
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 
 /// Envelopes stay under SNS's and SQS's 256 KiB with room for attributes.
 pub(crate) const MAX_ENVELOPE: usize = 250 * 1024;
@@ -77,6 +77,7 @@ pub(crate) struct Mesh {
     /// Rejoins so far (each gets a fresh inbox name: SQS refuses to create
     /// a queue with the name of one deleted less than 60 s ago).
     rejoins: AtomicU32,
+    metrics: Arc<Metrics>,
 }
 
 /// Splits a multicast for one node into envelopes under `max` bytes.
@@ -139,6 +140,7 @@ impl Mesh {
             state: Mutex::new(None),
             reaped: tokio::sync::Notify::new(),
             rejoins: AtomicU32::new(0),
+            metrics: clients.metrics.clone(),
         }
     }
 
@@ -150,6 +152,7 @@ impl Mesh {
 
     async fn join_as(&self, inbox_name: &str, started_at: u64) -> Result<NodeRow, EngineError> {
         let (url, arn) = create_queue(
+            &self.metrics,
             &self.sqs,
             inbox_name,
             HashMap::from([
@@ -170,7 +173,7 @@ impl Mesh {
                 sns_to_sqs_policy(&arn, &self.settings.topic_arn),
             )
             .send();
-        call("sqs", "SetQueueAttributes", request).await?;
+        call(&self.metrics, "sqs", "SetQueueAttributes", request).await?;
         let request = self
             .sns
             .subscribe()
@@ -180,7 +183,7 @@ impl Mesh {
             .attributes("RawMessageDelivery", "true")
             .return_subscription_arn(true)
             .send();
-        let subscription_arn = call("sns", "Subscribe", request)
+        let subscription_arn = call(&self.metrics, "sns", "Subscribe", request)
             .await?
             .subscription_arn()
             .unwrap_or_default()
@@ -231,11 +234,11 @@ impl Mesh {
             .unsubscribe()
             .subscription_arn(&row.subscription_arn)
             .send();
-        if let Err(e) = call("sns", "Unsubscribe", request).await {
+        if let Err(e) = call(&self.metrics, "sns", "Unsubscribe", request).await {
             log("unsubscribing the inbox", &e);
         }
         let request = self.sqs.delete_queue().queue_url(&row.inbox_url).send();
-        if let Err(e) = call("sqs", "DeleteQueue", request).await {
+        if let Err(e) = call(&self.metrics, "sqs", "DeleteQueue", request).await {
             log("deleting the inbox", &e);
         }
     }
@@ -275,7 +278,10 @@ impl Mesh {
     /// node stops); not ready meanwhile.
     async fn rejoin(&self, stop: &CancellationToken) {
         self.health.set_in_mesh(false);
-        METRICS.errors.with_label_values(&["node_rejoin"]).inc();
+        self.metrics
+            .errors
+            .with_label_values(&["node_rejoin"])
+            .inc();
         tracing::warn!(
             "this node's cluster row is gone: the leader reaped it (frozen or cut off from AWS \
              longer than the node timeout); not ready until it has rejoined"
@@ -398,7 +404,7 @@ impl Mesh {
                     .queue_url(&inbox)
                     .message_body(body.clone())
                     .send();
-                if let Err(e) = call("sqs", "SendMessage", request).await {
+                if let Err(e) = call(&self.metrics, "sqs", "SendMessage", request).await {
                     self.cluster.forget(node_id);
                     if e.kind == AwsErrorKind::NotFound {
                         tried = Some(inbox);
@@ -433,7 +439,7 @@ impl Mesh {
             .topic_arn(&self.settings.topic_arn)
             .message(body)
             .send();
-        call("sns", "Publish", request).await?;
+        call(&self.metrics, "sns", "Publish", request).await?;
         Ok(())
     }
 
@@ -451,7 +457,7 @@ impl Mesh {
     pub(crate) async fn poll_inbox(self: Arc<Self>, local: LocalDelivery, stop: CancellationToken) {
         let mut recent = RecentIds::new(100_000, Duration::from_secs(900));
         while let Some(url) = self.inbox_url() {
-            let mut poll = Poll::new(self.sqs.clone(), url.clone())
+            let mut poll = Poll::new(self.sqs.clone(), url.clone(), self.metrics.clone())
                 .with_visibility(self.settings.receive_visibility);
             while let Some(messages) = poll.next(&stop).await {
                 let mut done = Vec::new();
@@ -461,7 +467,10 @@ impl Mesh {
                             Ok(env) => self.deliver(&local, &mut recent, env).await,
                             Err(e) => {
                                 tracing::warn!(error = %e, "unreadable mesh message dropped");
-                                METRICS.errors.with_label_values(&["mesh_unreadable"]).inc();
+                                self.metrics
+                                    .errors
+                                    .with_label_values(&["mesh_unreadable"])
+                                    .inc();
                                 true
                             }
                         };
@@ -540,7 +549,7 @@ impl Mesh {
         match result {
             Ok(()) => {
                 recent.insert(env.request_id);
-                METRICS
+                self.metrics
                     .notifications
                     .with_label_values(&["mesh", "routed"])
                     .inc();

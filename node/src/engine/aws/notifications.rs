@@ -23,7 +23,7 @@ use super::dedup::RecentIds;
 use super::queue::{set_visibility, Poll};
 use crate::engine::Router;
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 
 pub(crate) struct Poller {
     pub(crate) sqs: aws_sdk_sqs::Client,
@@ -33,6 +33,7 @@ pub(crate) struct Poller {
     /// How long a received request stays invisible to others (extended
     /// while it is routed).
     pub(crate) visibility: Duration,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// How long a request whose routing failed waits before it is retried.
@@ -67,9 +68,13 @@ pub(crate) fn request_text(body: &str) -> std::borrow::Cow<'_, str> {
 
 impl Poller {
     pub(crate) async fn run(self, stop: CancellationToken) {
-        let mut poll = Poll::new(self.sqs.clone(), self.queue_url.clone())
-            .with_visibility(self.visibility)
-            .finishing_on_stop();
+        let mut poll = Poll::new(
+            self.sqs.clone(),
+            self.queue_url.clone(),
+            self.metrics.clone(),
+        )
+        .with_visibility(self.visibility)
+        .finishing_on_stop();
         // The final batch of a stop is routed like any other: the node still
         // serves its sockets while it drains.
         while let Some(messages) = poll.next(&stop).await {
@@ -94,7 +99,14 @@ impl Poller {
                     Outcome::Retry => retry.push(handle.to_string()),
                 }
             }
-            set_visibility(&self.sqs, &self.queue_url, &retry, RETRY_AFTER).await;
+            set_visibility(
+                &self.metrics,
+                &self.sqs,
+                &self.queue_url,
+                &retry,
+                RETRY_AFTER,
+            )
+            .await;
             poll.delete(done).await;
         }
     }
@@ -112,7 +124,13 @@ impl Poller {
                 out = &mut work => return out,
                 () = tokio::time::sleep(self.visibility / 2) => {}
             }
-            let extend = set_visibility(&self.sqs, &self.queue_url, handles, self.visibility);
+            let extend = set_visibility(
+                &self.metrics,
+                &self.sqs,
+                &self.queue_url,
+                handles,
+                self.visibility,
+            );
             tokio::select! {
                 out = &mut work => return out,
                 () = extend => {}
@@ -131,7 +149,7 @@ impl Poller {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .map(String::as_str)
                     .unwrap_or("?");
-                METRICS
+                self.metrics
                     .notifications
                     .with_label_values(&["sqs", "invalid"])
                     .inc();
@@ -145,7 +163,7 @@ impl Poller {
             .unwrap_or_else(|e| e.into_inner())
             .contains(&id)
         {
-            METRICS
+            self.metrics
                 .notifications
                 .with_label_values(&["sqs", "duplicate"])
                 .inc();
@@ -157,14 +175,14 @@ impl Poller {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(id);
-                METRICS
+                self.metrics
                     .notifications
                     .with_label_values(&["sqs", "routed"])
                     .inc();
                 Outcome::Done
             }
             Err(e) => {
-                METRICS
+                self.metrics
                     .notifications
                     .with_label_values(&["sqs", "failed"])
                     .inc();
@@ -182,7 +200,7 @@ impl Poller {
             .receipt_handle(handle)
             .visibility_timeout(0)
             .send();
-        if let Err(e) = call("sqs", "ChangeMessageVisibility", request).await {
+        if let Err(e) = call(&self.metrics, "sqs", "ChangeMessageVisibility", request).await {
             tracing::debug!(error = %chain(&e), "release failed; the visibility timeout will do");
         }
     }

@@ -1,16 +1,16 @@
 //! Client `publish` → SNS messages topic, `send` → SQS messages queue, with
 //! SUMU's message attributes, batched (10 per call) under load.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sumu_shared::attributes::{SOURCE, TIMESTAMP, USER_ID};
 
-use std::sync::Arc;
-
 use super::batcher::Batcher;
 use super::clients::call;
 use crate::engine::{AwsError, ClientMessage, ClientOutput, EngineError, OutputRoute};
+use crate::metrics::Metrics;
 
 const BATCH_MAX: usize = 10;
 
@@ -68,6 +68,7 @@ fn batch_results(
 }
 
 async fn publish_batch(
+    metrics: &Metrics,
     sns: &aws_sdk_sns::Client,
     topic_arn: &str,
     messages: Vec<ClientMessage>,
@@ -92,19 +93,22 @@ async fn publish_batch(
         .topic_arn(topic_arn)
         .set_publish_batch_request_entries(Some(entries.collect()))
         .send();
-    let outcome = call("sns", "PublishBatch", request).await.map(|out| {
-        out.failed()
-            .iter()
-            .map(|f| {
-                let message = f.message().unwrap_or_default().to_string();
-                (f.id().to_string(), f.code().to_string(), message)
-            })
-            .collect()
-    });
+    let outcome = call(metrics, "sns", "PublishBatch", request)
+        .await
+        .map(|out| {
+            out.failed()
+                .iter()
+                .map(|f| {
+                    let message = f.message().unwrap_or_default().to_string();
+                    (f.id().to_string(), f.code().to_string(), message)
+                })
+                .collect()
+        });
     batch_results(messages.len(), "sns", "PublishBatch", outcome)
 }
 
 async fn send_batch(
+    metrics: &Metrics,
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     messages: Vec<ClientMessage>,
@@ -129,15 +133,17 @@ async fn send_batch(
         .queue_url(queue_url)
         .set_entries(Some(entries.collect()))
         .send();
-    let outcome = call("sqs", "SendMessageBatch", request).await.map(|out| {
-        out.failed()
-            .iter()
-            .map(|f| {
-                let message = f.message().unwrap_or_default().to_string();
-                (f.id().to_string(), f.code().to_string(), message)
-            })
-            .collect()
-    });
+    let outcome = call(metrics, "sqs", "SendMessageBatch", request)
+        .await
+        .map(|out| {
+            out.failed()
+                .iter()
+                .map(|f| {
+                    let message = f.message().unwrap_or_default().to_string();
+                    (f.id().to_string(), f.code().to_string(), message)
+                })
+                .collect()
+        });
     batch_results(messages.len(), "sqs", "SendMessageBatch", outcome)
 }
 
@@ -148,14 +154,18 @@ impl SnsSqsOutput {
         topic_arn: String,
         queue_url: String,
         linger: Duration,
+        metrics: Arc<Metrics>,
     ) -> SnsSqsOutput {
+        let publish_metrics = metrics.clone();
         let publishes = Batcher::spawn("publishes", BATCH_MAX, linger, move |batch| {
             let (sns, topic_arn) = (sns.clone(), topic_arn.clone());
-            async move { publish_batch(&sns, &topic_arn, batch).await }
+            let metrics = publish_metrics.clone();
+            async move { publish_batch(&metrics, &sns, &topic_arn, batch).await }
         });
         let sends = Batcher::spawn("sends", BATCH_MAX, linger, move |batch| {
             let (sqs, queue_url) = (sqs.clone(), queue_url.clone());
-            async move { send_batch(&sqs, &queue_url, batch).await }
+            let metrics = metrics.clone();
+            async move { send_batch(&metrics, &sqs, &queue_url, batch).await }
         });
         SnsSqsOutput { publishes, sends }
     }

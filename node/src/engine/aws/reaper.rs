@@ -23,7 +23,7 @@ use super::periodic::pause;
 use super::store::DynamoStore;
 use crate::engine::{AwsErrorKind, EngineError};
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 
 pub(crate) struct Reaper {
     pub(crate) ddb: aws_sdk_dynamodb::Client,
@@ -35,6 +35,7 @@ pub(crate) struct Reaper {
     /// A heartbeat that did not advance for this long means the node is dead.
     pub(crate) timeout: Duration,
     pub(crate) every: Duration,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// A node's row as one scan saw it.
@@ -139,7 +140,7 @@ impl Reaper {
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send();
-            let out = call("dynamodb", "Scan", request).await?;
+            let out = call(&self.metrics, "dynamodb", "Scan", request).await?;
             for item in out.items() {
                 let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
                 let Some(node_id) = s("node_id") else {
@@ -194,13 +195,13 @@ impl Reaper {
         futures_util::future::try_join_all(deletes).await?;
         if let Some(arn) = &node.subscription_arn {
             let request = self.sns.unsubscribe().subscription_arn(arn).send();
-            if let Err(e) = call("sns", "Unsubscribe", request).await {
+            if let Err(e) = call(&self.metrics, "sns", "Unsubscribe", request).await {
                 tracing::warn!(error = %chain(&e), "dead node's subscription not removed");
             }
         }
         if let Some(url) = &node.inbox_url {
             let request = self.sqs.delete_queue().queue_url(url).send();
-            if let Err(e) = call("sqs", "DeleteQueue", request).await {
+            if let Err(e) = call(&self.metrics, "sqs", "DeleteQueue", request).await {
                 tracing::warn!(error = %chain(&e), "dead node's inbox not deleted");
             }
         }
@@ -214,14 +215,17 @@ impl Reaper {
             .condition_expression("heartbeat_at = :seen")
             .expression_attribute_values(":seen", AttributeValue::N(node.heartbeat_at.to_string()))
             .send();
-        match call("dynamodb", "DeleteItem", request).await {
+        match call(&self.metrics, "dynamodb", "DeleteItem", request).await {
             Ok(_) => {}
             Err(e) if e.kind == AwsErrorKind::ConditionFailed => {
                 tracing::info!(node_id = %node.node_id, "reaped node's row changed meanwhile (it is back): kept")
             }
             Err(e) => return Err(e.into()),
         }
-        METRICS.errors.with_label_values(&["node_reaped"]).inc();
+        self.metrics
+            .errors
+            .with_label_values(&["node_reaped"])
+            .inc();
         tracing::info!(node_id = %node.node_id, rows = n, "dead node reaped");
         Ok(())
     }
