@@ -74,7 +74,7 @@ fn ws_node_tls(pki: &TestPki, name: &str) -> (Server, u16) {
     let tls_port = sumu_testkit::free_port();
     let server_js = ws_node_dir().join("server.js");
     let tls_listen = format!("127.0.0.1:{tls_port}");
-    let server = start_server(
+    let server = Server::start(
         Path::new("node"),
         &[
             server_js.to_str().unwrap(),

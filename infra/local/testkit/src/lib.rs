@@ -1,21 +1,35 @@
 //! The one set of test helpers every sumu crate's integration tests use:
-//! a real `sumu-node` on a run-time port ([`node`]), a WebSocket client
-//! ([`ws`]), token signing ([`tokens`]), waiting for a condition with a
-//! deadline ([`eventually`]), a ministack AWS emulator (installed into
+//! a node on a run-time port, served in this process ([`in_process`], the
+//! fast tier's) or as a real `sumu-node` process ([`node`]), both reached
+//! through one client ([`client`]); a WebSocket client ([`ws`]), token
+//! signing ([`tokens`]), waiting for a condition with a deadline
+//! ([`eventually`]), a ministack AWS emulator (installed into
 //! `infra/local/.venv` by `infra/local/emulator install`, which
 //! `infra/local/test-all` runs) on a loopback port chosen at run time, and
 //! [`tls`], a run-time test PKI and a `wss://` client trusting one CA;
 //! [`cluster`], a local fleet (emulator, nodes, HAProxy) driven through
-//! `infra/local/cluster`. Every process a helper starts dies with its value.
+//! `infra/local/cluster`; [`server`], a reference peer process, and
+//! [`loadtest`], the load tester run as a process with its report read
+//! back. Every process a helper starts dies with its value.
+//!
+//! The fast tier (`infra/local/test-fast`) starts no process: it sets
+//! `SUMU_TEST_TIER=fast`, and every helper that would start one panics
+//! instead, naming it, so a test that needs a process cannot slip into it.
 
+pub mod client;
 pub mod cluster;
+pub mod in_process;
+pub mod loadtest;
 pub mod node;
 pub mod proxy;
+pub mod server;
 pub mod sys;
 pub mod tls;
 pub mod tokens;
 pub mod ws;
 
+pub use client::NodeClient;
+pub use in_process::InProcessNode;
 pub use node::{scratch, workspace_binary, Node};
 
 use std::io::{Read, Write};
@@ -23,6 +37,22 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The environment variable that names the test tier being run; `fast`
+/// forbids starting processes.
+pub const TIER_ENV: &str = "SUMU_TEST_TIER";
+
+/// Panics in the fast tier (`SUMU_TEST_TIER=fast`), which starts no
+/// process; every helper that starts `what` calls it first.
+pub(crate) fn may_start(what: &str) {
+    if std::env::var(TIER_ENV).is_ok_and(|t| t == "fast") {
+        panic!(
+            "the fast tier starts no process, and this test starts {what}: \
+             serve the node in process (sumu_testkit::InProcessNode), or move the \
+             test out of the fast set (node/tests/it/fast/)"
+        );
+    }
+}
 
 /// A free loopback TCP port (small race until it is bound again).
 pub fn free_port() -> u16 {
@@ -54,6 +84,7 @@ pub struct Emulator {
 
 impl Emulator {
     pub fn start() -> Emulator {
+        may_start("the ministack emulator");
         let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/ministack");
         assert!(
             exe.exists(),
