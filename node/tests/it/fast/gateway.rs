@@ -13,7 +13,7 @@ pub(crate) const LONG: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn ping_gets_the_exact_pong() {
-    let node = Node::dev(&[]);
+    let node = InProcessNode::dev(&[]);
     let mut ws = node.connect("alice").await;
     send_text(&mut ws, r#"{"action":"ping"}"#).await;
     let pong = next_text(&mut ws, LONG).await.unwrap();
@@ -56,7 +56,7 @@ async fn bus_events(resp: &mut reqwest::Response, n: usize) -> Vec<serde_json::V
 
 #[tokio::test]
 async fn publish_and_send_reach_the_bus_with_trusted_attributes() {
-    let node = Node::dev(&[]);
+    let node = InProcessNode::dev(&[]);
     let mut bus = reqwest::Client::new()
         .get(node.url("/api/events"))
         .header("authorization", "Bearer dev")
@@ -99,7 +99,7 @@ async fn publish_and_send_reach_the_bus_with_trusted_attributes() {
 
 #[tokio::test]
 async fn invalid_frames_get_error_frames_and_the_socket_stays_open() {
-    let node = Node::dev(&[]);
+    let node = InProcessNode::dev(&[]);
     let mut ws = node.connect("alice").await;
     for bad in [
         "not json",
@@ -126,7 +126,7 @@ async fn invalid_frames_get_error_frames_and_the_socket_stays_open() {
 
 #[tokio::test]
 async fn unicast_multicast_broadcast_and_exclusion_deliver_data_unchanged() {
-    let node = Node::dev(&[]);
+    let node = InProcessNode::dev(&[]);
     let mut alice = [
         node.connect("alice").await,
         node.connect("alice").await,
@@ -181,7 +181,7 @@ async fn unicast_multicast_broadcast_and_exclusion_deliver_data_unchanged() {
 
 #[tokio::test]
 async fn api_refuses_bad_requests_and_keys_and_lists_users() {
-    let node = Node::dev(&[]);
+    let node = InProcessNode::dev(&[]);
     let _ws = node.connect("zed").await;
     let (status, body) = node.notify("{not json").await;
     assert_eq!(status, 400);
@@ -207,7 +207,7 @@ async fn api_refuses_bad_requests_and_keys_and_lists_users() {
 
 #[tokio::test]
 async fn oversized_frames_and_messages_close_with_1009() {
-    let node = Node::dev(&["--max-frame-bytes", "1024", "--max-message-bytes", "4096"]);
+    let node = InProcessNode::dev(&["--max-frame-bytes", "1024", "--max-message-bytes", "4096"]);
     let mut ws = node.connect("alice").await;
     let big = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(2000));
     send_text(&mut ws, &big).await;
@@ -242,7 +242,7 @@ async fn oversized_frames_and_messages_close_with_1009() {
 
 #[tokio::test]
 async fn idle_timeout_and_max_duration_close_the_socket() {
-    let node = Node::dev(&["--idle-timeout-secs", "1", "--max-connection-secs", "3"]);
+    let node = InProcessNode::dev(&["--idle-timeout-secs", "1", "--max-connection-secs", "3"]);
     let mut idle = node.connect("idle").await;
     let t0 = Instant::now();
     assert_eq!(close_code(&mut idle, LONG).await, Some(1001));
@@ -277,7 +277,7 @@ async fn idle_timeout_and_max_duration_close_the_socket() {
 
 #[tokio::test]
 async fn rate_limit_errors_then_closes_with_1008() {
-    let node = Node::dev(&[
+    let node = InProcessNode::dev(&[
         "--rate-limit-per-sec",
         "1",
         "--rate-limit-burst",
@@ -304,7 +304,7 @@ async fn rate_limit_errors_then_closes_with_1008() {
 
 #[tokio::test]
 async fn a_reader_that_never_reads_is_cut_off_while_others_keep_receiving() {
-    let node = Node::dev(&["--outbound-buffer-bytes", "262144"]);
+    let node = InProcessNode::dev(&["--outbound-buffer-bytes", "262144"]);
     let token = node.dev_token("sloth").await;
     // A raw client that completes the handshake and then never reads.
     let sloth = {
@@ -364,7 +364,7 @@ async fn a_reader_that_never_reads_is_cut_off_while_others_keep_receiving() {
 
 #[tokio::test]
 async fn origin_allow_list() {
-    let node = Node::dev(&["--allowed-origins", "https://ok.example"]);
+    let node = InProcessNode::dev(&["--allowed-origins", "https://ok.example"]);
     let token = node.dev_token("o").await;
     for (origin, want) in [("https://ok.example", 101), ("https://evil.example", 403)] {
         let mut req =
@@ -386,7 +386,7 @@ async fn origin_allow_list() {
 async fn large_upgrade_requests_and_frames_pass_the_small_read_buffer() {
     // The patched actix-http reads 1 KiB at a time (node/vendor/actix-http):
     // a 9 KB upgrade request and a 30 KB frame must still go through whole.
-    let node = Node::start(&["--hs256-secret", "s", "--api-key", "k"], "k");
+    let node = InProcessNode::start(&["--hs256-secret", "s", "--api-key", "k"], "k");
     let pad = "p".repeat(9000);
     let token = sign(
         jsonwebtoken::Algorithm::HS256,
@@ -404,8 +404,8 @@ async fn large_upgrade_requests_and_frames_pass_the_small_read_buffer() {
 
 #[tokio::test]
 async fn dev_tokens_signed_with_the_shared_secret_work_on_every_node() {
-    let a = Node::dev(&["--hs256-secret", "fleet-secret"]);
-    let b = Node::dev(&["--hs256-secret", "fleet-secret"]);
+    let a = InProcessNode::dev(&["--hs256-secret", "fleet-secret"]);
+    let b = InProcessNode::dev(&["--hs256-secret", "fleet-secret"]);
     let token = a.dev_token("alice").await;
     let (status, body) = refused(&b.ws_url(&token)).await;
     assert_eq!(
@@ -413,7 +413,7 @@ async fn dev_tokens_signed_with_the_shared_secret_work_on_every_node() {
         "a fleet node refused a fleet dev token: {body}"
     );
     // A node with its own per-process dev key does not accept it.
-    let lone = Node::dev(&[]);
+    let lone = InProcessNode::dev(&[]);
     let (status, body) = refused(&lone.ws_url(&token)).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("bad_signature"), "{body}");
@@ -421,7 +421,7 @@ async fn dev_tokens_signed_with_the_shared_secret_work_on_every_node() {
 
 #[tokio::test]
 async fn dev_config_never_shows_an_operator_api_key() {
-    let get = |node: &Node| {
+    let get = |node: &InProcessNode| {
         let url = node.url("/dev/config");
         async move {
             reqwest::get(url)
@@ -432,9 +432,9 @@ async fn dev_config_never_shows_an_operator_api_key() {
                 .unwrap()
         }
     };
-    let builtin = Node::dev(&[]);
+    let builtin = InProcessNode::dev(&[]);
     assert_eq!(get(&builtin).await["api_key"], "dev");
-    let operator = Node::start(
+    let operator = InProcessNode::start(
         &["--dev", "--api-key", "s3cret-operator-key"],
         "s3cret-operator-key",
     );
@@ -447,7 +447,7 @@ async fn dev_config_never_shows_an_operator_api_key() {
 async fn the_server_closes_tcp_right_after_the_closing_handshake() {
     // RFC 6455 §7.1.1: after the Close handshake the server closes the TCP
     // connection first, at once (it used to linger about 1 s).
-    let node = Node::dev(&[]);
+    let node = InProcessNode::dev(&[]);
     let mut ws = node.connect("closer").await;
     ws.send(Message::Close(None)).await.expect("send close");
     let t0 = Instant::now();
