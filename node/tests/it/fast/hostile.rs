@@ -41,20 +41,20 @@ fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A raw TCP socket upgraded to a WebSocket at `/push` with a dev token.
-pub(crate) async fn raw_socket(node: &Node, sub: &str) -> TcpStream {
+pub(crate) async fn raw_socket(node: &NodeClient, sub: &str) -> TcpStream {
     upgrade(node, sub, TcpStream::connect(node.addr).await.unwrap()).await
 }
 
 /// A raw socket that never reads, with a tiny kernel receive buffer so the
 /// node's writes to it block soon (a slow reader).
-pub(crate) async fn sloth(node: &Node, sub: &str) -> TcpStream {
+pub(crate) async fn sloth(node: &NodeClient, sub: &str) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     upgrade(node, sub, socket.connect(node.addr).await.unwrap()).await
 }
 
 /// Upgrades `s` to a WebSocket at `/push` with a dev token for `sub`.
-async fn upgrade(node: &Node, sub: &str, mut s: TcpStream) -> TcpStream {
+async fn upgrade(node: &NodeClient, sub: &str, mut s: TcpStream) -> TcpStream {
     let token = node.dev_token(sub).await;
     let request = format!(
         "GET /push?authorization={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
@@ -157,7 +157,7 @@ fn codec_refuses_invalid_utf8_text_with_a_typed_error() {
 /// (RFC 6455 §8.1), like the fragmented case.
 #[tokio::test]
 async fn invalid_utf8_in_a_single_text_frame_closes_1007() {
-    let node = Node::dev(&[]);
+    let node = InProcessNode::dev(&[]);
     let mut s = raw_socket(&node, "u").await;
     s.write_all(&frame(
         0x1,
@@ -188,7 +188,7 @@ async fn invalid_utf8_in_a_single_text_frame_closes_1007() {
 async fn ping_and_binary_floods_are_rate_limited_then_closed_1008() {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    let node = Node::dev(&[
+    let node = InProcessNode::dev(&[
         "--rate-limit-per-sec",
         "1",
         "--rate-limit-burst",
@@ -219,7 +219,7 @@ async fn ping_and_binary_floods_are_rate_limited_then_closed_1008() {
 async fn client_pings_do_not_reset_the_idle_timer() {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    let node = Node::dev(&["--idle-timeout-secs", "1"]);
+    let node = InProcessNode::dev(&["--idle-timeout-secs", "1"]);
     let mut ws = node.connect("pinger").await;
     let t0 = std::time::Instant::now();
     let code = loop {
@@ -238,7 +238,7 @@ async fn client_pings_do_not_reset_the_idle_timer() {
 /// without the key cannot hold a connection by trickling a body.
 #[tokio::test]
 async fn the_api_key_is_checked_before_the_body() {
-    let node = Node::dev(&[]);
+    let node = InProcessNode::dev(&[]);
     let mut s = TcpStream::connect(node.addr).await.unwrap();
     s.write_all(
         b"POST /api/notify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\
@@ -282,7 +282,7 @@ const BLOCKING_CAP: &[&str] = &["--outbound-buffer-bytes", "16777216"];
 /// Blocks the writes to every socket that does not read: 6 MB of
 /// broadcasts, more than the kernel buffers of a loopback connection take
 /// (up to 4 MB here; 1.2 MB were all taken, and the session kept running).
-async fn block_writes(node: &Node) {
+async fn block_writes(node: &NodeClient) {
     node.notify_many(&big_broadcast(), 200, 4).await;
 }
 
@@ -292,7 +292,7 @@ async fn block_writes(node: &Node) {
 /// `flags` shorten one timer; `reason` is the close counted for it; `bound`
 /// is how long after the socket blocked it must be gone.
 async fn write_blocked_socket_is_closed(flags: &[&str], reason: &str, bound: Duration) {
-    let node = Node::dev(&[flags, BLOCKING_CAP].concat());
+    let node = InProcessNode::dev(&[flags, BLOCKING_CAP].concat());
     let mut blocked = sloth(&node, "sloth").await;
     block_writes(&node).await;
     let t0 = Instant::now();
@@ -355,7 +355,7 @@ async fn write_blocked_socket_hits_the_max_duration() {
 async fn a_reader_is_never_swept() {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
-    let node = Node::dev(&[&["--ping-interval-secs", "1"], BLOCKING_CAP].concat());
+    let node = InProcessNode::dev(&[&["--ping-interval-secs", "1"], BLOCKING_CAP].concat());
     let _blocked = sloth(&node, "sloth").await;
     let mut reader = node.connect("reader").await;
     let rounds = 200;
@@ -393,7 +393,7 @@ async fn a_reader_is_never_swept() {
 async fn aborted_handshakes_leave_no_ghosts_and_cut_offs_spare_others() {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
-    let node = Node::dev(&["--outbound-buffer-bytes", "262144"]);
+    let node = InProcessNode::dev(&["--outbound-buffer-bytes", "262144"]);
     let token = node.dev_token("ghost").await;
     let request = format!(
         "GET /push?authorization={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
