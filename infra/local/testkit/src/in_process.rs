@@ -44,6 +44,9 @@ pub struct InProcessNode {
     kill: Option<oneshot::Sender<()>>,
     /// `serve`'s result, once its thread ends.
     done: mpsc::Receiver<Result<(), NodeError>>,
+    /// Sent before each readiness probe: a PROXY v2 `LOCAL` header (a
+    /// proxy's own health check) when the node takes `--proxy-protocol`.
+    probe_preamble: Vec<u8>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -93,6 +96,11 @@ impl InProcessNode {
         config
             .require_keys()
             .map_err(|e| StartError::Config(chain(&e)))?;
+        let probe_preamble = if config.proxy_protocol {
+            crate::proxy::v2_local()
+        } else {
+            Vec::new()
+        };
         let listener = server::bind(config.listen).map_err(StartError::Serve)?;
         let addr = listener.local_addr().expect("bound address");
         let (drain, drained) = oneshot::channel::<()>();
@@ -126,6 +134,7 @@ impl InProcessNode {
             drain: Some(drain),
             kill: Some(kill),
             done,
+            probe_preamble,
             thread: Some(thread),
         };
         node.ready()?;
@@ -136,7 +145,8 @@ impl InProcessNode {
     fn ready(&mut self) -> Result<(), StartError> {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
-            if crate::http_status(self.addr.port(), "/readyz") == Some(200) {
+            let port = self.client.addr.port();
+            if crate::http_status_after(port, "/readyz", &self.probe_preamble) == Some(200) {
                 return Ok(());
             }
             match self.done.try_recv() {

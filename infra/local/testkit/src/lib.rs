@@ -64,8 +64,15 @@ pub fn free_port() -> u16 {
 
 /// The status of `GET path` on a loopback port, if anything answered.
 pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_status_after(port, path, &[])
+}
+
+/// [`http_status`] with `preamble` sent first (a PROXY v2 header, for a
+/// node started with `--proxy-protocol`).
+pub fn http_status_after(port: u16, path: &str, preamble: &[u8]) -> Option<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(preamble).ok()?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
