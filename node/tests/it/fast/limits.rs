@@ -30,7 +30,7 @@ fn json(text: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_deeply_nested_frame_is_refused_with_its_id() {
     // 30,000 levels fit one 64 KiB frame; SUMU's Python backends fail past ~1,000.
-    let node = Node::dev(&["--max-frame-bytes", "65536"]);
+    let node = InProcessNode::dev(&["--max-frame-bytes", "65536"]);
     let mut ws = node.connect("deep").await;
     send_text(&mut ws, &nested_send("d1", 30_000)).await;
     let answer = json(&next_text(&mut ws, WAIT).await.expect("an answer"));
@@ -47,7 +47,7 @@ async fn a_deeply_nested_frame_is_refused_with_its_id() {
 
 #[tokio::test]
 async fn max_json_depth_is_configurable() {
-    let node = Node::dev(&["--max-json-depth", "4"]);
+    let node = InProcessNode::dev(&["--max-json-depth", "4"]);
     let mut ws = node.connect("shallow").await;
     send_text(&mut ws, &nested_send("ok", 3)).await;
     let answer = json(&next_text(&mut ws, WAIT).await.expect("an answer"));
@@ -61,7 +61,7 @@ async fn max_json_depth_is_configurable() {
 #[tokio::test]
 async fn refused_frames_echo_the_client_id() {
     // One token in the bucket, refilled every 1,000 s: the second frame is over.
-    let node = Node::dev(&["--rate-limit-burst", "1", "--rate-limit-per-sec", "0.001"]);
+    let node = InProcessNode::dev(&["--rate-limit-burst", "1", "--rate-limit-per-sec", "0.001"]);
     let mut ws = node.connect("eager").await;
     send_text(&mut ws, r#"{"action":"dance","id":"a"}"#).await;
     let answer = json(&next_text(&mut ws, WAIT).await.expect("an answer"));
@@ -74,7 +74,7 @@ async fn refused_frames_echo_the_client_id() {
 }
 
 /// The reason of a refused upgrade for `sub` (its status and `reason`).
-async fn refusal(node: &Node, sub: &str) -> (u16, String) {
+async fn refusal(node: &NodeClient, sub: &str) -> (u16, String) {
     let token = node.dev_token(sub).await;
     let (status, body) = refused(&node.ws_url(&token)).await;
     let reason = serde_json::from_str::<serde_json::Value>(&body)
@@ -84,7 +84,7 @@ async fn refusal(node: &Node, sub: &str) -> (u16, String) {
     (status, reason)
 }
 
-async fn readyz(node: &Node) -> u16 {
+async fn readyz(node: &NodeClient) -> u16 {
     reqwest::get(node.url("/readyz"))
         .await
         .unwrap()
@@ -94,7 +94,7 @@ async fn readyz(node: &Node) -> u16 {
 
 #[tokio::test]
 async fn one_user_holds_at_most_max_sockets_per_user() {
-    let node = Node::dev(&["--max-sockets-per-user", "2"]);
+    let node = InProcessNode::dev(&["--max-sockets-per-user", "2"]);
     let a = node.connect("greedy").await;
     let _b = node.connect("greedy").await;
     assert_eq!(
@@ -116,7 +116,7 @@ async fn one_user_holds_at_most_max_sockets_per_user() {
 
 #[tokio::test]
 async fn a_full_node_answers_503_and_is_not_ready() {
-    let node = Node::dev(&["--max-sockets", "2"]);
+    let node = InProcessNode::dev(&["--max-sockets", "2"]);
     assert_eq!(readyz(&node).await, 200);
     let a = node.connect("u1").await;
     let _b = node.connect("u2").await;
@@ -133,7 +133,7 @@ async fn a_full_node_answers_503_and_is_not_ready() {
 #[tokio::test]
 async fn one_address_holds_at_most_max_sockets_per_address() {
     // Loopback is exempt by default; an empty list limits it like any address.
-    let node = Node::dev(&[
+    let node = InProcessNode::dev(&[
         "--address-limits-exempt",
         "",
         "--max-sockets-per-address",
@@ -155,7 +155,7 @@ async fn connects_per_address_are_rate_limited_loopback_exempt_by_default() {
         "--max-connects-per-address-per-sec",
         "0.01",
     ];
-    let node = Node::dev(&[&limited[..], &["--address-limits-exempt", ""]].concat());
+    let node = InProcessNode::dev(&[&limited[..], &["--address-limits-exempt", ""]].concat());
     let mut held = Vec::new();
     for i in 0..3 {
         held.push(node.connect(&format!("r{i}")).await);
@@ -168,7 +168,7 @@ async fn connects_per_address_are_rate_limited_loopback_exempt_by_default() {
     held.clear();
     assert_eq!(refusal(&node, "r4").await.0, 429);
     // The default exempts loopback (the load tester and a same-host proxy).
-    let node = Node::dev(&limited);
+    let node = InProcessNode::dev(&limited);
     for i in 0..10 {
         held.push(node.connect(&format!("l{i}")).await);
     }
@@ -213,9 +213,9 @@ pub(crate) fn upgrade_request(host: SocketAddr, sub: &str) -> Vec<u8> {
 }
 
 /// A node that takes PROXY v2 and limits every address to one socket.
-pub(crate) fn proxied_node() -> Node {
+pub(crate) fn proxied_node() -> InProcessNode {
     let secret = std::str::from_utf8(SECRET).unwrap();
-    Node::start(
+    InProcessNode::start(
         &[
             "--hs256-secret",
             secret,
