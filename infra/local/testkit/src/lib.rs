@@ -45,13 +45,18 @@ pub const TIER_ENV: &str = "SUMU_TEST_TIER";
 /// Panics in the fast tier (`SUMU_TEST_TIER=fast`), which starts no
 /// process; every helper that starts `what` calls it first.
 pub(crate) fn may_start(what: &str) {
-    if std::env::var(TIER_ENV).is_ok_and(|t| t == "fast") {
+    if starts_no_process(std::env::var(TIER_ENV).ok().as_deref()) {
         panic!(
             "the fast tier starts no process, and this test starts {what}: \
              serve the node in process (sumu_testkit::InProcessNode), or move the \
              test out of the fast set (node/tests/it/fast/)"
         );
     }
+}
+
+/// Whether the tier named by `SUMU_TEST_TIER` (if set) starts no process.
+fn starts_no_process(tier: Option<&str>) -> bool {
+    tier == Some("fast")
 }
 
 /// A free loopback TCP port (small race until it is bound again).
@@ -175,4 +180,17 @@ pub async fn sdk(emulator: &Emulator) -> aws_config::SdkConfig {
         ))
         .load()
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_fast_tier_forbids_processes() {
+        assert!(starts_no_process(Some("fast")));
+        for other in [None, Some(""), Some("full"), Some("FAST ")] {
+            assert!(!starts_no_process(other), "{other:?}");
+        }
+    }
 }

@@ -10,4 +10,5 @@
 mod auth;
 pub(crate) mod gateway;
 pub(crate) mod hostile;
+mod in_process;
 pub(crate) mod limits;
