@@ -96,6 +96,13 @@ impl InProcessNode {
         config
             .require_keys()
             .map_err(|e| StartError::Config(chain(&e)))?;
+        if config.tls.is_some() {
+            // Its address would stay unknown here, and `--dev-tls` writes files
+            // per process, which two nodes in one process would share.
+            return Err(StartError::Config(
+                "a TLS listener needs a process node: sumu_testkit::Node::tls".into(),
+            ));
+        }
         let probe_preamble = if config.proxy_protocol {
             crate::proxy::v2_local()
         } else {

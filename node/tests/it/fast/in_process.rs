@@ -52,14 +52,17 @@ async fn shutdown_drains_sockets_with_1012_and_serve_returns_ok() {
 }
 
 /// `sumu-node` refuses to serve without token keys; so does an in-process
-/// node, at once.
+/// node, at once. A TLS listener is refused too: it needs a process node.
 #[test]
 fn a_refused_configuration_is_an_error() {
-    match InProcessNode::try_start(&[], "") {
-        Err(sumu_testkit::in_process::StartError::Config(message)) => {
-            assert!(message.contains("no token keys"), "{message}")
+    let tls = ["--dev", "--tls-listen", "127.0.0.1:0", "--dev-tls"];
+    for (args, why) in [(&[][..], "no token keys"), (&tls[..], "process node")] {
+        match InProcessNode::try_start(args, "") {
+            Err(sumu_testkit::in_process::StartError::Config(message)) => {
+                assert!(message.contains(why), "{args:?}: {message}")
+            }
+            Err(other) => panic!("{args:?}: expected a configuration error, got {other:?}"),
+            Ok(node) => panic!("{args:?}: a node started on {}", node.addr()),
         }
-        Err(other) => panic!("expected a configuration error, got {other:?}"),
-        Ok(node) => panic!("a node without keys started on {}", node.addr()),
     }
 }
