@@ -7,18 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::fast::hostile::{big_broadcast, header, raw_socket, read_close, sloth, MIB};
+use sumu_testkit::node::rss_bytes;
 use tokio::io::AsyncWriteExt;
-
-/// The node's resident set size, from /proc/<pid>/status.
-fn rss_bytes(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
-    kib * 1024
-}
 
 /// Issue 12 item 1: a header declaring 2^40 bytes, then 64 MiB of payload.
 /// Before the patch the node buffered all of it (RSS +64 MiB, no close).

@@ -8,6 +8,7 @@
 mod common;
 
 mod aws;
+mod aws_output;
 mod demo_backend;
 mod fast;
 mod gateway;
@@ -15,3 +16,4 @@ mod hostile;
 mod layers;
 mod limits;
 mod tls;
+mod vendored;

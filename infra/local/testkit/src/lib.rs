@@ -133,6 +133,12 @@ impl Emulator {
         panic!("ministack did not start");
     }
 
+    /// Sends `sig` to the emulator: `libc::SIGSTOP` stalls every AWS call
+    /// (an outage that answers nothing), `libc::SIGCONT` ends it.
+    pub fn signal(&self, sig: i32) {
+        sys::signal(self.child.id(), sig);
+    }
+
     /// The environment a node (or `bootstrap`) needs to use this emulator.
     pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
         vec![
@@ -148,6 +154,9 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
+        // A stopped process dies of SIGKILL too; continue it anyway so no
+        // test leaves a stopped emulator behind if the kill fails.
+        sys::signal(self.child.id(), libc::SIGCONT);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -161,6 +161,7 @@ pub(crate) async fn engine(
         resources.messages_topic_arn.clone(),
         resources.messages_queue_url.clone(),
         cfg.batch_linger,
+        cfg.max_output_bytes_in_flight,
         clients.metrics.clone(),
     ));
     let health = Arc::new(Health::default());
