@@ -331,6 +331,9 @@ pub struct Options {
     /// How often the leader renews its lease and the others try to take it, seconds; less than half the lease [default: 5]
     #[arg(long, env = "SUMU_LEADER_RENEW_SECS", global = true)]
     pub leader_renew_secs: Option<u64>,
+    /// For fault drills only: the leader pauses this long between the steps of reaping a node (mark, rows, subscription, inbox, row), so a drill can resume the node in the middle of its reap, milliseconds [default: 0]
+    #[arg(long, env = "SUMU_REAP_STEP_PAUSE_MS", global = true)]
+    pub reap_step_pause_ms: Option<u64>,
 }
 
 macro_rules! prefer {
@@ -359,7 +362,7 @@ impl Options {
             node_timeout_secs, metrics_namespace, presence_source,
             notification_pollers, max_receive_count, batch_linger_ms,
             register_timeout_ms, notification_visibility_secs, leader_lease_secs,
-            leader_renew_secs,
+            leader_renew_secs, reap_step_pause_ms,
         )
     }
 
@@ -580,6 +583,8 @@ pub struct AwsConfig {
     /// The leader lease's length and renewal period.
     pub leader_lease: Duration,
     pub leader_renew: Duration,
+    /// Drills only: the pause between the steps of a reap.
+    pub reap_step_pause: Duration,
 }
 
 /// The resolved configuration of a node.
@@ -879,6 +884,7 @@ impl Config {
             notification_visibility: secs(o.notification_visibility_secs, Duration::from_secs(5)),
             leader_lease: secs(o.leader_lease_secs, Duration::from_secs(15)),
             leader_renew: secs(o.leader_renew_secs, Duration::from_secs(5)),
+            reap_step_pause: Duration::from_millis(o.reap_step_pause_ms.unwrap_or(0)),
         };
         // Room for one largest message, its attributes and its bookkeeping.
         if aws.max_output_bytes_in_flight < limits.max_message_bytes + 4096 {

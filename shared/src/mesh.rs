@@ -35,6 +35,13 @@ pub enum MeshTarget {
         #[serde(default)]
         exclude_users: Vec<String>,
     },
+    /// Not a delivery: the sending node (re)joined the mesh with this inbox
+    /// (published on the mesh topic; `data` is `null`). A node that cached
+    /// another inbox of it looks it up again.
+    Joined {
+        /// The sender's inbox queue URL now.
+        inbox_url: String,
+    },
 }
 
 /// One connection held by the receiving node.
@@ -67,5 +74,21 @@ mod tests {
         let back: MeshEnvelope = serde_json::from_str(&text).unwrap();
         assert_eq!(back.data.get(), r#"{"k": [1, 2]}"#);
         assert!(matches!(back.target, MeshTarget::Connections { .. }));
+    }
+
+    #[test]
+    fn a_join_notice_is_one_flat_object() {
+        let env = MeshEnvelope {
+            request_id: "join#n2#1".into(),
+            from_node: "n2".into(),
+            target: MeshTarget::Joined {
+                inbox_url: "https://sqs/q-r1".into(),
+            },
+            data: RawValue::from_string("null".into()).unwrap(),
+        };
+        assert_eq!(
+            serde_json::to_string(&env).unwrap(),
+            r#"{"request_id":"join#n2#1","from_node":"n2","target":"joined","inbox_url":"https://sqs/q-r1","data":null}"#
+        );
     }
 }

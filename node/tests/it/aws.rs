@@ -104,7 +104,12 @@ impl Cluster {
     }
 }
 
-async fn row_exists(ddb: &aws_sdk_dynamodb::Client, table: &str, user: &str, conn: &str) -> bool {
+pub(crate) async fn row_exists(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    user: &str,
+    conn: &str,
+) -> bool {
     ddb.get_item()
         .table_name(table)
         .key("user_id", AttributeValue::S(user.into()))
@@ -116,7 +121,7 @@ async fn row_exists(ddb: &aws_sdk_dynamodb::Client, table: &str, user: &str, con
         .is_some()
 }
 
-async fn cluster_row(
+pub(crate) async fn cluster_row(
     ddb: &aws_sdk_dynamodb::Client,
     cluster: &Cluster,
     pk: &str,

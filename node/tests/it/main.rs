@@ -11,6 +11,7 @@ mod aws;
 mod aws_output;
 mod demo_backend;
 mod fast;
+mod fleet_faults;
 mod gateway;
 mod hostile;
 mod layers;

@@ -139,6 +139,16 @@ impl Emulator {
         sys::signal(self.child.id(), sig);
     }
 
+    /// SIGSTOP: every AWS call stalls (as in an AWS outage) until [`Emulator::thaw`].
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Emulator::freeze`].
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     /// The environment a node (or `bootstrap`) needs to use this emulator.
     pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
         vec![

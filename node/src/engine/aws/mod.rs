@@ -6,6 +6,7 @@ mod batcher;
 mod clients;
 mod cluster;
 mod dedup;
+mod delivered;
 mod leader;
 mod mesh;
 mod notifications;
@@ -33,7 +34,7 @@ use crate::hub::LocalDelivery;
 use crate::metrics::Metrics;
 use clients::Clients;
 use cluster::Cluster;
-use dedup::RecentIds;
+use delivered::Delivered;
 use leader::{Leader, Lease};
 use mesh::{Mesh, MeshSettings};
 use notifications::Poller;
@@ -57,6 +58,8 @@ struct AwsBackground {
     router: Arc<AwsRouter>,
     mesh: Arc<Mesh>,
     local: LocalDelivery,
+    /// What this node delivered, per request (router, inbox and pollers).
+    delivered: Arc<Delivered>,
     /// Taken by `start`: the leader campaigns once.
     leader: Mutex<Option<Leader>>,
     /// How long a received notification request stays invisible.
@@ -74,28 +77,24 @@ const INTAKE_GRACE: Duration = Duration::from_secs(20);
 impl Background for AwsBackground {
     async fn start(&self, tasks: &TaskTracker, stop: CancellationToken) -> Result<(), EngineError> {
         self.mesh.join().await?;
-        let recent = Arc::new(Mutex::new(RecentIds::new(
-            100_000,
-            Duration::from_secs(900),
-        )));
         let intake_stop = stop.child_token();
         for _ in 0..self.pollers {
             let poller = Poller {
                 sqs: self.clients.sqs.clone(),
                 queue_url: self.resources.notifications_queue_url.clone(),
                 router: self.router.clone(),
-                recent: recent.clone(),
+                delivered: self.delivered.clone(),
                 visibility: self.visibility,
                 metrics: self.clients.metrics.clone(),
             };
             self.intake.spawn(poller.run(intake_stop.clone()));
         }
         *self.intake_stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(intake_stop);
-        tasks.spawn(
-            self.mesh
-                .clone()
-                .poll_inbox(self.local.clone(), stop.clone()),
-        );
+        tasks.spawn(self.mesh.clone().poll_inbox(
+            self.local.clone(),
+            self.delivered.clone(),
+            stop.clone(),
+        ));
         tasks.spawn(self.mesh.clone().heartbeat(stop.clone()));
         let sweeper = Sweeper {
             store: self.store.clone(),
@@ -187,11 +186,13 @@ pub(crate) async fn engine(
         local.clone(),
         health.clone(),
     ));
+    let delivered = Arc::new(Delivered::new(delivered::LIMITS));
     let router = Arc::new(AwsRouter::new(
         config.node_id.clone(),
         store.clone(),
         mesh.clone(),
         local.clone(),
+        delivered.clone(),
     ));
     let leader = Leader {
         lease: Lease {
@@ -227,6 +228,7 @@ pub(crate) async fn engine(
             timeout: cfg.node_timeout,
             every: cfg.heartbeat,
             metrics: clients.metrics.clone(),
+            step_pause: cfg.reap_step_pause,
         }),
     };
     let background = Arc::new(AwsBackground {
@@ -238,6 +240,7 @@ pub(crate) async fn engine(
         router: router.clone(),
         mesh,
         local,
+        delivered,
         leader: Mutex::new(Some(leader)),
         visibility: cfg.notification_visibility,
         intake: TaskTracker::new(),
