@@ -23,7 +23,7 @@ use super::store::{DynamoStore, Row};
 use crate::clock::now_ms;
 use crate::engine::{EngineError, RouteOutcome, Router};
 use crate::hub::LocalDelivery;
-use crate::metrics::{Hop, RoutePath, METRICS};
+use crate::metrics::{Hop, Metrics, RoutePath};
 use sumu_shared::mesh::MeshConnection;
 
 /// Concurrent Queries per request.
@@ -35,6 +35,7 @@ pub(crate) struct AwsRouter {
     mesh: Arc<Mesh>,
     local: LocalDelivery,
     delivered: Arc<Delivered>,
+    metrics: Arc<Metrics>,
 }
 
 impl AwsRouter {
@@ -44,6 +45,7 @@ impl AwsRouter {
         mesh: Arc<Mesh>,
         local: LocalDelivery,
         delivered: Arc<Delivered>,
+        metrics: Arc<Metrics>,
     ) -> AwsRouter {
         AwsRouter {
             node_id,
@@ -51,6 +53,7 @@ impl AwsRouter {
             mesh,
             local,
             delivered,
+            metrics,
         }
     }
 
@@ -90,7 +93,7 @@ impl Router for AwsRouter {
                     routed_at,
                 )
                 .await?;
-            METRICS.hop(Hop::MeshPublish, started.elapsed());
+            self.metrics.hop(Hop::MeshPublish, started.elapsed());
             let delivering = Instant::now();
             let mut n = 0;
             if self.delivered.claim_everyone(request_id) {
@@ -98,8 +101,8 @@ impl Router for AwsRouter {
                     self.delivered.release_everyone(request_id);
                 })?;
             }
-            METRICS.hop(Hop::DeliverLocal, delivering.elapsed());
-            METRICS.route(RoutePath::Local, started.elapsed());
+            self.metrics.hop(Hop::DeliverLocal, delivering.elapsed());
+            self.metrics.route(RoutePath::Local, started.elapsed());
             return Ok(RouteOutcome {
                 local_deliveries: n,
                 mesh_messages: 1,
@@ -107,7 +110,7 @@ impl Router for AwsRouter {
         }
         let users: Vec<String> = request.targets().cloned().collect();
         let rows = self.lookup(users).await?;
-        METRICS.hop(Hop::Lookup, started.elapsed());
+        self.metrics.hop(Hop::Lookup, started.elapsed());
         let mut by_node: HashMap<&str, Vec<&Row>> = HashMap::new();
         for row in &rows {
             by_node.entry(row.node_id.as_str()).or_default().push(row);
@@ -143,8 +146,8 @@ impl Router for AwsRouter {
                     return Err(e.into());
                 }
             };
-            METRICS.hop(Hop::DeliverLocal, delivering.elapsed());
-            METRICS.route(RoutePath::Local, started.elapsed());
+            self.metrics.hop(Hop::DeliverLocal, delivering.elapsed());
+            self.metrics.route(RoutePath::Local, started.elapsed());
             outcome.local_deliveries = report.delivered;
             if !report.missing.is_empty() {
                 let missing: std::collections::HashSet<&str> =
