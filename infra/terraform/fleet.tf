@@ -238,9 +238,10 @@ resource "aws_autoscaling_group" "nodes" {
 
   # Scale-in and instance refresh: the instance waits in Terminating:Wait
   # while sumu-node drains (SIGTERM -> /readyz false -> clients closed with
-  # 1001 in waves -> rows and inbox removed); the boot script then completes
-  # the hook. If the script never answers, the hook times out after
-  # drain_seconds + 60 s and the instance is terminated anyway.
+  # 1012 "service restart" in waves -> rows and inbox removed); the boot
+  # script then completes the hook. If the script never answers, the hook
+  # times out after drain_seconds + 60 s and the instance is terminated
+  # anyway.
   initial_lifecycle_hook {
     name                 = local.lifecycle_hook_name
     lifecycle_transition = "autoscaling:EC2_INSTANCE_TERMINATING"
@@ -290,6 +291,35 @@ resource "aws_autoscaling_policy" "cpu" {
       predefined_metric_type = "ASGAverageCPUUtilization"
     }
     target_value     = var.target_cpu_utilization
+    disable_scale_in = false
+  }
+}
+
+# Sockets per node: every node publishes its open sockets once a minute as the
+# custom metric Sockets (namespace var.metrics_namespace, dimension Fleet =
+# the name prefix, one statistic set per node per minute); its Average is the
+# mean per node. Beside the CPU policy: the ASG scales out when either asks,
+# and in only when both allow it.
+resource "aws_autoscaling_policy" "sockets" {
+  count                     = var.target_sockets_per_node == null ? 0 : 1
+  name                      = "${local.prefix}Sockets"
+  autoscaling_group_name    = aws_autoscaling_group.nodes.name
+  policy_type               = "TargetTrackingScaling"
+  estimated_instance_warmup = 120
+
+  target_tracking_configuration {
+    customized_metric_specification {
+      metric_name = "Sockets"
+      namespace   = var.metrics_namespace
+      statistic   = "Average"
+      unit        = "Count"
+
+      metric_dimension {
+        name  = "Fleet"
+        value = local.prefix
+      }
+    }
+    target_value     = var.target_sockets_per_node
     disable_scale_in = false
   }
 }

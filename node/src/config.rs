@@ -215,6 +215,12 @@ pub struct Options {
     /// Rate-limited frames in a row that close the socket with 1008 [default: 20]
     #[arg(long, env = "SUMU_RATE_LIMIT_STRIKES", global = true)]
     pub rate_limit_strikes: Option<u32>,
+    /// Client publish/send frames of one socket that may wait for AWS at once; more get an error frame with status 429 [default: 16]
+    #[arg(long, env = "SUMU_MAX_MESSAGES_IN_FLIGHT", global = true)]
+    pub max_messages_in_flight: Option<usize>,
+    /// aws: bytes of client messages the node lets wait for AWS at once (all sockets, publish and send); more get an error frame with status 503 [default: 67108864]
+    #[arg(long, env = "SUMU_MAX_OUTPUT_BYTES_IN_FLIGHT", global = true)]
+    pub max_output_bytes_in_flight: Option<usize>,
     /// Bytes queued to one socket beyond which the slow reader is disconnected [default: 4194304]
     #[arg(long, env = "SUMU_OUTBOUND_BUFFER_BYTES", global = true)]
     pub outbound_buffer_bytes: Option<usize>,
@@ -233,6 +239,9 @@ pub struct Options {
     /// Upgrades one client address may start at once (token bucket size) [default: 512]
     #[arg(long, env = "SUMU_MAX_CONNECTS_PER_ADDRESS_BURST", global = true)]
     pub max_connects_per_address_burst: Option<f64>,
+    /// Most TLS connections one client address (IPv6: one /64) may have open before their handshake is done; more are closed at accept [default: 256]
+    #[arg(long, env = "SUMU_MAX_TLS_HANDSHAKES_PER_ADDRESS", global = true)]
+    pub max_tls_handshakes_per_address: Option<usize>,
     /// Client networks the per-address limits skip, comma separated CIDRs; "" for none [default: 127.0.0.0/8,::1/128]
     #[arg(
         long,
@@ -265,6 +274,14 @@ pub struct Options {
     /// AWS endpoint override, e.g. http://127.0.0.1:4566 for the local emulator [default: AWS]
     #[arg(long, env = "SUMU_AWS_ENDPOINT", global = true)]
     pub aws_endpoint: Option<String>,
+    /// Per-service endpoint overrides, SERVICE=URL comma separated; SERVICE is one of dynamodb, dynamodbstreams, sns, sqs, cloudwatch; each wins over --aws-endpoint for its service (e.g. one local emulator process per service) [default: none]
+    #[arg(
+        long,
+        env = "SUMU_AWS_SERVICE_ENDPOINTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub aws_service_endpoints: Option<Vec<String>>,
     /// AWS region [default: from the AWS environment, else us-east-1]
     #[arg(long, env = "SUMU_AWS_REGION", global = true)]
     pub aws_region: Option<String>,
@@ -295,9 +312,12 @@ pub struct Options {
     /// A node whose heartbeat is older than this is reaped by the leader, seconds [default: 30]
     #[arg(long, env = "SUMU_NODE_TIMEOUT_SECS", global = true)]
     pub node_timeout_secs: Option<u64>,
-    /// CloudWatch namespace of the leader's PresenceStreamIteratorAge metric; empty disables it [default: Sumu]
+    /// CloudWatch namespace of the node's metrics (every node's Sockets, the leader's PresenceStreamIteratorAge); empty disables them [default: Sumu]
     #[arg(long, env = "SUMU_METRICS_NAMESPACE", global = true)]
     pub metrics_namespace: Option<String>,
+    /// How often a node publishes its Sockets metric to CloudWatch (one PutMetricData of 6 samples), seconds; 1 to 3600 [default: 60]
+    #[arg(long, env = "SUMU_METRICS_INTERVAL_SECS", global = true)]
+    pub metrics_interval_secs: Option<u64>,
     /// Where presence events go: the messages topic, the messages queue, or nowhere [default: topic]
     #[arg(long, env = "SUMU_PRESENCE_SOURCE", value_enum, global = true)]
     pub presence_source: Option<PresenceSource>,
@@ -322,6 +342,9 @@ pub struct Options {
     /// How often the leader renews its lease and the others try to take it, seconds; less than half the lease [default: 5]
     #[arg(long, env = "SUMU_LEADER_RENEW_SECS", global = true)]
     pub leader_renew_secs: Option<u64>,
+    /// For fault drills only: the leader pauses this long between the steps of reaping a node (mark, rows, subscription, inbox, row), so a drill can resume the node in the middle of its reap, milliseconds [default: 0]
+    #[arg(long, env = "SUMU_REAP_STEP_PAUSE_MS", global = true)]
+    pub reap_step_pause_ms: Option<u64>,
 }
 
 macro_rules! prefer {
@@ -341,16 +364,16 @@ impl Options {
             jwks_min_cache_secs, max_user_id_bytes,
             idle_timeout_secs, max_connection_secs, ping_interval_secs, max_frame_bytes,
             max_message_bytes, max_json_depth, rate_limit_per_sec, rate_limit_burst, rate_limit_strikes,
-            outbound_buffer_bytes, max_sockets, max_sockets_per_user, max_sockets_per_address,
+            outbound_buffer_bytes, max_messages_in_flight, max_output_bytes_in_flight, max_sockets, max_sockets_per_user, max_sockets_per_address,
             max_connects_per_address_per_sec, max_connects_per_address_burst,
-            address_limits_exempt, proxy_protocol, allowed_origins, drain_secs, drain_close_code,
-            max_duration_close_code, aws_endpoint, aws_region,
+            max_tls_handshakes_per_address, address_limits_exempt, proxy_protocol, allowed_origins, drain_secs, drain_close_code,
+            max_duration_close_code, aws_endpoint, aws_service_endpoints, aws_region,
             name_prefix, connections_table, cluster_table, messages_topic_arn,
             messages_queue_url, notifications_queue_url, mesh_topic_arn, heartbeat_secs,
-            node_timeout_secs, metrics_namespace, presence_source,
+            node_timeout_secs, metrics_namespace, metrics_interval_secs, presence_source,
             notification_pollers, max_receive_count, batch_linger_ms,
             register_timeout_ms, notification_visibility_secs, leader_lease_secs,
-            leader_renew_secs,
+            leader_renew_secs, reap_step_pause_ms,
         )
     }
 
@@ -408,6 +431,8 @@ pub struct Limits {
     pub rate_burst: f64,
     pub rate_strikes: u32,
     pub outbound_buffer_bytes: usize,
+    /// Publish/send frames of one socket waiting for the engine at once.
+    pub max_messages_in_flight: usize,
     /// The close code of the drain.
     pub drain_close_code: u16,
     /// The close code at the max connection duration.
@@ -437,6 +462,7 @@ impl Default for Limits {
             rate_burst: 100.0,
             rate_strikes: 20,
             outbound_buffer_bytes: 4 * 1024 * 1024,
+            max_messages_in_flight: 16,
             drain_close_code: default_code(CloseReason::ServerShutdown),
             max_duration_close_code: default_code(CloseReason::MaxDuration),
         }
@@ -454,6 +480,9 @@ pub struct SocketLimits {
     pub max_per_address: usize,
     pub connects_per_sec: f64,
     pub connect_burst: f64,
+    /// Most TLS connections of one address that have not finished their
+    /// handshake.
+    pub max_handshakes_per_address: usize,
     /// Client networks the per-address limits skip.
     pub exempt: Vec<Network>,
 }
@@ -470,6 +499,7 @@ impl Default for SocketLimits {
             max_per_address: 4096,
             connects_per_sec: 64.0,
             connect_burst: 512.0,
+            max_handshakes_per_address: 256,
             exempt: DEFAULT_ADDRESS_LIMITS_EXEMPT
                 .split(',')
                 .filter_map(|n| n.parse().ok())
@@ -537,9 +567,60 @@ impl std::str::FromStr for Network {
     }
 }
 
+/// Endpoint overrides of single AWS services (`--aws-service-endpoints`):
+/// each wins over [`AwsConfig::endpoint`] for its service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceEndpoints {
+    pub dynamodb: Option<String>,
+    pub dynamodbstreams: Option<String>,
+    pub sns: Option<String>,
+    pub sqs: Option<String>,
+    pub cloudwatch: Option<String>,
+}
+
+impl ServiceEndpoints {
+    /// Parses `SERVICE=URL` items; an unknown service, a repeated one or an
+    /// item without `=` is an error.
+    fn parse(items: Vec<String>) -> Result<ServiceEndpoints, String> {
+        let mut out = ServiceEndpoints::default();
+        for item in items {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            let Some((service, url)) = item.split_once('=') else {
+                return Err(format!(
+                    "--aws-service-endpoints: {item:?} is not SERVICE=URL"
+                ));
+            };
+            let (service, url) = (service.trim(), url.trim());
+            if url.is_empty() {
+                return Err(format!("--aws-service-endpoints: no URL for {service}"));
+            }
+            let slot = match service {
+                "dynamodb" => &mut out.dynamodb,
+                "dynamodbstreams" => &mut out.dynamodbstreams,
+                "sns" => &mut out.sns,
+                "sqs" => &mut out.sqs,
+                "cloudwatch" => &mut out.cloudwatch,
+                other => {
+                    return Err(format!(
+                        "--aws-service-endpoints: unknown service {other:?} (dynamodb, dynamodbstreams, sns, sqs, cloudwatch)"
+                    ))
+                }
+            };
+            if slot.replace(url.to_string()).is_some() {
+                return Err(format!("--aws-service-endpoints: {service} given twice"));
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AwsConfig {
     pub endpoint: Option<String>,
+    pub service_endpoints: ServiceEndpoints,
     pub region: Option<String>,
     pub name_prefix: String,
     pub connections_table: String,
@@ -552,9 +633,13 @@ pub struct AwsConfig {
     pub node_timeout: Duration,
     /// None: no CloudWatch metric.
     pub metrics_namespace: Option<String>,
+    /// How often the Sockets metric is published.
+    pub metrics_interval: Duration,
     pub notification_pollers: usize,
     pub max_receive_count: u32,
     pub batch_linger: Duration,
+    /// Bytes of client messages waiting for AWS at once, node-wide.
+    pub max_output_bytes_in_flight: usize,
     /// How long a socket's connection row may take to be written.
     pub register_timeout: Duration,
     /// The visibility timeout of a received notification request.
@@ -562,6 +647,8 @@ pub struct AwsConfig {
     /// The leader lease's length and renewal period.
     pub leader_lease: Duration,
     pub leader_renew: Duration,
+    /// Drills only: the pause between the steps of a reap.
+    pub reap_step_pause: Duration,
 }
 
 /// The resolved configuration of a node.
@@ -656,6 +743,10 @@ fn resolve_tls(o: &Options) -> Result<Option<TlsListen>, ConfigError> {
     }))
 }
 
+/// Bytes of client messages a node lets wait for AWS at once by default:
+/// 512 messages of the largest default size (128 KiB), far more small ones.
+pub const DEFAULT_MAX_OUTPUT_BYTES_IN_FLIGHT: usize = 64 << 20;
+
 /// The key `--dev` uses for the API when no --api-key is given.
 pub const DEV_API_KEY: &str = "dev";
 
@@ -685,10 +776,14 @@ impl Config {
                     .into(),
             );
         }
-        if dev && !listen.ip().is_loopback() && !o.dev_allow_remote.unwrap_or(false) {
+        // `/dev/token` is served on every listener, the TLS one included.
+        let public = std::iter::once(listen)
+            .chain(tls.as_ref().map(|t| t.listen))
+            .find(|a| !a.ip().is_loopback());
+        if let (true, Some(addr), false) = (dev, public, o.dev_allow_remote.unwrap_or(false)) {
             return invalid(format!(
                 "--dev exposes a token issuer that signs any user: refusing to listen on \
-                 non-loopback {listen}; pass --dev-allow-remote to force it"
+                 non-loopback {addr}; pass --dev-allow-remote to force it"
             ));
         }
         if let Some(id) = &o.node_id {
@@ -721,6 +816,7 @@ impl Config {
             rate_burst: o.rate_limit_burst.unwrap_or(d.rate_burst),
             rate_strikes: o.rate_limit_strikes.unwrap_or(d.rate_strikes),
             outbound_buffer_bytes: o.outbound_buffer_bytes.unwrap_or(d.outbound_buffer_bytes),
+            max_messages_in_flight: o.max_messages_in_flight.unwrap_or(d.max_messages_in_flight),
             drain_close_code: o.drain_close_code.unwrap_or(d.drain_close_code),
             max_duration_close_code: o
                 .max_duration_close_code
@@ -757,6 +853,9 @@ impl Config {
         if limits.outbound_buffer_bytes < limits.max_message_bytes {
             return invalid("--outbound-buffer-bytes must hold at least one max message".into());
         }
+        if limits.max_messages_in_flight == 0 {
+            return invalid("--max-messages-in-flight must be >= 1".into());
+        }
         let ds = SocketLimits::default();
         let sockets = SocketLimits {
             max_sockets: o.max_sockets.filter(|n| *n > 0),
@@ -766,6 +865,9 @@ impl Config {
                 .max_connects_per_address_per_sec
                 .unwrap_or(ds.connects_per_sec),
             connect_burst: o.max_connects_per_address_burst.unwrap_or(ds.connect_burst),
+            max_handshakes_per_address: o
+                .max_tls_handshakes_per_address
+                .unwrap_or(ds.max_handshakes_per_address),
             exempt: match o.address_limits_exempt {
                 None => ds.exempt,
                 Some(list) => clean_list(Some(list))
@@ -775,9 +877,14 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid(format!("--address-limits-exempt: {e}")))?,
             },
         };
-        if sockets.max_per_user == 0 || sockets.max_per_address == 0 {
+        if sockets.max_per_user == 0
+            || sockets.max_per_address == 0
+            || sockets.max_handshakes_per_address == 0
+        {
             return invalid(
-                "--max-sockets-per-user and --max-sockets-per-address must be >= 1".into(),
+                "--max-sockets-per-user, --max-sockets-per-address and \
+                 --max-tls-handshakes-per-address must be >= 1"
+                    .into(),
             );
         }
         let (rate, burst) = (sockets.connects_per_sec, sockets.connect_burst);
@@ -810,8 +917,12 @@ impl Config {
             );
         }
         let prefix = o.name_prefix.unwrap_or_else(|| "Sumu".to_string());
+        let service_endpoints =
+            ServiceEndpoints::parse(o.aws_service_endpoints.unwrap_or_default())
+                .map_err(ConfigError::Invalid)?;
         let aws = AwsConfig {
             endpoint: o.aws_endpoint.filter(|s| !s.is_empty()),
+            service_endpoints,
             region: o.aws_region.filter(|s| !s.is_empty()),
             connections_table: o
                 .connections_table
@@ -831,14 +942,29 @@ impl Config {
                 Some(n) => Some(n),
                 None => Some("Sumu".to_string()),
             },
+            metrics_interval: secs(o.metrics_interval_secs, Duration::from_secs(60)),
             notification_pollers: o.notification_pollers.unwrap_or(2).max(1),
             max_receive_count: o.max_receive_count.unwrap_or(5).max(1),
             batch_linger: Duration::from_millis(o.batch_linger_ms.unwrap_or(5)),
+            max_output_bytes_in_flight: o
+                .max_output_bytes_in_flight
+                .unwrap_or(DEFAULT_MAX_OUTPUT_BYTES_IN_FLIGHT),
             register_timeout: Duration::from_millis(o.register_timeout_ms.unwrap_or(3000)),
             notification_visibility: secs(o.notification_visibility_secs, Duration::from_secs(5)),
             leader_lease: secs(o.leader_lease_secs, Duration::from_secs(15)),
             leader_renew: secs(o.leader_renew_secs, Duration::from_secs(5)),
+            reap_step_pause: Duration::from_millis(o.reap_step_pause_ms.unwrap_or(0)),
         };
+        if !(1..=3600).contains(&aws.metrics_interval.as_secs()) {
+            return invalid("--metrics-interval-secs must be within 1..=3600".into());
+        }
+        // Room for one largest message, its attributes and its bookkeeping.
+        if aws.max_output_bytes_in_flight < limits.max_message_bytes + 4096 {
+            return invalid(format!(
+                "--max-output-bytes-in-flight must hold one max message (at least {})",
+                limits.max_message_bytes + 4096
+            ));
+        }
         if aws.register_timeout.is_zero() {
             return invalid("--register-timeout-ms must be positive".into());
         }
@@ -1136,6 +1262,30 @@ mod tests {
     }
 
     #[test]
+    fn refuses_dev_on_a_public_tls_listener_with_real_files_unless_forced() {
+        let public = Options {
+            tls_listen: Some("0.0.0.0:8443".parse().unwrap()),
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..dev()
+        };
+        let refused = Config::resolve(public.clone()).unwrap_err().to_string();
+        assert!(refused.contains("0.0.0.0:8443"), "{refused}");
+        assert!(refused.contains("--dev-allow-remote"), "{refused}");
+        // Without --dev nothing signs tokens: a public listener is fine.
+        assert!(Config::resolve(Options {
+            dev: None,
+            ..public.clone()
+        })
+        .is_ok());
+        assert!(Config::resolve(Options {
+            dev_allow_remote: Some(true),
+            ..public
+        })
+        .is_ok());
+    }
+
+    #[test]
     fn env_and_flags_parse() {
         let cli = Cli::try_parse_from([
             "sumu-node",
@@ -1149,5 +1299,35 @@ mod tests {
         assert_eq!(c.auth.audiences, vec!["x", "y"]);
         assert!(!c.auth.verify_expiration);
         assert!(c.dev);
+    }
+
+    #[test]
+    fn service_endpoints_parse_and_refuse_unknown_services() {
+        let cli = Cli::try_parse_from([
+            "sumu-node",
+            "--dev",
+            "--aws-endpoint",
+            "http://127.0.0.1:1",
+            "--aws-service-endpoints",
+            "dynamodb=http://127.0.0.1:2, dynamodbstreams=http://127.0.0.1:2",
+        ])
+        .unwrap();
+        let c = Config::resolve(cli.options).unwrap();
+        assert_eq!(c.aws.endpoint.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(
+            c.aws.service_endpoints,
+            ServiceEndpoints {
+                dynamodb: Some("http://127.0.0.1:2".into()),
+                dynamodbstreams: Some("http://127.0.0.1:2".into()),
+                ..ServiceEndpoints::default()
+            }
+        );
+        for bad in ["s3=http://x", "sqs", "sqs=", "sqs=http://a,sqs=http://b"] {
+            let o = Options {
+                aws_service_endpoints: Some(bad.split(',').map(str::to_string).collect()),
+                ..dev()
+            };
+            assert!(Config::resolve(o).is_err(), "{bad} must be refused");
+        }
     }
 }

@@ -24,7 +24,7 @@ use sumu_shared::NotificationRequest;
 use tokio::sync::watch;
 
 use crate::close::CloseReason;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::outbound::{mono_ms, FrozenRule, Outbound, SWEEP_PERIOD};
 
 /// What the hub tells a session.
@@ -56,9 +56,9 @@ pub(crate) struct SessionHandle {
 
 impl SessionHandle {
     /// Queues `payload` unless that would pass the socket's outbound cap,
-    /// in which case the slow reader is cut off.
-    fn deliver(&self, payload: &ByteString) -> bool {
-        if !self.outbound.reserve_message(payload.len()) {
+    /// in which case the slow reader is cut off (counted in `metrics`).
+    fn deliver(&self, payload: &ByteString, metrics: &Metrics) -> bool {
+        if !self.outbound.reserve_message(payload.len(), metrics) {
             return false;
         }
         self.recipient.do_send(ToSession::Deliver(payload.clone()));
@@ -77,15 +77,17 @@ pub(crate) struct Hub {
     draining: bool,
     /// The number of open sockets, for whoever waits for the node to empty.
     count: watch::Sender<usize>,
+    metrics: Arc<Metrics>,
 }
 
-impl Default for Hub {
-    fn default() -> Hub {
+impl Hub {
+    fn new(metrics: Arc<Metrics>) -> Hub {
         Hub {
             connections: HashMap::new(),
             users: HashMap::new(),
             draining: false,
             count: watch::channel(0).0,
+            metrics,
         }
     }
 }
@@ -182,7 +184,7 @@ impl Hub {
 
     fn counted(&self) {
         let n = self.connections.len();
-        METRICS.connections.set(n as i64);
+        self.metrics.connections.set(n as i64);
         self.count.send_replace(n);
     }
 
@@ -191,7 +193,7 @@ impl Hub {
         let mut dead = Vec::new();
         for id in ids {
             if let Some(entry) = self.connections.get(id) {
-                if entry.handle.deliver(payload) {
+                if entry.handle.deliver(payload, &self.metrics) {
                     delivered += 1;
                 } else {
                     dead.push(id.clone());
@@ -199,7 +201,7 @@ impl Hub {
             }
         }
         self.forget_dead(dead);
-        METRICS.deliveries.inc_by(delivered as u64);
+        self.metrics.deliveries.inc_by(delivered as u64);
         delivered
     }
 
@@ -211,7 +213,7 @@ impl Hub {
         for (id, entry) in &self.connections {
             if let Some(reason) = entry.handle.outbound.overdue(now, rule) {
                 tracing::debug!(connection_id = %id, reason = reason.label(), "frozen socket killed");
-                entry.handle.outbound.kill(reason);
+                entry.handle.outbound.kill(reason, &self.metrics);
                 dead.push(id.clone());
             }
         }
@@ -304,14 +306,14 @@ impl Handler<Broadcast> for Hub {
             if exclude.contains(&*entry.user_id) {
                 continue;
             }
-            if entry.handle.deliver(&msg.payload) {
+            if entry.handle.deliver(&msg.payload, &self.metrics) {
                 delivered += 1;
             } else {
                 dead.push(id.clone());
             }
         }
         self.forget_dead(dead);
-        METRICS.deliveries.inc_by(delivered as u64);
+        self.metrics.deliveries.inc_by(delivered as u64);
         delivered
     }
 }
@@ -384,9 +386,10 @@ pub(crate) struct LocalDelivery {
 }
 
 impl LocalDelivery {
-    /// Starts the node's hub.
-    pub(crate) fn start() -> LocalDelivery {
-        let hub = Hub::default();
+    /// Starts the node's hub, which keeps `metrics`' socket gauge and
+    /// delivery counter.
+    pub(crate) fn start(metrics: Arc<Metrics>) -> LocalDelivery {
+        let hub = Hub::new(metrics);
         let count = hub.count.subscribe();
         LocalDelivery {
             hub: hub.start(),

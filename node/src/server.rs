@@ -5,7 +5,7 @@
 
 #[cfg(test)]
 mod footprint;
-mod proxied;
+mod listeners;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use actix_web::dev::{Extensions, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::rt::net::TcpStream;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,8 +26,9 @@ use crate::config::{Config, EngineKind, TlsListen, TlsSource};
 use crate::engine::{self, Engine, EngineError};
 use crate::http::{self, AppState};
 use crate::hub::LocalDelivery;
-use crate::limits::Admission;
+use crate::limits::{Admission, Handshakes};
 use crate::logging::chain;
+use crate::metrics::Metrics;
 use crate::session::SessionEnv;
 use crate::tls::{self, CertResolver, TlsError, TlsFiles};
 
@@ -37,10 +38,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const TASKS_GRACE: Duration = Duration::from_secs(5);
 /// Pending connections the kernel keeps for a node under a connect storm.
 const BACKLOG: i32 = 4096;
-/// Connections a worker serves at once (the socket limits bound them).
-const MAX_CONNECTIONS: usize = 1_000_000;
-/// How long a new connection may take to send its request head.
-const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a node could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +67,6 @@ pub enum NodeError {
 /// Exit code of `sumu-node` when the TLS certificate or key is unusable at start.
 pub const EXIT_TLS: i32 = 3;
 
-/// How long a client may take to complete its TLS handshake (actix's default, set
-/// here so it is visible): a slow or silent client holds a descriptor this long.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// The TLS listener of `tls`: the certificate is loaded first (the node refuses to
 /// start without a usable one), then the address is bound. Answers the bound
 /// listener, its rustls configuration and the resolver the watcher reloads.
@@ -82,7 +75,7 @@ fn tls_listener(
 ) -> Result<
     (
         std::net::TcpListener,
-        rustls::ServerConfig,
+        Arc<rustls::ServerConfig>,
         Arc<CertResolver>,
     ),
     NodeError,
@@ -105,7 +98,7 @@ fn tls_listener(
     };
     let resolver = CertResolver::load(files, tls::provider()).map_err(NodeError::Tls)?;
     let config = tls::server_config(Arc::clone(&resolver)).map_err(NodeError::Tls)?;
-    Ok((bind(tls.listen)?, config, resolver))
+    Ok((bind(tls.listen)?, Arc::new(config), resolver))
 }
 
 /// Binds `addr` with a deep accept queue (the default 128 drops connects
@@ -132,23 +125,35 @@ fn max_sockets(config: &Config) -> usize {
     })
 }
 
-/// The engine of `config`, delivering through `local`; `address` is where
-/// this node listens (written to its cluster row).
+/// The engine of `config`, delivering through `local` and counting in
+/// `metrics`; `address` is where this node listens (written to its cluster
+/// row).
 async fn build_engine(
     config: &Config,
     local: LocalDelivery,
+    metrics: &Arc<Metrics>,
     address: SocketAddr,
 ) -> Result<Engine, EngineError> {
     match config.engine {
         EngineKind::Memory => Ok(engine::memory::engine(config.presence_source, local)),
-        EngineKind::Aws => engine::aws::engine(config, local, address).await,
+        EngineKind::Aws => engine::aws::engine(config, local, metrics.clone(), address).await,
     }
 }
+
+/// The TLS listener as [`tls_listener`] answers it: the bound listener, its
+/// rustls configuration and the resolver the watcher reloads.
+type TlsParts = (
+    std::net::TcpListener,
+    Arc<rustls::ServerConfig>,
+    Arc<CertResolver>,
+);
 
 /// A node's parts, wired and started, before it serves: what [`serve`]
 /// runs its listeners on.
 struct Wired {
     config: Arc<Config>,
+    tls: Option<TlsParts>,
+    metrics: Arc<Metrics>,
     local: LocalDelivery,
     engine: Engine,
     tasks: TaskTracker,
@@ -157,13 +162,19 @@ struct Wired {
     ready: Arc<AtomicBool>,
 }
 
-/// Wires hub → engine (its background tasks started) → auth → the HTTP
-/// layer's state; `listen` is where the node will listen.
+/// Wires the TLS listener (first) → hub → engine (its background tasks
+/// started) → auth → the HTTP layer's state; `listen` is where the node
+/// will listen.
 async fn wire(config: Config, listen: SocketAddr) -> Result<Wired, NodeError> {
     let config = Arc::new(config);
-    let local = LocalDelivery::start();
+    // The TLS files first: a node that cannot serve them must not have
+    // joined the fleet (an inbox, a subscription and a row left behind).
+    let tls = config.tls.as_ref().map(tls_listener).transpose()?;
+    // This node's own metrics: a process serving two nodes counts them apart.
+    let metrics = Arc::new(Metrics::new());
+    let local = LocalDelivery::start(metrics.clone());
     local.sweep(crate::outbound::FrozenRule::new(&config.limits));
-    let engine = build_engine(&config, local.clone(), listen)
+    let engine = build_engine(&config, local.clone(), &metrics, listen)
         .await
         .map_err(|e| NodeError::Engine(e.into()))?;
     let tasks = TaskTracker::new();
@@ -212,12 +223,16 @@ async fn wire(config: Config, listen: SocketAddr) -> Result<Wired, NodeError> {
         session_env: Arc::new(SessionEnv {
             limits: config.limits.clone(),
             output: engine.output.clone(),
+            metrics: metrics.clone(),
         }),
         ready: ready.clone(),
         admission,
+        metrics: metrics.clone(),
     });
     Ok(Wired {
         config,
+        tls,
+        metrics,
         local,
         engine,
         tasks,
@@ -255,6 +270,8 @@ pub async fn serve(
     let listen = listener.local_addr().unwrap_or(config.listen);
     let Wired {
         config,
+        tls,
+        metrics,
         local,
         engine,
         tasks,
@@ -263,57 +280,28 @@ pub async fn serve(
         ready,
     } = wire(config, listen).await?;
 
-    let tls = config.tls.as_ref().map(tls_listener).transpose()?;
     let app_state = state.clone();
-    let factory = move || app(&app_state);
-    let bind_err = |source| NodeError::Bind {
-        addr: listen,
-        source,
+    let app = move || app(&app_state);
+    let (tls, resolver) = match tls {
+        Some((listener, rustls_config, resolver)) => {
+            (Some((listener, rustls_config)), Some(resolver))
+        }
+        None => (None, None),
     };
-    let (server, addrs, resolver) = if config.proxy_protocol {
-        // `--proxy-protocol` and `--tls-listen` are refused together (config).
-        let server =
-            proxied::run(listener, config.workers, factory, on_connect).map_err(bind_err)?;
-        (server, vec![(listen, false)], None)
-    } else {
-        let server = HttpServer::new(factory)
-            .workers(config.workers)
-            .max_connections(MAX_CONNECTIONS)
-            .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
-            // Drop a connection as soon as its response (or socket) is done instead
-            // of waiting up to 1 s for the client to close first: RFC 6455 §7.1.1
-            // has the server close TCP right after the closing handshake, and under
-            // churn the wait only holds descriptors.
-            .client_disconnect_timeout(Duration::ZERO)
-            .disable_signals()
-            .tls_handshake_timeout(TLS_HANDSHAKE_TIMEOUT)
-            .on_connect(|conn, ext| {
-                type Tls = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
-                if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
-                    on_connect(tcp, ext);
-                } else if let Some(tls) = conn.downcast_ref::<Tls>() {
-                    on_connect(tls.get_ref().0, ext);
-                }
-            })
-            .listen(listener)
-            .map_err(bind_err)?;
-        let (server, resolver) = match tls {
-            Some((listener, rustls_config, resolver)) => {
-                let addr = listener.local_addr().unwrap_or(listen);
-                let server = server
-                    .listen_rustls_0_23(listener, rustls_config)
-                    .map_err(|source| NodeError::Bind { addr, source })?;
-                (server, Some(resolver))
+    let served = listeners::Listeners {
+        plain: listener,
+        proxy_protocol: config.proxy_protocol,
+        tls,
+        handshakes: Handshakes::new(&config.sockets),
+        metrics: metrics.clone(),
+    };
+    let (server, addrs) =
+        listeners::run(served, config.workers, app, on_connect).map_err(|source| {
+            NodeError::Bind {
+                addr: listen,
+                source,
             }
-            None => (server, None),
-        };
-        let addrs: Vec<(SocketAddr, bool)> = server
-            .addrs_with_scheme()
-            .into_iter()
-            .map(|(a, s)| (a, s == "https"))
-            .collect();
-        (server.run(), addrs, resolver)
-    };
+        })?;
     if let (Some(resolver), Some(t)) = (resolver, &config.tls) {
         // Reloads on SIGHUP (handler installed now, before the node says it listens)
         // and on file changes, until the shutdown.
@@ -352,12 +340,16 @@ pub async fn serve(
         tracing::info!(%addr, tls, node_id = %config.node_id, engine = ?config.engine, dev = config.dev, "listening");
     }
     if config.dev {
+        // The well-known dev key is named; a key given with --api-key is a
+        // secret and never logged.
+        let key = match config.api_key.as_deref() {
+            Some(crate::config::DEV_API_KEY) => crate::config::DEV_API_KEY,
+            Some(_) => "the one given with --api-key",
+            None => "none",
+        };
         for &(addr, tls) in &addrs {
             let scheme = if tls { "https" } else { "http" };
-            tracing::info!(
-                "demo page: {scheme}://{addr}/  (API key: {})",
-                config.api_key.as_deref().unwrap_or("")
-            );
+            tracing::info!("demo page: {scheme}://{addr}/  (API key: {key})");
         }
     }
     ready.store(true, Ordering::Release);

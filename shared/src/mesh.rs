@@ -11,6 +11,11 @@ pub struct MeshEnvelope {
     pub request_id: String,
     /// The node that routed the request.
     pub from_node: String,
+    /// When the router started routing the request, ms since the Unix epoch
+    /// by its clock: the receiver measures the mesh path's latency from it
+    /// (`sumu_route_seconds{path="mesh"}`). Absent from older routers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed_at: Option<u64>,
     /// Who receives `data`; flattened, so its `target` tag and fields sit
     /// at the top level of the envelope.
     #[serde(flatten)]
@@ -35,6 +40,13 @@ pub enum MeshTarget {
         #[serde(default)]
         exclude_users: Vec<String>,
     },
+    /// Not a delivery: the sending node (re)joined the mesh with this inbox
+    /// (published on the mesh topic; `data` is `null`). A node that cached
+    /// another inbox of it looks it up again.
+    Joined {
+        /// The sender's inbox queue URL now.
+        inbox_url: String,
+    },
 }
 
 /// One connection held by the receiving node.
@@ -55,6 +67,7 @@ mod tests {
         let env = MeshEnvelope {
             request_id: "r1".into(),
             from_node: "n1".into(),
+            routed_at: Some(1_700_000_000_000),
             target: MeshTarget::Connections {
                 connections: vec![MeshConnection {
                     user_id: "u".into(),
@@ -67,5 +80,31 @@ mod tests {
         let back: MeshEnvelope = serde_json::from_str(&text).unwrap();
         assert_eq!(back.data.get(), r#"{"k": [1, 2]}"#);
         assert!(matches!(back.target, MeshTarget::Connections { .. }));
+        assert_eq!(back.routed_at, Some(1_700_000_000_000));
+    }
+
+    #[test]
+    fn reads_envelopes_without_a_routing_time() {
+        let text = r#"{"request_id":"r","from_node":"n","target":"broadcast","data":1}"#;
+        let env: MeshEnvelope = serde_json::from_str(text).unwrap();
+        assert_eq!(env.routed_at, None);
+        assert!(!serde_json::to_string(&env).unwrap().contains("routed_at"));
+    }
+
+    #[test]
+    fn a_join_notice_is_one_flat_object() {
+        let env = MeshEnvelope {
+            request_id: "join#n2#1".into(),
+            from_node: "n2".into(),
+            routed_at: None,
+            target: MeshTarget::Joined {
+                inbox_url: "https://sqs/q-r1".into(),
+            },
+            data: RawValue::from_string("null".into()).unwrap(),
+        };
+        assert_eq!(
+            serde_json::to_string(&env).unwrap(),
+            r#"{"request_id":"join#n2#1","from_node":"n2","target":"joined","inbox_url":"https://sqs/q-r1","data":null}"#
+        );
     }
 }

@@ -537,6 +537,22 @@ def test_user_data_fetches_api_key_from_ssm_and_runs_aws_engine():
     assert "TimeoutStopSec=${drain_seconds + 30}" in text
 
 
+def test_the_drain_close_code_named_here_is_the_nodes():
+    """The node's drain closes sockets with 1012 "service restart" (its
+    --drain-close-code default, which common clients reconnect on); the
+    module's comments and README must not say 1001 (issue 17 item 12)."""
+    files = [*TF_FILES, ROOT / "README.md", *sorted((ROOT / "templates").glob("*"))]
+    stale = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"\b1001\b", line)
+    ]
+    assert not stale, stale
+    said = sum("1012" in path.read_text() for path in files)
+    assert said >= 3, "the drain's close code is named where the drain is described"
+
+
 def test_user_data_template_is_valid_bash(tmp_path):
     text = (ROOT / "templates" / "user-data.sh.tftpl").read_text()
     # Crude rendering: drop directive lines, replace interpolations.
@@ -592,6 +608,30 @@ def test_asg_behind_target_group_with_drain_hook(tf):
     assert block(asg, "instance_refresh")["strategy"] == "Rolling"
     conds = [squash(p["condition"]) for p in block(asg, "lifecycle")["precondition"]]
     assert "${var.min_size<=var.max_size}" in conds
+
+
+def test_scaling_on_cpu_and_on_sockets_per_node(tf):
+    cpu = res(tf, "aws_autoscaling_policy", "cpu")
+    sockets = res(tf, "aws_autoscaling_policy", "sockets")
+    for policy in (cpu, sockets):
+        assert policy["autoscaling_group_name"] == "${aws_autoscaling_group.nodes.name}"
+        assert policy["policy_type"] == "TargetTrackingScaling"
+    assert squash(sockets["count"]) == "${var.target_sockets_per_node==null?0:1}"
+    tracking = block(sockets, "target_tracking_configuration")
+    assert tracking["target_value"] == "${var.target_sockets_per_node}"
+    metric = block(tracking, "customized_metric_specification")
+    # What the node publishes (node/src/engine/aws/sockets_metric.rs).
+    assert metric["metric_name"] == "Sockets"
+    assert metric["namespace"] == "${var.metrics_namespace}"
+    assert metric["statistic"] == "Average"
+    dim = block(metric, "metric_dimension")
+    assert dim["name"] == "Fleet" and dim["value"] == "${local.prefix}"
+    rust = (ROOT.parent.parent / "node/src/engine/aws/sockets_metric.rs").read_text()
+    assert 'METRIC_NAME: &str = "Sockets"' in rust and 'DIMENSION: &str = "Fleet"' in rust
+    # The node's dimension value is its name prefix, its namespace the same variable.
+    env = _node_env(tf)
+    assert env["SUMU_NAME_PREFIX"] == "local.prefix"
+    assert env["SUMU_METRICS_NAMESPACE"] == "var.metrics_namespace"
 
 
 def test_target_group_health_check_and_deregistration(tf):
@@ -879,6 +919,7 @@ VALIDATION_CASES = {
     "max_size": ([1, 1000], [0, 1001, 2.5]),
     "desired_capacity": ([None, 1, 4], [0, 2.5]),
     "target_cpu_utilization": ([None, 60, 100], [0, 101, -5]),
+    "target_sockets_per_node": ([None, 100, 40000, 1000000], [0, 99, 1000001, 2.5]),
     "node_port": ([8080, 1024, 65535], [80, 65536, 8080.5]),
     "drain_seconds": ([1, 60, 3600], [0, 3601, 1.5]),
     "extra_environment": ([{}, {"SUMU_ALLOWED_ORIGINS": "https://a"}],

@@ -3,6 +3,7 @@
 //! [`ApiError`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -11,11 +12,14 @@ use bytes::Bytes;
 use serde::Serialize;
 use sumu_shared::NotificationRequest;
 
-use super::{error_body, AppState};
+use super::shared::{error_body, AppState};
 use crate::engine::EngineError;
 use crate::hub::HubError;
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
+
+/// The largest notification request body (SQS's message size limit).
+pub(super) const MAX_NOTIFY_BYTES: usize = 256 * 1024;
 
 /// Why an API call was refused.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +30,7 @@ pub(super) enum ApiError {
     BadKey,
     #[error("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs())]
     BodyTimeout,
-    #[error("the request body is over {} bytes", super::MAX_NOTIFY_BYTES)]
+    #[error("the request body is over {} bytes", MAX_NOTIFY_BYTES)]
     BodyTooLarge,
     #[error("the request body could not be read")]
     BodyRead(#[source] actix_web::Error),
@@ -55,14 +59,14 @@ impl ApiError {
         }
     }
 
-    fn record(&self) {
+    fn record(&self, metrics: &Metrics) {
         match self {
-            ApiError::InvalidRequest(_) => METRICS
+            ApiError::InvalidRequest(_) => metrics
                 .notifications
                 .with_label_values(&["http", "invalid"])
                 .inc(),
             ApiError::Routing(e) => {
-                METRICS
+                metrics
                     .notifications
                     .with_label_values(&["http", "failed"])
                     .inc();
@@ -92,7 +96,6 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        self.record();
         error_body(self.status_code(), &self.to_string(), self.reason())
     }
 }
@@ -120,7 +123,27 @@ fn require_key(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     }
 }
 
+/// Numbers this process's `/api/notify` requests.
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// This process's part of its request ids, random: the other nodes remember
+/// routed ids for their dedupe window (15 min), so ids that restarted at 0
+/// with a node restarted under the same `--node-id` were dropped there as
+/// duplicates.
+static PROCESS_TAG: LazyLock<String> = LazyLock::new(|| {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    id[..12].to_string()
+});
+
+/// A request id unique across the fleet and across restarts:
+/// `<node id>-http-<process tag>-<n>`.
+fn request_id(node_id: &str) -> String {
+    format!(
+        "{node_id}-http-{}-{}",
+        *PROCESS_TAG,
+        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 #[derive(Serialize)]
 struct NotifyAccepted {
@@ -136,12 +159,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// so no client without the key, and none trickling bytes, holds a
 /// connection.
 async fn read_body(payload: web::Payload) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(
-        BODY_TIMEOUT,
-        payload.to_bytes_limited(super::MAX_NOTIFY_BYTES),
-    )
-    .await
-    {
+    match tokio::time::timeout(BODY_TIMEOUT, payload.to_bytes_limited(MAX_NOTIFY_BYTES)).await {
         Err(_) => Err(ApiError::BodyTimeout),
         Ok(Err(_limit_exceeded)) => Err(ApiError::BodyTooLarge),
         Ok(Ok(Err(e))) => Err(ApiError::BodyRead(e)),
@@ -149,7 +167,20 @@ async fn read_body(payload: web::Payload) -> Result<Bytes, ApiError> {
     }
 }
 
+/// POST /api/notify; a refusal is counted and logged here, where the
+/// node's metrics are at hand.
 pub(super) async fn notify(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let metrics = state.metrics.clone();
+    route(req, payload, state)
+        .await
+        .inspect_err(|e| e.record(&metrics))
+}
+
+async fn route(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -157,18 +188,15 @@ pub(super) async fn notify(
     require_key(&req, &state)?;
     let body = read_body(payload).await?;
     let request = NotificationRequest::parse(&body).map_err(ApiError::InvalidRequest)?;
-    let request_id = format!(
-        "{}-http-{}",
-        state.config.node_id,
-        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
-    );
+    let request_id = request_id(&state.config.node_id);
     let outcome = state
         .engine
         .router
         .route(&request_id, request)
         .await
         .map_err(ApiError::Routing)?;
-    METRICS
+    state
+        .metrics
         .notifications
         .with_label_values(&["http", "routed"])
         .inc();
@@ -189,7 +217,12 @@ pub(super) async fn users(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     require_key(&req, &state)?;
-    let users = state.local.connected_users().await.map_err(ApiError::Hub)?;
+    let users = state
+        .local
+        .connected_users()
+        .await
+        .map_err(ApiError::Hub)
+        .inspect_err(|e| e.record(&state.metrics))?;
     Ok(HttpResponse::Ok().json(Users { users }))
 }
 
@@ -227,6 +260,15 @@ pub(super) async fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_carry_the_process_tag_and_a_sequence() {
+        let (a, b) = (request_id("n1"), request_id("n1"));
+        assert_ne!(a, b);
+        let tag = format!("n1-http-{}-", *PROCESS_TAG);
+        assert!(a.starts_with(&tag) && b.starts_with(&tag), "{a} {b}");
+        assert_eq!(PROCESS_TAG.len(), 12);
+    }
 
     #[test]
     fn compares_keys() {

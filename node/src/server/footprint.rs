@@ -3,9 +3,11 @@
 //! footprint -- --nocapture` prints the table.
 //!
 //! The stack is the real one: the node's state and app as [`super::serve`]
-//! wires them (memory engine), served by actix-http's HTTP/1 service with
-//! the settings `HttpServer` gives it, spawned per connection the way
-//! actix-server's worker does, all on this thread; the clients run on a
+//! wires them (memory engine), served by the plain listener's connection
+//! service as `serve`'s listeners build it (`listeners::plain_service`:
+//! actix-http's HTTP/1 service with the node's settings, the
+//! graceful-shutdown future and `on_connect`), spawned per connection the
+//! way actix-server's worker does, all on this thread; the clients run on a
 //! thread of their own, so the counting allocator
 //! (`sys::counting_alloc`, glibc chunk sizes, per thread) sees the node's
 //! heap alone. `N` sockets go through each phase together and the heap
@@ -31,14 +33,13 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use actix_http::HttpService;
-use actix_service::{map_config, IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt};
-use actix_web::dev::AppConfig;
+use actix_service::{Service, ServiceFactory};
 use bytestring::ByteString;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::listeners::{plain_service, Plain};
 use super::{app, on_connect, wire, Wired};
 use crate::config::{Config, Options};
 use crate::sys::counting_alloc::held;
@@ -239,31 +240,23 @@ fn measure() -> Phases {
         wired
             .ready
             .store(true, std::sync::atomic::Ordering::Release);
-        // The node's HTTP/1 service with the settings `HttpServer` (in
-        // `serve`) gives it.
-        let state = wired.state.clone();
-        let (_signal, shutdown) = tokio::sync::watch::channel(());
-        let app = app(&state)
-            .into_factory()
-            .map_err(|err: actix_web::Error| err.error_response());
-        let service = HttpService::build()
+        // The plain listener's connection service, as `serve`'s listeners
+        // build it for each worker (`listeners::plain_service`). The
+        // server is never run: it only gives the graceful-shutdown signal
+        // the connections wait on.
+        let server = actix_server::Server::build();
+        let plain = Plain {
+            addr,
+            proxy_protocol: false,
             // Longer than `serve`'s (the same timer, so the same heap): the
             // connections of the first phase wait for their request while
             // the others are measured, slowly under valgrind.
-            .client_request_timeout(Duration::from_secs(120))
-            .client_disconnect_timeout(Duration::ZERO)
-            .local_addr(addr)
-            // As `HttpServer` does: a future per connection that ends
-            // keep-alive at a graceful shutdown.
-            .graceful_shutdown_signal(move || {
-                let mut shutdown = shutdown.clone();
-                async move {
-                    let _ = shutdown.changed().await;
-                }
-            })
-            .on_connect_ext(on_connect)
-            .finish(map_config(app, |_| AppConfig::default()))
-            .tcp()
+            request_timeout: Duration::from_secs(120),
+            shutdown: server.graceful_shutdown_signal(),
+            metrics: wired.metrics.clone(),
+        };
+        let state = wired.state.clone();
+        let service = plain_service(&move || app(&state), plain, on_connect)
             .new_service(())
             .await
             .unwrap();

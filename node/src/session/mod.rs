@@ -2,7 +2,9 @@
 //! and lifetime limits, frame limits, rate limit and outbound bound, routes
 //! client frames, and never waits on I/O (engine calls run as spawned
 //! futures whose answers come back as frames). Every way it ends is a
-//! [`CloseReason`], counted once.
+//! [`CloseReason`], counted once. At most `max_messages_in_flight` of its
+//! publish/send frames wait for the engine at once: what a slow AWS can
+//! make one socket hold is bounded, and the client hears at once (429).
 
 mod rate;
 mod registration;
@@ -19,10 +21,10 @@ use sumu_shared::{server, ClientAction, ClientFrame};
 use crate::clock::now_ms;
 use crate::close::CloseReason;
 use crate::config::Limits;
-use crate::engine::{ClientMessage, ClientOutput, OutputRoute};
+use crate::engine::{ClientMessage, ClientOutput, EngineError, OutputRoute};
 use crate::hub::ToSession;
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use rate::TokenBucket;
 pub(crate) use registration::Registration;
@@ -32,6 +34,8 @@ use timers::{Due, Lifetimes, Timers};
 pub(crate) struct SessionEnv {
     pub(crate) limits: Limits,
     pub(crate) output: Arc<dyn ClientOutput>,
+    /// The node's metrics.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl SessionEnv {
@@ -64,6 +68,8 @@ pub(crate) struct Session {
     timers: Timers,
     fragments: Option<(bool, BytesMut)>,
     registration: Option<Registration>,
+    /// Publish/send frames handed to the engine and not answered yet.
+    in_flight: usize,
 }
 
 /// The registrations to undo when the socket goes (sent once the
@@ -90,11 +96,12 @@ impl Session {
             timers,
             fragments: None,
             registration: None,
+            in_flight: 0,
         }
     }
 
     fn send(&self, ctx: &mut ws::WebsocketContext<Self>, text: String) {
-        if self.outbound.reserve(text.len()) {
+        if self.outbound.reserve(text.len(), &self.env.metrics) {
             ctx.text(text);
         } else {
             ctx.stop();
@@ -104,7 +111,7 @@ impl Session {
     /// Ends the socket: counts the reason, sends its close frame (if it has
     /// a code), stops the actor.
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, reason: CloseReason) {
-        reason.count();
+        reason.count(&self.env.metrics);
         if let Some(code) = self.env.close_code(reason) {
             ctx.close(Some(ws::CloseReason {
                 code,
@@ -130,7 +137,7 @@ impl Session {
         match self.timers.due(now, &life) {
             Due::Close(reason) => return self.close(ctx, reason),
             Due::Ping => {
-                if !self.outbound.reserve(0) {
+                if !self.outbound.reserve(0, &self.env.metrics) {
                     return ctx.stop();
                 }
                 ctx.ping(b"");
@@ -152,7 +159,11 @@ impl Session {
             return true;
         }
         self.strikes += 1;
-        METRICS.errors.with_label_values(&["rate_limited"]).inc();
+        self.env
+            .metrics
+            .errors
+            .with_label_values(&["rate_limited"])
+            .inc();
         if self.strikes >= self.env.limits.rate_strikes {
             self.close(ctx, CloseReason::RateLimitAbuse);
         } else {
@@ -172,7 +183,11 @@ impl Session {
         let frame = match ClientFrame::parse_within(text, self.env.limits.max_json_depth) {
             Ok(f) => f,
             Err(e) => {
-                METRICS.frames_in.with_label_values(&["invalid"]).inc();
+                self.env
+                    .metrics
+                    .frames_in
+                    .with_label_values(&["invalid"])
+                    .inc();
                 let id = ClientFrame::peek_id(text);
                 self.send(ctx, server::error(400, &e.to_string(), id.as_deref()));
                 return;
@@ -180,20 +195,39 @@ impl Session {
         };
         let route = match frame.action {
             ClientAction::Ping => {
-                METRICS.frames_in.with_label_values(&["ping"]).inc();
+                self.env
+                    .metrics
+                    .frames_in
+                    .with_label_values(&["ping"])
+                    .inc();
                 self.send(ctx, server::pong(&self.connection_id));
                 return;
             }
             ClientAction::Publish => OutputRoute::Publish,
             ClientAction::Send => OutputRoute::Send,
         };
-        METRICS
+        self.env
+            .metrics
             .frames_in
             .with_label_values(&[match route {
                 OutputRoute::Publish => "publish",
                 OutputRoute::Send => "send",
             }])
             .inc();
+        if self.in_flight >= self.env.limits.max_messages_in_flight {
+            self.env
+                .metrics
+                .client_refused
+                .with_label_values(&["too_many_in_flight"])
+                .inc();
+            let error = server::error(
+                429,
+                "too many messages waiting for their ack on this socket, send after one",
+                frame.id.as_deref(),
+            );
+            return self.send(ctx, error);
+        }
+        self.in_flight += 1;
         let message = ClientMessage {
             route,
             source: route.source(),
@@ -207,24 +241,39 @@ impl Session {
         let output = self.env.output.clone();
         let id = frame.id;
         let fut = async move { output.emit(message).await };
-        ctx.spawn(
-            fut.into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    Ok(()) => {
-                        if let Some(id) = &id {
-                            act.send(ctx, server::ack(id));
-                        }
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            act.in_flight -= 1;
+            let (status, message, reason) = match result {
+                Ok(()) => {
+                    if let Some(id) = &id {
+                        act.send(ctx, server::ack(id));
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %chain(&e), "client output failed");
-                        METRICS.errors.with_label_values(&["client_output"]).inc();
-                        act.send(
-                            ctx,
-                            server::error(502, "message not accepted, try again", id.as_deref()),
-                        );
-                    }
-                }),
-        );
+                    return;
+                }
+                // Not a failure of this message: the node is at its bound
+                // of what may wait for AWS (AWS is slow or down).
+                Err(EngineError::Overloaded(_)) => (
+                    503,
+                    "the gateway is overloaded, try again later",
+                    "overloaded",
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %chain(&e), "client output failed");
+                    act.env
+                        .metrics
+                        .errors
+                        .with_label_values(&["client_output"])
+                        .inc();
+                    (502, "message not accepted, try again", "failed")
+                }
+            };
+            act.env
+                .metrics
+                .client_refused
+                .with_label_values(&[reason])
+                .inc();
+            act.send(ctx, server::error(status, message, id.as_deref()));
+        }));
     }
 
     fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
@@ -261,7 +310,11 @@ impl Session {
     }
 
     fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        METRICS.frames_in.with_label_values(&["binary"]).inc();
+        self.env
+            .metrics
+            .frames_in
+            .with_label_values(&["binary"])
+            .inc();
         self.send(
             ctx,
             server::error(400, "binary frames are not supported; send JSON text", None),
@@ -274,7 +327,7 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(usize::MAX);
-        METRICS.connections_opened.inc();
+        self.env.metrics.connections_opened.inc();
         self.schedule_tick(ctx);
     }
 }
@@ -325,13 +378,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             // A client's ping proves it is alive, not that it is in use: it
             // does not hold an idle socket open (only data frames do).
             ws::Message::Ping(p) => {
-                if self.outbound.reserve(p.len()) {
+                if self.outbound.reserve(p.len(), &self.env.metrics) {
                     ctx.pong(&p);
                 }
             }
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Close(reason) => {
-                CloseReason::Client.count();
+                CloseReason::Client.count(&self.env.metrics);
                 ctx.close(reason);
                 ctx.stop();
             }

@@ -1,8 +1,9 @@
 //! The cluster table's `node#<id>` rows: where each node's inbox is, and
-//! whether it is alive.
+//! whether it is alive. A row the leader is reaping carries `reaped_by`
+//! (`reaper.rs`): no heartbeat lands on it, so its node rejoins.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -10,9 +11,13 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::clients::call;
 use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, EngineError};
+use crate::metrics::Metrics;
 
-/// How long a looked-up inbox URL is trusted. A node with no row is never
-/// cached: it may be rejoining, and its rows must not be pruned meanwhile.
+/// How long a looked-up inbox URL is trusted. A node that rejoins with a
+/// new inbox announces it on the mesh topic and the entry is dropped at
+/// once (`mesh.rs`); this bound is for an announcement that was lost. A
+/// node with no row is never cached: it may be rejoining, and its rows must
+/// not be pruned meanwhile.
 const CACHE_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +35,7 @@ pub(crate) struct Cluster {
     client: aws_sdk_dynamodb::Client,
     table: String,
     inboxes: Mutex<HashMap<String, (String, Instant)>>,
+    metrics: Arc<Metrics>,
 }
 
 fn pk(node_id: &str) -> AttributeValue {
@@ -37,11 +43,16 @@ fn pk(node_id: &str) -> AttributeValue {
 }
 
 impl Cluster {
-    pub(crate) fn new(client: aws_sdk_dynamodb::Client, table: String) -> Cluster {
+    pub(crate) fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: String,
+        metrics: Arc<Metrics>,
+    ) -> Cluster {
         Cluster {
             client,
             table,
             inboxes: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 
@@ -69,13 +80,14 @@ impl Cluster {
                 AttributeValue::N((now / 1000 + 86_400).to_string()),
             )
             .send();
-        call("dynamodb", "PutItem", request).await?;
+        call(&self.metrics, "dynamodb", "PutItem", request).await?;
         Ok(())
     }
 
     /// Refreshes the heartbeat of `row`, only if the table still holds that
-    /// row (same inbox). `Ok(false)`: it does not: the leader reaped this
-    /// node (or an operator removed it), and the node must rejoin.
+    /// row (same inbox) and no leader has marked it for reaping.
+    /// `Ok(false)`: it does not: the leader is reaping (or reaped) this
+    /// node, or an operator removed it, and the node must rejoin.
     pub(crate) async fn beat(&self, row: &NodeRow) -> Result<bool, EngineError> {
         let now = now_ms();
         let request = self
@@ -84,12 +96,12 @@ impl Cluster {
             .table_name(&self.table)
             .key("pk", pk(&row.node_id))
             .update_expression("SET heartbeat_at = :now, delete_at = :d")
-            .condition_expression("inbox_url = :inbox")
+            .condition_expression("inbox_url = :inbox AND attribute_not_exists(reaped_by)")
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .expression_attribute_values(":d", AttributeValue::N((now / 1000 + 86_400).to_string()))
             .expression_attribute_values(":inbox", AttributeValue::S(row.inbox_url.clone()))
             .send();
-        match call("dynamodb", "UpdateItem", request).await {
+        match call(&self.metrics, "dynamodb", "UpdateItem", request).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
             Err(e) => Err(e.into()),
@@ -103,7 +115,7 @@ impl Cluster {
             .table_name(&self.table)
             .key("pk", pk(node_id))
             .send();
-        call("dynamodb", "DeleteItem", request).await?;
+        call(&self.metrics, "dynamodb", "DeleteItem", request).await?;
         Ok(())
     }
 
@@ -126,7 +138,7 @@ impl Cluster {
             .key("pk", pk(node_id))
             .consistent_read(true)
             .send();
-        let out = call("dynamodb", "GetItem", request).await?;
+        let out = call(&self.metrics, "dynamodb", "GetItem", request).await?;
         let url = out
             .item()
             .and_then(|i| i.get("inbox_url"))
@@ -144,7 +156,8 @@ impl Cluster {
         Ok(url)
     }
 
-    /// Forget a cached inbox (after a send to it failed).
+    /// Forget a cached inbox (a send to it failed, or its node announced a
+    /// new one).
     pub(crate) fn forget(&self, node_id: &str) {
         self.inboxes
             .lock()

@@ -3,11 +3,12 @@
 //! other node to its inbox; a broadcast is one publish to the topic.
 //!
 //! Membership: a node's `node#` row names its inbox; its heartbeat refreshes
-//! that row only while the row still names that inbox. A node that finds
-//! its row or inbox gone (the leader reaped it while it was frozen or cut
-//! off from AWS) is not ready until it has rejoined: a new inbox and
-//! subscription, its row, then the rows of every socket it still holds
-//! (presence sees them ONLINE again).
+//! that row only while the row still names that inbox and no leader has
+//! marked it for reaping. A node that finds its row gone or marked, or its
+//! inbox gone (the leader is reaping it, or reaped it, while it was frozen
+//! or cut off from AWS), is not ready until it has rejoined: a new inbox
+//! and subscription, its row (which ends the leader's hold on it), then the
+//! rows of every socket it still holds (presence sees them ONLINE again).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,16 +23,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::clients::{call, Clients};
 use super::cluster::{Cluster, NodeRow};
-use super::dedup::RecentIds;
+use super::delivered::{request_of_share, Delivered};
 use super::periodic::pause;
-use super::queue::Poll;
+use super::queue::{sent_at, Poll};
 use super::resources::{create_queue, sns_to_sqs_policy};
 use super::store::DynamoStore;
 use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, ConnectionRecord, ConnectionStore, EngineError, Health};
 use crate::hub::LocalDelivery;
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::{ms_between, Hop, Metrics, RoutePath};
 
 /// Envelopes stay under SNS's and SQS's 256 KiB with room for attributes.
 pub(crate) const MAX_ENVELOPE: usize = 250 * 1024;
@@ -72,11 +73,17 @@ pub(crate) struct Mesh {
     local: LocalDelivery,
     health: Arc<Health>,
     state: Mutex<Option<NodeRow>>,
-    /// Wakes the heartbeat when the inbox poller found the inbox gone.
+    /// The inbox the poller found gone (it wakes the heartbeat, which
+    /// rejoins whatever the row says: a row that survived its inbox is no
+    /// membership).
+    lost_inbox: Mutex<Option<String>>,
     reaped: tokio::sync::Notify,
+    /// Wakes the inbox poller when a (re)join installed an inbox.
+    inbox_changed: tokio::sync::Notify,
     /// Rejoins so far (each gets a fresh inbox name: SQS refuses to create
     /// a queue with the name of one deleted less than 60 s ago).
     rejoins: AtomicU32,
+    metrics: Arc<Metrics>,
 }
 
 /// Splits a multicast for one node into envelopes under `max` bytes.
@@ -85,9 +92,10 @@ pub(crate) fn envelopes(
     from_node: &str,
     connections: Vec<MeshConnection>,
     data: &serde_json::value::RawValue,
+    routed_at: u64,
     max: usize,
 ) -> Vec<String> {
-    let overhead = request_id.len() + from_node.len() + data.get().len() + 128;
+    let overhead = request_id.len() + from_node.len() + data.get().len() + 160;
     let budget = max.saturating_sub(overhead).max(1);
     let mut out = Vec::new();
     let mut chunk: Vec<MeshConnection> = Vec::new();
@@ -99,6 +107,7 @@ pub(crate) fn envelopes(
         let env = MeshEnvelope {
             request_id: format!("{request_id}#{}", out.len()),
             from_node: from_node.to_string(),
+            routed_at: Some(routed_at),
             target: MeshTarget::Connections {
                 connections: std::mem::take(chunk),
             },
@@ -137,8 +146,11 @@ impl Mesh {
             local,
             health,
             state: Mutex::new(None),
+            lost_inbox: Mutex::new(None),
             reaped: tokio::sync::Notify::new(),
+            inbox_changed: tokio::sync::Notify::new(),
             rejoins: AtomicU32::new(0),
+            metrics: clients.metrics.clone(),
         }
     }
 
@@ -150,6 +162,7 @@ impl Mesh {
 
     async fn join_as(&self, inbox_name: &str, started_at: u64) -> Result<NodeRow, EngineError> {
         let (url, arn) = create_queue(
+            &self.metrics,
             &self.sqs,
             inbox_name,
             HashMap::from([
@@ -170,7 +183,7 @@ impl Mesh {
                 sns_to_sqs_policy(&arn, &self.settings.topic_arn),
             )
             .send();
-        call("sqs", "SetQueueAttributes", request).await?;
+        call(&self.metrics, "sqs", "SetQueueAttributes", request).await?;
         let request = self
             .sns
             .subscribe()
@@ -180,7 +193,7 @@ impl Mesh {
             .attributes("RawMessageDelivery", "true")
             .return_subscription_arn(true)
             .send();
-        let subscription_arn = call("sns", "Subscribe", request)
+        let subscription_arn = call(&self.metrics, "sns", "Subscribe", request)
             .await?
             .subscription_arn()
             .unwrap_or_default()
@@ -196,8 +209,36 @@ impl Mesh {
         };
         self.cluster.put(&row).await?;
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(row.clone());
+        self.inbox_changed.notify_one();
+        self.announce(&row).await;
         tracing::info!(inbox = %row.inbox_url, "joined the mesh");
         Ok(row)
+    }
+
+    /// Tells every node (mesh topic) that this node's inbox is `row`'s now,
+    /// before its sockets' rows lead routers here: a router that cached an
+    /// older inbox of it (real SQS may accept messages into a deleted queue
+    /// for a while, losing them silently) looks it up again. Best effort: a
+    /// router that missed it finds the new inbox when its cache expires.
+    async fn announce(&self, row: &NodeRow) {
+        let env = MeshEnvelope {
+            request_id: format!("join#{}#{}", row.node_id, row.heartbeat_at),
+            from_node: self.settings.node_id.clone(),
+            routed_at: None,
+            target: MeshTarget::Joined {
+                inbox_url: row.inbox_url.clone(),
+            },
+            data: serde_json::value::RawValue::from_string("null".into()).expect("null is JSON"),
+        };
+        let request = self
+            .sns
+            .publish()
+            .topic_arn(&self.settings.topic_arn)
+            .message(serde_json::to_string(&env).unwrap_or_default())
+            .send();
+        if let Err(e) = call(&self.metrics, "sns", "Publish", request).await {
+            tracing::warn!(error = %chain(&e), "new inbox not announced; routers find it when their cache expires");
+        }
     }
 
     /// Graceful leave: unsubscribe first (a publish to a deleted queue's
@@ -231,18 +272,19 @@ impl Mesh {
             .unsubscribe()
             .subscription_arn(&row.subscription_arn)
             .send();
-        if let Err(e) = call("sns", "Unsubscribe", request).await {
+        if let Err(e) = call(&self.metrics, "sns", "Unsubscribe", request).await {
             log("unsubscribing the inbox", &e);
         }
         let request = self.sqs.delete_queue().queue_url(&row.inbox_url).send();
-        if let Err(e) = call("sqs", "DeleteQueue", request).await {
+        if let Err(e) = call(&self.metrics, "sqs", "DeleteQueue", request).await {
             log("deleting the inbox", &e);
         }
     }
 
     /// Refreshes this node's row every heartbeat period; rejoins when the
-    /// row (or, as the inbox poller tells, the inbox) is gone. A failed
-    /// heartbeat marks the node not ready until one succeeds.
+    /// row is gone or marked for reaping, or (as the inbox poller tells)
+    /// the inbox is gone, whatever the row says. A failed heartbeat marks
+    /// the node not ready until one succeeds.
     pub(crate) async fn heartbeat(self: Arc<Self>, stop: CancellationToken) {
         loop {
             tokio::select! {
@@ -251,10 +293,22 @@ impl Mesh {
                 () = tokio::time::sleep(self.settings.heartbeat_every) => {}
             }
             let Some(row) = self.row() else { return };
+            let lost = self
+                .lost_inbox
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if lost.as_deref() == Some(row.inbox_url.as_str()) {
+                self.rejoin(&stop, "its inbox is gone").await;
+                continue;
+            }
             let beat = tokio::time::timeout(self.settings.write_timeout, self.cluster.beat(&row));
             match beat.await {
                 Ok(Ok(true)) => self.health.store_ok(),
-                Ok(Ok(false)) => self.rejoin(&stop).await,
+                Ok(Ok(false)) => {
+                    self.rejoin(&stop, "its cluster row is gone or being reaped")
+                        .await
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %chain(&e), "heartbeat failed");
                     self.health.store_failed();
@@ -273,11 +327,15 @@ impl Mesh {
 
     /// Back into the mesh, retrying with backoff until it works (or the
     /// node stops); not ready meanwhile.
-    async fn rejoin(&self, stop: &CancellationToken) {
+    async fn rejoin(&self, stop: &CancellationToken, why: &'static str) {
         self.health.set_in_mesh(false);
-        METRICS.errors.with_label_values(&["node_rejoin"]).inc();
+        self.metrics
+            .errors
+            .with_label_values(&["node_rejoin"])
+            .inc();
         tracing::warn!(
-            "this node's cluster row is gone: the leader reaped it (frozen or cut off from AWS \
+            why,
+            "this node is out of the mesh: the leader reaped it (frozen or cut off from AWS \
              longer than the node timeout); not ready until it has rejoined"
         );
         let mut backoff = REJOIN_FIRST_BACKOFF;
@@ -362,12 +420,15 @@ impl Mesh {
         request_id: &str,
         rows: Vec<MeshConnection>,
         data: &serde_json::value::RawValue,
+        routed_at: u64,
     ) -> Result<bool, EngineError> {
+        let started = std::time::Instant::now();
         let bodies = envelopes(
             request_id,
             &self.settings.node_id,
             rows.clone(),
             data,
+            routed_at,
             MAX_ENVELOPE,
         );
         // A cached inbox may be stale (the node restarted or rejoined with a
@@ -398,7 +459,7 @@ impl Mesh {
                     .queue_url(&inbox)
                     .message_body(body.clone())
                     .send();
-                if let Err(e) = call("sqs", "SendMessage", request).await {
+                if let Err(e) = call(&self.metrics, "sqs", "SendMessage", request).await {
                     self.cluster.forget(node_id);
                     if e.kind == AwsErrorKind::NotFound {
                         tried = Some(inbox);
@@ -407,6 +468,7 @@ impl Mesh {
                     return Err(e.into());
                 }
             }
+            self.metrics.hop(Hop::InboxSend, started.elapsed());
             return Ok(true);
         }
     }
@@ -419,10 +481,12 @@ impl Mesh {
         request_id: &str,
         exclude_users: Vec<String>,
         data: &serde_json::value::RawValue,
+        routed_at: u64,
     ) -> Result<(), EngineError> {
         let env = MeshEnvelope {
             request_id: request_id.to_string(),
             from_node: self.settings.node_id.clone(),
+            routed_at: Some(routed_at),
             target: MeshTarget::Broadcast { exclude_users },
             data: data.to_owned(),
         };
@@ -433,7 +497,7 @@ impl Mesh {
             .topic_arn(&self.settings.topic_arn)
             .message(body)
             .send();
-        call("sns", "Publish", request).await?;
+        call(&self.metrics, "sns", "Publish", request).await?;
         Ok(())
     }
 
@@ -447,21 +511,46 @@ impl Mesh {
 
     /// Long-polls this node's inbox and delivers what it is told to; when
     /// the inbox is gone, wakes the heartbeat (which rejoins) and polls the
-    /// new inbox once there is one.
-    pub(crate) async fn poll_inbox(self: Arc<Self>, local: LocalDelivery, stop: CancellationToken) {
-        let mut recent = RecentIds::new(100_000, Duration::from_secs(900));
+    /// new inbox once there is one; when a rejoin installed a new inbox,
+    /// switches to it at once.
+    pub(crate) async fn poll_inbox(
+        self: Arc<Self>,
+        local: LocalDelivery,
+        delivered: Arc<Delivered>,
+        stop: CancellationToken,
+    ) {
         while let Some(url) = self.inbox_url() {
-            let mut poll = Poll::new(self.sqs.clone(), url.clone())
+            let mut poll = Poll::new(self.sqs.clone(), url.clone(), self.metrics.clone())
                 .with_visibility(self.settings.receive_visibility);
-            while let Some(messages) = poll.next(&stop).await {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    // A (re)join installed another inbox: leave this one at
+                    // once, not after a long poll (up to 10 s) ends.
+                    () = self.inbox_changed.notified() => {
+                        if self.inbox_url().as_deref() == Some(url.as_str()) {
+                            continue;
+                        }
+                        break;
+                    }
+                    next = poll.next(&stop) => next,
+                };
+                let Some(messages) = next else { break };
                 let mut done = Vec::new();
+                let received_at = now_ms();
+                for sent in messages.iter().filter_map(sent_at) {
+                    self.metrics.hop_since_ms(Hop::InboxWait, sent, received_at);
+                }
                 for m in &messages {
                     let ok =
                         match serde_json::from_str::<MeshEnvelope>(m.body().unwrap_or_default()) {
-                            Ok(env) => self.deliver(&local, &mut recent, env).await,
+                            Ok(env) => self.deliver(&local, &delivered, env).await,
                             Err(e) => {
                                 tracing::warn!(error = %e, "unreadable mesh message dropped");
-                                METRICS.errors.with_label_values(&["mesh_unreadable"]).inc();
+                                self.metrics
+                                    .errors
+                                    .with_label_values(&["mesh_unreadable"])
+                                    .inc();
                                 true
                             }
                         };
@@ -474,6 +563,7 @@ impl Mesh {
                 poll.delete(done).await;
                 if poll.gone() {
                     tracing::warn!(inbox = %url, "this node's inbox is gone");
+                    *self.lost_inbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(url.clone());
                     self.reaped.notify_one();
                     break;
                 }
@@ -492,38 +582,52 @@ impl Mesh {
         }
     }
 
-    /// Delivers one envelope; false when it should be retried.
+    /// Delivers one envelope to the sockets here that have not had its
+    /// request yet (this node's record: its own routing, other routers'
+    /// shares); false when it should be retried.
     async fn deliver(
         &self,
         local: &LocalDelivery,
-        recent: &mut RecentIds,
+        delivered: &Delivered,
         env: MeshEnvelope,
     ) -> bool {
         if env.from_node == self.settings.node_id
-            && matches!(env.target, MeshTarget::Broadcast { .. })
+            && matches!(
+                env.target,
+                MeshTarget::Broadcast { .. } | MeshTarget::Joined { .. }
+            )
         {
             return true;
         }
-        if recent.contains(&env.request_id) {
-            return true;
-        }
         let payload = ByteString::from(env.data.get());
+        let delivering = std::time::Instant::now();
         let result = match env.target {
+            MeshTarget::Joined { inbox_url } => {
+                tracing::debug!(node_id = %env.from_node, %inbox_url, "node joined: its inbox is looked up again");
+                self.cluster.forget(&env.from_node);
+                return true;
+            }
             MeshTarget::Broadcast { exclude_users } => {
-                local.broadcast(exclude_users, payload).await.map(|_| ())
+                if !delivered.claim_everyone(&env.request_id) {
+                    return self.duplicate();
+                }
+                let sent = local.broadcast(exclude_users, payload).await;
+                if sent.is_err() {
+                    delivered.release_everyone(&env.request_id);
+                }
+                sent.map(|_| ())
             }
             MeshTarget::Connections { connections } => {
+                let request = request_of_share(&env.request_id);
                 let by_id: HashMap<String, String> = connections
-                    .iter()
-                    .map(|c| (c.connection_id.clone(), c.user_id.clone()))
+                    .into_iter()
+                    .map(|c| (c.connection_id, c.user_id))
                     .collect();
-                match local
-                    .to_connections(
-                        connections.into_iter().map(|c| c.connection_id).collect(),
-                        payload,
-                    )
-                    .await
-                {
+                let ids = delivered.claim(request, by_id.keys().cloned().collect());
+                if ids.is_empty() {
+                    return self.duplicate();
+                }
+                match local.to_connections(ids.clone(), payload).await {
                     Ok(report) => {
                         let stale = report
                             .missing
@@ -533,14 +637,21 @@ impl Mesh {
                         self.store.prune(stale);
                         Ok(())
                     }
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        delivered.release(request, &ids);
+                        Err(e)
+                    }
                 }
             }
         };
         match result {
             Ok(()) => {
-                recent.insert(env.request_id);
-                METRICS
+                self.metrics.hop(Hop::DeliverMesh, delivering.elapsed());
+                if let Some(routed_at) = env.routed_at {
+                    self.metrics
+                        .route(RoutePath::Mesh, ms_between(routed_at, now_ms()));
+                }
+                self.metrics
                     .notifications
                     .with_label_values(&["mesh", "routed"])
                     .inc();
@@ -551,6 +662,15 @@ impl Mesh {
                 false
             }
         }
+    }
+
+    /// An envelope whose every socket here already had its request.
+    fn duplicate(&self) -> bool {
+        self.metrics
+            .notifications
+            .with_label_values(&["mesh", "duplicate"])
+            .inc();
+        true
     }
 }
 
@@ -567,7 +687,7 @@ mod tests {
                 connection_id: format!("{i:032}"),
             })
             .collect();
-        let out = envelopes("r", "n1", conns, &data, 64 * 1024);
+        let out = envelopes("r", "n1", conns, &data, 1_700_000_000_000, 64 * 1024);
         assert!(out.len() > 1);
         let mut total = 0;
         let mut ids = std::collections::HashSet::new();

@@ -6,6 +6,7 @@ mod batcher;
 mod clients;
 mod cluster;
 mod dedup;
+mod delivered;
 mod leader;
 mod mesh;
 mod notifications;
@@ -16,6 +17,7 @@ mod queue;
 mod reaper;
 mod resources;
 mod router;
+mod sockets_metric;
 mod status;
 mod store;
 mod sweeper;
@@ -30,9 +32,10 @@ use tokio_util::task::TaskTracker;
 use super::{Background, ClientOutput, Engine, EngineError, Health};
 use crate::config::Config;
 use crate::hub::LocalDelivery;
+use crate::metrics::Metrics;
 use clients::Clients;
 use cluster::Cluster;
-use dedup::RecentIds;
+use delivered::Delivered;
 use leader::{Leader, Lease};
 use mesh::{Mesh, MeshSettings};
 use notifications::Poller;
@@ -41,6 +44,7 @@ use presence::{LagMetric, PresenceConsumer};
 use reaper::Reaper;
 pub(crate) use resources::Resources;
 use router::AwsRouter;
+use sockets_metric::SocketsMetric;
 use store::DynamoStore;
 use sweeper::Sweeper;
 
@@ -56,6 +60,8 @@ struct AwsBackground {
     router: Arc<AwsRouter>,
     mesh: Arc<Mesh>,
     local: LocalDelivery,
+    /// What this node delivered, per request (router, inbox and pollers).
+    delivered: Arc<Delivered>,
     /// Taken by `start`: the leader campaigns once.
     leader: Mutex<Option<Leader>>,
     /// How long a received notification request stays invisible.
@@ -63,6 +69,8 @@ struct AwsBackground {
     /// The notification pollers: stopped first when the node drains.
     intake: TaskTracker,
     intake_stop: Mutex<Option<CancellationToken>>,
+    /// Taken by `start`; None when CloudWatch metrics are off.
+    sockets_metric: Mutex<Option<SocketsMetric>>,
 }
 
 /// How long the notification pollers may take to finish their last receive
@@ -73,27 +81,24 @@ const INTAKE_GRACE: Duration = Duration::from_secs(20);
 impl Background for AwsBackground {
     async fn start(&self, tasks: &TaskTracker, stop: CancellationToken) -> Result<(), EngineError> {
         self.mesh.join().await?;
-        let recent = Arc::new(Mutex::new(RecentIds::new(
-            100_000,
-            Duration::from_secs(900),
-        )));
         let intake_stop = stop.child_token();
         for _ in 0..self.pollers {
             let poller = Poller {
                 sqs: self.clients.sqs.clone(),
                 queue_url: self.resources.notifications_queue_url.clone(),
                 router: self.router.clone(),
-                recent: recent.clone(),
+                delivered: self.delivered.clone(),
                 visibility: self.visibility,
+                metrics: self.clients.metrics.clone(),
             };
             self.intake.spawn(poller.run(intake_stop.clone()));
         }
         *self.intake_stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(intake_stop);
-        tasks.spawn(
-            self.mesh
-                .clone()
-                .poll_inbox(self.local.clone(), stop.clone()),
-        );
+        tasks.spawn(self.mesh.clone().poll_inbox(
+            self.local.clone(),
+            self.delivered.clone(),
+            stop.clone(),
+        ));
         tasks.spawn(self.mesh.clone().heartbeat(stop.clone()));
         let sweeper = Sweeper {
             store: self.store.clone(),
@@ -102,6 +107,14 @@ impl Background for AwsBackground {
             every: SWEEP_EVERY,
         };
         tasks.spawn(sweeper.run(stop.clone()));
+        let sockets_metric = self
+            .sockets_metric
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(metric) = sockets_metric {
+            tasks.spawn(metric.run(stop.clone()));
+        }
         if let Some(leader) = self.leader.lock().unwrap_or_else(|e| e.into_inner()).take() {
             tasks.spawn(leader.run(stop));
         }
@@ -134,21 +147,24 @@ impl Background for AwsBackground {
     }
 }
 
-/// The aws engine of node `config.node_id`, delivering through `local`;
-/// `address` is where the node listens (for operators, in its row).
+/// The aws engine of node `config.node_id`, delivering through `local` and
+/// counting in the node's `metrics`; `address` is where the node listens
+/// (for operators, in its row).
 pub(crate) async fn engine(
     config: &Config,
     local: LocalDelivery,
+    metrics: Arc<Metrics>,
     address: std::net::SocketAddr,
 ) -> Result<Engine, EngineError> {
     let cfg = &config.aws;
-    let clients = Clients::new(cfg).await;
+    let clients = Clients::new(cfg, metrics).await;
     let resources = resources::resolve(&clients, cfg).await?;
     tracing::info!(?resources, "aws resources");
     let store = DynamoStore::new(
         clients.dynamodb.clone(),
         resources.connections_table.clone(),
         cfg.batch_linger,
+        clients.metrics.clone(),
     );
     let output: Arc<dyn ClientOutput> = Arc::new(SnsSqsOutput::new(
         clients.sns.clone(),
@@ -156,11 +172,14 @@ pub(crate) async fn engine(
         resources.messages_topic_arn.clone(),
         resources.messages_queue_url.clone(),
         cfg.batch_linger,
+        cfg.max_output_bytes_in_flight,
+        clients.metrics.clone(),
     ));
     let health = Arc::new(Health::default());
     let cluster = Arc::new(Cluster::new(
         clients.dynamodb.clone(),
         resources.cluster_table.clone(),
+        clients.metrics.clone(),
     ));
     let mesh = Arc::new(Mesh::new(
         MeshSettings {
@@ -179,11 +198,14 @@ pub(crate) async fn engine(
         local.clone(),
         health.clone(),
     ));
+    let delivered = Arc::new(Delivered::new(delivered::LIMITS));
     let router = Arc::new(AwsRouter::new(
         config.node_id.clone(),
         store.clone(),
         mesh.clone(),
         local.clone(),
+        delivered.clone(),
+        clients.metrics.clone(),
     ));
     let leader = Leader {
         lease: Lease {
@@ -191,6 +213,7 @@ pub(crate) async fn engine(
             table: resources.cluster_table.clone(),
             node_id: config.node_id.clone(),
             length: cfg.leader_lease,
+            metrics: clients.metrics.clone(),
         },
         renew_every: cfg.leader_renew,
         presence: Arc::new(PresenceConsumer {
@@ -204,7 +227,9 @@ pub(crate) async fn engine(
             lag_metric: cfg.metrics_namespace.clone().map(|namespace| LagMetric {
                 cloudwatch: clients.cloudwatch.clone(),
                 namespace,
+                metrics: clients.metrics.clone(),
             }),
+            metrics: clients.metrics.clone(),
         }),
         reaper: Arc::new(Reaper {
             ddb: clients.dynamodb.clone(),
@@ -215,8 +240,20 @@ pub(crate) async fn engine(
             node_id: config.node_id.clone(),
             timeout: cfg.node_timeout,
             every: cfg.heartbeat,
+            metrics: clients.metrics.clone(),
+            step_pause: cfg.reap_step_pause,
         }),
     };
+    let sockets_metric = cfg
+        .metrics_namespace
+        .clone()
+        .map(|namespace| SocketsMetric {
+            cloudwatch: clients.cloudwatch.clone(),
+            metrics: clients.metrics.clone(),
+            namespace,
+            fleet: cfg.name_prefix.clone(),
+            every: cfg.metrics_interval,
+        });
     let background = Arc::new(AwsBackground {
         clients,
         resources,
@@ -226,10 +263,12 @@ pub(crate) async fn engine(
         router: router.clone(),
         mesh,
         local,
+        delivered,
         leader: Mutex::new(Some(leader)),
         visibility: cfg.notification_visibility,
         intake: TaskTracker::new(),
         intake_stop: Mutex::new(None),
+        sockets_metric: Mutex::new(sockets_metric),
     });
     Ok(Engine {
         store: Arc::new(store),
@@ -243,7 +282,8 @@ pub(crate) async fn engine(
 
 /// `sumu-node cluster status`: the fleet as AWS sees it, as a table or JSON.
 pub(crate) async fn cluster_status(config: &Config, json: bool) -> Result<String, EngineError> {
-    let clients = Clients::new(&config.aws).await;
+    // A command, not a node: its calls are metered where nobody reads them.
+    let clients = Clients::new(&config.aws, Arc::default()).await;
     let status = status::status(&clients, &config.aws).await?;
     Ok(if json {
         serde_json::to_string_pretty(&status).unwrap_or_default() + "\n"
@@ -254,6 +294,6 @@ pub(crate) async fn cluster_status(config: &Config, json: bool) -> Result<String
 
 /// `sumu-node bootstrap`: create everything, print where it is.
 pub(crate) async fn bootstrap(config: &Config) -> Result<Resources, EngineError> {
-    let clients = Clients::new(&config.aws).await;
+    let clients = Clients::new(&config.aws, Arc::default()).await;
     resources::bootstrap(&clients, &config.aws).await
 }

@@ -11,7 +11,7 @@
 //! whose routing failed is retried after [`RETRY_AFTER`], so a request still
 //! reaches the DLQ only after `--max-receive-count` of those.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
@@ -19,20 +19,24 @@ use sumu_shared::NotificationRequest;
 use tokio_util::sync::CancellationToken;
 
 use super::clients::call;
-use super::dedup::RecentIds;
-use super::queue::{set_visibility, Poll};
+use super::delivered::Delivered;
+use super::queue::{sent_at, set_visibility, Poll};
+use crate::clock::now_ms;
 use crate::engine::Router;
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::{Hop, Metrics};
 
 pub(crate) struct Poller {
     pub(crate) sqs: aws_sdk_sqs::Client,
     pub(crate) queue_url: String,
     pub(crate) router: Arc<dyn Router>,
-    pub(crate) recent: Arc<Mutex<RecentIds>>,
+    /// This node's record: a request it routed completely is not routed
+    /// again when it comes back (its delete failed).
+    pub(crate) delivered: Arc<Delivered>,
     /// How long a received request stays invisible to others (extended
     /// while it is routed).
     pub(crate) visibility: Duration,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// How long a request whose routing failed waits before it is retried.
@@ -67,14 +71,22 @@ pub(crate) fn request_text(body: &str) -> std::borrow::Cow<'_, str> {
 
 impl Poller {
     pub(crate) async fn run(self, stop: CancellationToken) {
-        let mut poll = Poll::new(self.sqs.clone(), self.queue_url.clone())
-            .with_visibility(self.visibility)
-            .finishing_on_stop();
+        let mut poll = Poll::new(
+            self.sqs.clone(),
+            self.queue_url.clone(),
+            self.metrics.clone(),
+        )
+        .with_visibility(self.visibility)
+        .finishing_on_stop();
         // The final batch of a stop is routed like any other: the node still
         // serves its sockets while it drains.
         while let Some(messages) = poll.next(&stop).await {
             if messages.is_empty() {
                 continue;
+            }
+            let received_at = now_ms();
+            for sent in messages.iter().filter_map(sent_at) {
+                self.metrics.hop_since_ms(Hop::QueueWait, sent, received_at);
             }
             let handles: Vec<String> = messages
                 .iter()
@@ -94,7 +106,14 @@ impl Poller {
                     Outcome::Retry => retry.push(handle.to_string()),
                 }
             }
-            set_visibility(&self.sqs, &self.queue_url, &retry, RETRY_AFTER).await;
+            set_visibility(
+                &self.metrics,
+                &self.sqs,
+                &self.queue_url,
+                &retry,
+                RETRY_AFTER,
+            )
+            .await;
             poll.delete(done).await;
         }
     }
@@ -112,7 +131,13 @@ impl Poller {
                 out = &mut work => return out,
                 () = tokio::time::sleep(self.visibility / 2) => {}
             }
-            let extend = set_visibility(&self.sqs, &self.queue_url, handles, self.visibility);
+            let extend = set_visibility(
+                &self.metrics,
+                &self.sqs,
+                &self.queue_url,
+                handles,
+                self.visibility,
+            );
             tokio::select! {
                 out = &mut work => return out,
                 () = extend => {}
@@ -131,7 +156,7 @@ impl Poller {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .map(String::as_str)
                     .unwrap_or("?");
-                METRICS
+                self.metrics
                     .notifications
                     .with_label_values(&["sqs", "invalid"])
                     .inc();
@@ -139,13 +164,8 @@ impl Poller {
                 return Outcome::Poison;
             }
         };
-        if self
-            .recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&id)
-        {
-            METRICS
+        if self.delivered.was_routed(&id) {
+            self.metrics
                 .notifications
                 .with_label_values(&["sqs", "duplicate"])
                 .inc();
@@ -153,18 +173,15 @@ impl Poller {
         }
         match self.router.route(&id, request).await {
             Ok(_) => {
-                self.recent
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id);
-                METRICS
+                self.delivered.routed(&id);
+                self.metrics
                     .notifications
                     .with_label_values(&["sqs", "routed"])
                     .inc();
                 Outcome::Done
             }
             Err(e) => {
-                METRICS
+                self.metrics
                     .notifications
                     .with_label_values(&["sqs", "failed"])
                     .inc();
@@ -182,7 +199,7 @@ impl Poller {
             .receipt_handle(handle)
             .visibility_timeout(0)
             .send();
-        if let Err(e) = call("sqs", "ChangeMessageVisibility", request).await {
+        if let Err(e) = call(&self.metrics, "sqs", "ChangeMessageVisibility", request).await {
             tracing::debug!(error = %chain(&e), "release failed; the visibility timeout will do");
         }
     }

@@ -15,13 +15,14 @@ use sumu_shared::{PresenceEvent, PresenceStatus};
 use tokio_util::sync::CancellationToken;
 
 use super::clients::call;
+use super::dedup::RecentIds;
 use super::periodic::pause;
 use super::store::DynamoStore;
 use crate::clock::now_ms;
 use crate::config::PresenceSource;
 use crate::engine::{ClientMessage, ClientOutput, EngineError, OutputRoute};
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 
 /// Users whose records are handled at once.
 const USER_CONCURRENCY: usize = 32;
@@ -38,6 +39,7 @@ pub(crate) struct PresenceConsumer {
     pub(crate) source: PresenceSource,
     /// Where the lag metric goes (None: Prometheus only).
     pub(crate) lag_metric: Option<LagMetric>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The CloudWatch metric the stream-lag alarm watches
@@ -45,6 +47,7 @@ pub(crate) struct PresenceConsumer {
 pub(crate) struct LagMetric {
     pub(crate) cloudwatch: aws_sdk_cloudwatch::Client,
     pub(crate) namespace: String,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 const PUBLISH_LAG_EVERY: Duration = Duration::from_secs(60);
@@ -64,42 +67,72 @@ impl LagMetric {
             .namespace(&self.namespace)
             .metric_data(datum)
             .send();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            if let Err(e) = call("cloudwatch", "PutMetricData", request).await {
+            if let Err(e) = call(&metrics, "cloudwatch", "PutMetricData", request).await {
                 tracing::warn!(error = %chain(&e), "stream lag metric not published");
             }
         });
     }
 }
 
-/// What the consumer believes of each user it has seen.
-#[derive(Default)]
+/// Users reported offline that the consumer remembers (each for
+/// [`OFFLINE_MEMORY`]): a REMOVE of a user gone longer ago repeats one
+/// OFFLINE at worst.
+const RECENTLY_OFFLINE: usize = 100_000;
+const OFFLINE_MEMORY: Duration = Duration::from_secs(600);
+
+/// What the consumer believes of the users it has seen, bounded: the users
+/// online (as many as are online now), and the users it reported offline
+/// lately (at most [`RECENTLY_OFFLINE`], for [`OFFLINE_MEMORY`]). A belief
+/// is recorded only once its event was sent, so an event whose send failed
+/// is decided again, and sent, when its record is read again.
 pub(crate) struct PresenceState {
-    online: HashMap<String, bool>,
+    online: HashSet<String>,
+    offline: RecentIds,
+}
+
+impl Default for PresenceState {
+    fn default() -> PresenceState {
+        PresenceState {
+            online: HashSet::new(),
+            offline: RecentIds::new(RECENTLY_OFFLINE, OFFLINE_MEMORY),
+        }
+    }
 }
 
 impl PresenceState {
-    /// The event to emit for a record, given the user's live connection
-    /// count now. An INSERT whose connection is already gone emits nothing
-    /// (its REMOVE follows); a REMOVE of a user we never saw emits OFFLINE
-    /// (a duplicate at worst, never a lost OFFLINE).
+    /// The event a record calls for, given the user's live connection count
+    /// now (nothing is recorded: see [`PresenceState::sent`]). An INSERT
+    /// whose connection is already gone emits nothing (its REMOVE follows);
+    /// a REMOVE of a user not known to be offline emits OFFLINE (a
+    /// duplicate at worst, never a lost OFFLINE).
     pub(crate) fn decide(
         &mut self,
         user: &str,
         inserted: bool,
         live: usize,
     ) -> Option<PresenceStatus> {
-        let known = self.online.get(user).copied();
+        let online = self.online.contains(user);
         if inserted {
-            if live > 0 && known != Some(true) {
-                self.online.insert(user.to_string(), true);
-                return Some(PresenceStatus::Online);
-            }
-        } else if live == 0 && known != Some(false) {
-            self.online.insert(user.to_string(), false);
-            return Some(PresenceStatus::Offline);
+            (live > 0 && !online).then_some(PresenceStatus::Online)
+        } else {
+            let offline = !online && self.offline.contains(user);
+            (live == 0 && !offline).then_some(PresenceStatus::Offline)
         }
-        None
+    }
+
+    /// `status` of `user` was sent: believe it from now on.
+    pub(crate) fn sent(&mut self, user: &str, status: PresenceStatus) {
+        match status {
+            PresenceStatus::Online => {
+                self.online.insert(user.to_string());
+            }
+            PresenceStatus::Offline => {
+                self.online.remove(user);
+                self.offline.insert(user.to_string());
+            }
+        }
     }
 }
 
@@ -129,6 +162,7 @@ pub(crate) struct StreamReader<'a> {
     pub(crate) streams: &'a aws_sdk_dynamodbstreams::Client,
     pub(crate) connections_table: &'a str,
     pub(crate) cluster_table: &'a str,
+    pub(crate) metrics: &'a Metrics,
 }
 
 impl StreamReader<'_> {
@@ -138,7 +172,7 @@ impl StreamReader<'_> {
             .describe_table()
             .table_name(self.connections_table)
             .send();
-        let out = call("dynamodb", "DescribeTable", request).await?;
+        let out = call(self.metrics, "dynamodb", "DescribeTable", request).await?;
         out.table()
             .and_then(|t| t.latest_stream_arn())
             .map(str::to_string)
@@ -162,7 +196,7 @@ impl StreamReader<'_> {
                 .stream_arn(stream_arn)
                 .set_exclusive_start_shard_id(start)
                 .send();
-            let d = call("dynamodbstreams", "DescribeStream", request).await?;
+            let d = call(self.metrics, "dynamodbstreams", "DescribeStream", request).await?;
             let Some(desc) = d.stream_description() else {
                 return Ok(out);
             };
@@ -195,7 +229,7 @@ impl StreamReader<'_> {
             .key("pk", Self::checkpoint_key(stream_arn, shard))
             .consistent_read(true)
             .send();
-        let out = call("dynamodb", "GetItem", request).await?;
+        let out = call(self.metrics, "dynamodb", "GetItem", request).await?;
         Ok(out
             .item()
             .and_then(|i| i.get("sequence_number"))
@@ -220,7 +254,7 @@ impl StreamReader<'_> {
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .sequence_number(seq)
                 .send();
-            match call("dynamodbstreams", "GetShardIterator", request).await {
+            match call(self.metrics, "dynamodbstreams", "GetShardIterator", request).await {
                 Ok(out) => return Ok(out.shard_iterator().map(str::to_string)),
                 // Trimmed (older than 24 h) or from another stream: start over.
                 Err(e) => {
@@ -235,7 +269,7 @@ impl StreamReader<'_> {
             .shard_id(shard)
             .shard_iterator_type(ShardIteratorType::TrimHorizon)
             .send();
-        let out = call("dynamodbstreams", "GetShardIterator", request).await?;
+        let out = call(self.metrics, "dynamodbstreams", "GetShardIterator", request).await?;
         Ok(out.shard_iterator().map(str::to_string))
     }
 
@@ -252,7 +286,7 @@ impl StreamReader<'_> {
             .item("pk", Self::checkpoint_key(stream_arn, shard))
             .item("sequence_number", AttributeValue::S(seq.to_string()))
             .send();
-        call("dynamodb", "PutItem", request).await?;
+        call(self.metrics, "dynamodb", "PutItem", request).await?;
         Ok(())
     }
 }
@@ -264,6 +298,7 @@ impl PresenceConsumer {
             streams: &self.streams,
             connections_table: &self.connections_table,
             cluster_table: &self.cluster_table,
+            metrics: &self.metrics,
         }
     }
 
@@ -318,8 +353,14 @@ impl PresenceConsumer {
                         .unwrap_or_else(|e| e.into_inner())
                         .decide(&user, inserted, live);
                     if let Some(status) = status {
+                        // Believed only once sent: a failed send fails the
+                        // batch, which is read again from its checkpoint.
                         self.emit(&user, status, at).await?;
-                        METRICS
+                        shared
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .sent(&user, status);
+                        self.metrics
                             .notifications
                             .with_label_values(&[
                                 "presence",
@@ -403,7 +444,8 @@ impl PresenceConsumer {
                     .shard_iterator(iterator)
                     .limit(1000)
                     .send();
-                let out = match call("dynamodbstreams", "GetRecords", request).await {
+                let out = match call(&self.metrics, "dynamodbstreams", "GetRecords", request).await
+                {
                     Ok(out) => out,
                     Err(e) => {
                         // An expired iterator: get a fresh one from the checkpoint.
@@ -430,7 +472,7 @@ impl PresenceConsumer {
                     finished.insert(shard.clone());
                 }
             }
-            METRICS.presence_lag_ms.set(lag_ms as i64);
+            self.metrics.presence_lag_ms.set(lag_ms as i64);
             if lag_published.elapsed() >= PUBLISH_LAG_EVERY {
                 if let Some(metric) = &self.lag_metric {
                     metric.publish(&self.connections_table, lag_ms);
@@ -448,19 +490,68 @@ impl PresenceConsumer {
 mod tests {
     use super::*;
 
+    /// Decides, and records the event as sent (what the consumer does when
+    /// the send succeeds).
+    fn step(
+        s: &mut PresenceState,
+        user: &str,
+        inserted: bool,
+        live: usize,
+    ) -> Option<PresenceStatus> {
+        let status = s.decide(user, inserted, live);
+        if let Some(status) = status {
+            s.sent(user, status);
+        }
+        status
+    }
+
+    #[test]
+    fn users_who_left_are_forgotten() {
+        let mut s = PresenceState {
+            online: HashSet::new(),
+            offline: RecentIds::new(100, OFFLINE_MEMORY),
+        };
+        for i in 0..1000 {
+            let u = format!("u{i}");
+            assert_eq!(step(&mut s, &u, true, 1), Some(PresenceStatus::Online));
+            assert_eq!(step(&mut s, &u, false, 0), Some(PresenceStatus::Offline));
+        }
+        let tracked = s.online.len() + s.offline.len();
+        assert!(tracked <= 100, "{tracked} users remembered");
+        // The ones still remembered get no second OFFLINE; older ones one at worst.
+        assert_eq!(step(&mut s, "u999", false, 0), None);
+    }
+
+    #[test]
+    fn an_event_whose_send_failed_is_decided_again() {
+        let mut s = PresenceState::default();
+        assert_eq!(s.decide("u", true, 1), Some(PresenceStatus::Online));
+        // The send failed: nothing believed, the record read again decides again.
+        assert_eq!(s.decide("u", true, 1), Some(PresenceStatus::Online));
+        s.sent("u", PresenceStatus::Online);
+        assert_eq!(s.decide("u", true, 2), None);
+        assert_eq!(s.decide("u", false, 0), Some(PresenceStatus::Offline));
+        assert_eq!(s.decide("u", false, 0), Some(PresenceStatus::Offline));
+        s.sent("u", PresenceStatus::Offline);
+        assert_eq!(s.decide("u", false, 0), None);
+    }
+
     #[test]
     fn online_on_first_offline_on_last_no_repeats() {
         let mut s = PresenceState::default();
-        assert_eq!(s.decide("u", true, 1), Some(PresenceStatus::Online));
-        assert_eq!(s.decide("u", true, 2), None);
-        assert_eq!(s.decide("u", false, 1), None);
-        assert_eq!(s.decide("u", false, 0), Some(PresenceStatus::Offline));
-        assert_eq!(s.decide("u", false, 0), None);
+        assert_eq!(step(&mut s, "u", true, 1), Some(PresenceStatus::Online));
+        assert_eq!(step(&mut s, "u", true, 2), None);
+        assert_eq!(step(&mut s, "u", false, 1), None);
+        assert_eq!(step(&mut s, "u", false, 0), Some(PresenceStatus::Offline));
+        assert_eq!(step(&mut s, "u", false, 0), None);
         // A connection gone before its INSERT was read: its REMOVE decides.
-        assert_eq!(s.decide("v", true, 0), None);
-        assert_eq!(s.decide("v", false, 0), Some(PresenceStatus::Offline));
+        assert_eq!(step(&mut s, "v", true, 0), None);
+        assert_eq!(step(&mut s, "v", false, 0), Some(PresenceStatus::Offline));
         // A new leader that never saw the user still reports the OFFLINE.
         let mut fresh = PresenceState::default();
-        assert_eq!(fresh.decide("w", false, 0), Some(PresenceStatus::Offline));
+        assert_eq!(
+            step(&mut fresh, "w", false, 0),
+            Some(PresenceStatus::Offline)
+        );
     }
 }

@@ -1,19 +1,29 @@
 //! Routing a notification request in the cluster: look the target users up
 //! in the connections table, hand other nodes their share through the mesh,
-//! deliver what this node holds, prune rows no node holds.
+//! deliver what this node holds, prune rows no node holds. This node's own
+//! deliveries are claimed in its [`Delivered`] record, the one its mesh
+//! inbox claims in too, so a request routed again (here or by another
+//! node) reaches each of its sockets once. Each hop is timed
+//! (`sumu_route_hop_seconds`), and the local path end to end
+//! (`sumu_route_seconds{path="local"}`); mesh envelopes carry the routing
+//! start so the receiver times the mesh path.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytestring::ByteString;
 use futures_util::{StreamExt, TryStreamExt};
 use sumu_shared::NotificationRequest;
 
+use super::delivered::Delivered;
 use super::mesh::Mesh;
 use super::store::{DynamoStore, Row};
+use crate::clock::now_ms;
 use crate::engine::{EngineError, RouteOutcome, Router};
 use crate::hub::LocalDelivery;
+use crate::metrics::{Hop, Metrics, RoutePath};
 use sumu_shared::mesh::MeshConnection;
 
 /// Concurrent Queries per request.
@@ -24,6 +34,8 @@ pub(crate) struct AwsRouter {
     store: DynamoStore,
     mesh: Arc<Mesh>,
     local: LocalDelivery,
+    delivered: Arc<Delivered>,
+    metrics: Arc<Metrics>,
 }
 
 impl AwsRouter {
@@ -32,12 +44,16 @@ impl AwsRouter {
         store: DynamoStore,
         mesh: Arc<Mesh>,
         local: LocalDelivery,
+        delivered: Arc<Delivered>,
+        metrics: Arc<Metrics>,
     ) -> AwsRouter {
         AwsRouter {
             node_id,
             store,
             mesh,
             local,
+            delivered,
+            metrics,
         }
     }
 
@@ -64,13 +80,29 @@ impl Router for AwsRouter {
         request: NotificationRequest,
     ) -> Result<RouteOutcome, EngineError> {
         let local = &self.local;
+        let started = Instant::now();
+        let routed_at = now_ms();
         if request.is_broadcast() {
             // Other nodes first: if the publish fails nothing was delivered
             // and the request is retried whole.
             self.mesh
-                .broadcast(request_id, request.exclude_users.clone(), &request.data)
+                .broadcast(
+                    request_id,
+                    request.exclude_users.clone(),
+                    &request.data,
+                    routed_at,
+                )
                 .await?;
-            let n = local.deliver_request(&request).await?;
+            self.metrics.hop(Hop::MeshPublish, started.elapsed());
+            let delivering = Instant::now();
+            let mut n = 0;
+            if self.delivered.claim_everyone(request_id) {
+                n = local.deliver_request(&request).await.inspect_err(|_| {
+                    self.delivered.release_everyone(request_id);
+                })?;
+            }
+            self.metrics.hop(Hop::DeliverLocal, delivering.elapsed());
+            self.metrics.route(RoutePath::Local, started.elapsed());
             return Ok(RouteOutcome {
                 local_deliveries: n,
                 mesh_messages: 1,
@@ -78,13 +110,14 @@ impl Router for AwsRouter {
         }
         let users: Vec<String> = request.targets().cloned().collect();
         let rows = self.lookup(users).await?;
+        self.metrics.hop(Hop::Lookup, started.elapsed());
         let mut by_node: HashMap<&str, Vec<&Row>> = HashMap::new();
         for row in &rows {
             by_node.entry(row.node_id.as_str()).or_default().push(row);
         }
         let mine = by_node.remove(self.node_id.as_str());
-        // Remote shares first; a retry after a partial failure is
-        // deduplicated by the receivers (same request id).
+        // Remote shares first; a retry after a partial failure (or another
+        // router's) is filtered by the receivers' records.
         let sends = by_node.iter().map(|(node, rows)| {
             let conns = rows
                 .iter()
@@ -93,7 +126,8 @@ impl Router for AwsRouter {
                     connection_id: r.connection_id.clone(),
                 })
                 .collect();
-            self.mesh.send_to(node, request_id, conns, &request.data)
+            self.mesh
+                .send_to(node, request_id, conns, &request.data, routed_at)
         });
         let sent = futures_util::future::try_join_all(sends).await?;
         let mut outcome = RouteOutcome {
@@ -103,7 +137,17 @@ impl Router for AwsRouter {
         if let Some(mine) = mine {
             let payload = ByteString::from(request.data.get());
             let ids = mine.iter().map(|r| r.connection_id.clone()).collect();
-            let report = local.to_connections(ids, payload).await?;
+            let ids = self.delivered.claim(request_id, ids);
+            let delivering = Instant::now();
+            let report = match local.to_connections(ids.clone(), payload).await {
+                Ok(report) => report,
+                Err(e) => {
+                    self.delivered.release(request_id, &ids);
+                    return Err(e.into());
+                }
+            };
+            self.metrics.hop(Hop::DeliverLocal, delivering.elapsed());
+            self.metrics.route(RoutePath::Local, started.elapsed());
             outcome.local_deliveries = report.delivered;
             if !report.missing.is_empty() {
                 let missing: std::collections::HashSet<&str> =

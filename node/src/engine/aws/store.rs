@@ -2,18 +2,25 @@
 //! socket is announced open, removed when it closes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, DeleteRequest, PutRequest, TransactWriteItem,
+    WriteRequest,
+};
 
 use super::batcher::Batcher;
 use super::clients::call;
 use crate::engine::{ConnectionRecord, ConnectionStore, EngineError};
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 
 /// BatchWriteItem takes at most 25 requests.
 const BATCH_MAX: usize = 25;
+/// TransactWriteItems takes at most 100 actions: the fence's check and 99
+/// deletes.
+const FENCED_MAX: usize = 99;
 const ATTEMPTS: u32 = 5;
 
 /// A connection row as read back (Query).
@@ -32,6 +39,7 @@ pub(crate) struct DynamoStore {
     table: String,
     puts: Batcher<ConnectionRecord, ()>,
     deletes: Batcher<(String, String), ()>,
+    metrics: Arc<Metrics>,
 }
 
 fn item(r: &ConnectionRecord) -> HashMap<String, AttributeValue> {
@@ -95,6 +103,7 @@ fn row(map: &HashMap<String, AttributeValue>) -> Option<Row> {
 /// Writes `requests` with BatchWriteItem, retrying unprocessed items with
 /// backoff; answers per request whether it was written.
 async fn batch_write(
+    metrics: &Metrics,
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     requests: Vec<WriteRequest>,
@@ -113,7 +122,7 @@ async fn batch_write(
             .batch_write_item()
             .request_items(table, pending.clone())
             .send();
-        match call("dynamodb", "BatchWriteItem", request).await {
+        match call(metrics, "dynamodb", "BatchWriteItem", request).await {
             Ok(out) => {
                 pending = out
                     .unprocessed_items()
@@ -147,14 +156,15 @@ impl DynamoStore {
         client: aws_sdk_dynamodb::Client,
         table: String,
         linger: Duration,
+        metrics: Arc<Metrics>,
     ) -> DynamoStore {
-        let (c, t) = (client.clone(), table.clone());
+        let (c, t, m) = (client.clone(), table.clone(), metrics.clone());
         let puts = Batcher::spawn(
             "connection puts",
             BATCH_MAX,
             linger,
             move |records: Vec<ConnectionRecord>| {
-                let (c, t) = (c.clone(), t.clone());
+                let (c, t, m) = (c.clone(), t.clone(), m.clone());
                 async move {
                     let requests = records
                         .iter()
@@ -163,17 +173,17 @@ impl DynamoStore {
                             Some(WriteRequest::builder().put_request(put).build())
                         })
                         .collect();
-                    batch_write(&c, &t, requests).await
+                    batch_write(&m, &c, &t, requests).await
                 }
             },
         );
-        let (c, t) = (client.clone(), table.clone());
+        let (c, t, m) = (client.clone(), table.clone(), metrics.clone());
         let deletes = Batcher::spawn(
             "connection deletes",
             BATCH_MAX,
             linger,
             move |keys: Vec<(String, String)>| {
-                let (c, t) = (c.clone(), t.clone());
+                let (c, t, m) = (c.clone(), t.clone(), m.clone());
                 async move {
                     // A batch may not name one key twice.
                     let mut unique: Vec<(String, String)> = Vec::with_capacity(keys.len());
@@ -192,7 +202,7 @@ impl DynamoStore {
                             Some(WriteRequest::builder().delete_request(del).build())
                         })
                         .collect();
-                    let results = batch_write(&c, &t, requests).await;
+                    let results = batch_write(&m, &c, &t, requests).await;
                     let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
                     let mut results: Vec<Option<Result<(), EngineError>>> =
                         results.into_iter().map(Some).collect();
@@ -216,6 +226,7 @@ impl DynamoStore {
             table,
             puts,
             deletes,
+            metrics,
         }
     }
 
@@ -250,7 +261,7 @@ impl DynamoStore {
                 .consistent_read(index.is_none())
                 .set_exclusive_start_key(start)
                 .send();
-            let out = call("dynamodb", "Query", request).await?;
+            let out = call(&self.metrics, "dynamodb", "Query", request).await?;
             rows.extend(out.items().iter().filter_map(row));
             start = out.last_evaluated_key().cloned();
             if start.is_none() {
@@ -269,13 +280,48 @@ impl DynamoStore {
             .await
     }
 
+    /// Deletes `rows` only while `fence` holds: in transactions of 99
+    /// deletes and the fence's condition check, one after the other (a
+    /// concurrent transaction on the same checked item would conflict).
+    /// Stops at the first transaction refused; what was deleted before it
+    /// stays deleted.
+    pub(crate) async fn delete_fenced(
+        &self,
+        rows: &[Row],
+        fence: &ConditionCheck,
+    ) -> Result<(), EngineError> {
+        for chunk in rows.chunks(FENCED_MAX) {
+            let mut items = vec![TransactWriteItem::builder()
+                .condition_check(fence.clone())
+                .build()];
+            for r in chunk {
+                let delete = Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(&r.user_id, &r.connection_id)))
+                    .build()
+                    .map_err(|source| EngineError::Build {
+                        what: "TransactWriteItems",
+                        source,
+                    })?;
+                items.push(TransactWriteItem::builder().delete(delete).build());
+            }
+            let request = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send();
+            call(&self.metrics, "dynamodb", "TransactWriteItems", request).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes, in the background, rows of connections no node holds (the
     /// seed's GoneException pruning).
     pub(crate) fn prune(&self, stale: Vec<(String, String)>) {
         if stale.is_empty() {
             return;
         }
-        METRICS
+        self.metrics
             .errors
             .with_label_values(&["stale_rows"])
             .inc_by(stale.len() as u64);
