@@ -21,12 +21,13 @@ use crate::auth::dev::{DevIssuer, DEV_KID};
 use crate::auth::Authenticator;
 use crate::close::CloseReason;
 use crate::config::{Config, EngineKind, TlsListen, TlsSource};
+use crate::engine::history::Budget;
 use crate::engine::{self, Engine, EngineError};
 use crate::http::{self, AppState};
 use crate::hub::LocalDelivery;
 use crate::limits::Admission;
 use crate::logging::chain;
-use crate::session::SessionEnv;
+use crate::session::{RecoveryEnv, SessionEnv};
 use crate::tls::{self, CertResolver, TlsError, TlsFiles};
 
 /// How long sockets told to close may take to go, after the drain waves.
@@ -138,7 +139,11 @@ async fn build_engine(
     address: SocketAddr,
 ) -> Result<Engine, EngineError> {
     match config.engine {
-        EngineKind::Memory => Ok(engine::memory::engine(config.presence_source, local)),
+        EngineKind::Memory => Ok(engine::memory::engine(
+            config.presence_source,
+            config.recovery,
+            local,
+        )),
         EngineKind::Aws => engine::aws::engine(config, local, address).await,
     }
 }
@@ -205,6 +210,13 @@ pub async fn serve(
             limits: config.limits.clone(),
             output: engine.output.clone(),
         }),
+        recovery: Arc::new(RecoveryEnv::new(
+            engine.history.clone(),
+            Budget {
+                positions: config.recovery.max_messages,
+                bytes: config.recovery.max_bytes,
+            },
+        )),
         ready: ready.clone(),
         admission,
     });

@@ -5,7 +5,9 @@
 pub(crate) mod aws;
 mod error;
 mod health;
+pub(crate) mod history;
 pub(crate) mod memory;
+mod memory_history;
 
 use std::sync::Arc;
 
@@ -123,4 +125,6 @@ pub(crate) struct Engine {
     pub(crate) bus: Option<memory::Bus>,
     /// Whether new sockets can be registered now (`/readyz`).
     pub(crate) health: Arc<Health>,
+    /// The recovery window's history (`None`: recovery is off).
+    pub(crate) history: Option<Arc<dyn history::History>>,
 }

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::hub::LocalDelivery;
 use crate::limits::Admission;
-use crate::session::SessionEnv;
+use crate::session::{RecoveryEnv, SessionEnv};
 
 /// What every handler shares.
 pub(crate) struct AppState {
@@ -32,6 +32,8 @@ pub(crate) struct AppState {
     pub(crate) engine: Engine,
     pub(crate) local: LocalDelivery,
     pub(crate) session_env: Arc<SessionEnv>,
+    /// What the recovering sockets share (history, limits).
+    pub(crate) recovery: Arc<RecoveryEnv>,
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) admission: Arc<Admission>,
 }

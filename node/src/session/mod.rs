@@ -5,6 +5,7 @@
 //! [`CloseReason`], counted once.
 
 mod rate;
+mod recovery;
 mod registration;
 mod timers;
 
@@ -20,11 +21,12 @@ use crate::clock::now_ms;
 use crate::close::CloseReason;
 use crate::config::Limits;
 use crate::engine::{ClientMessage, ClientOutput, OutputRoute};
-use crate::hub::ToSession;
+use crate::hub::{ToSession, POSITIONED_EXTRA_COST};
 use crate::logging::chain;
 use crate::metrics::METRICS;
 use crate::outbound::Outbound;
 use rate::TokenBucket;
+pub(crate) use recovery::{Begin, RecoveryEnv, Resumer};
 pub(crate) use registration::Registration;
 use timers::{Due, Lifetimes, Timers};
 
@@ -354,6 +356,15 @@ impl Handler<ToSession> for Session {
                 ctx.text(payload);
             }
             ToSession::Close(reason) => self.close(ctx, reason),
+            // Only a recovering socket's `Resumer` is sent these; should one
+            // reach a session, it is written plain and its bytes released.
+            ToSession::Positioned(p) => {
+                self.outbound.taken_with(POSITIONED_EXTRA_COST);
+                if let Some(payload) = p.payload {
+                    ctx.text(payload);
+                }
+            }
+            ToSession::CatchUp => {}
         }
     }
 }

@@ -12,4 +12,5 @@ mod gateway;
 mod hostile;
 mod layers;
 mod limits;
+mod recovery;
 mod tls;

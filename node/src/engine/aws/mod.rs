@@ -238,6 +238,7 @@ pub(crate) async fn engine(
         background,
         bus: None,
         health,
+        history: None,
     })
 }
 
