@@ -6,6 +6,7 @@ mod batcher;
 mod clients;
 mod cluster;
 mod dedup;
+mod history;
 mod leader;
 mod mesh;
 mod notifications;
@@ -143,7 +144,7 @@ pub(crate) async fn engine(
 ) -> Result<Engine, EngineError> {
     let cfg = &config.aws;
     let clients = Clients::new(cfg).await;
-    let resources = resources::resolve(&clients, cfg).await?;
+    let resources = resources::resolve(&clients, cfg, config.recovery.enabled()).await?;
     tracing::info!(?resources, "aws resources");
     let store = DynamoStore::new(
         clients.dynamodb.clone(),
@@ -158,6 +159,14 @@ pub(crate) async fn engine(
         cfg.batch_linger,
     ));
     let health = Arc::new(Health::default());
+    let history: Option<Arc<dyn crate::engine::history::History>> =
+        config.recovery.enabled().then(|| {
+            Arc::new(history::AwsHistory::new(
+                clients.dynamodb.clone(),
+                resources.history_table.clone(),
+                config.recovery.window,
+            )) as Arc<dyn crate::engine::history::History>
+        });
     let cluster = Arc::new(Cluster::new(
         clients.dynamodb.clone(),
         resources.cluster_table.clone(),
@@ -238,7 +247,7 @@ pub(crate) async fn engine(
         background,
         bus: None,
         health,
-        history: None,
+        history,
     })
 }
 
