@@ -407,6 +407,7 @@ mod tests {
             format!(r#"{{"type":"notification","cursor":"{c}","data":{data}}}"#)
         );
         assert_eq!(frame.len(), data.len() + NOTIFICATION_OVERHEAD);
+        assert_eq!(NOTIFICATION_OVERHEAD, 115);
         assert_eq!(
             recovered("abc", 3),
             r#"{"type":"recovered","cursor":"abc","replayed":3}"#
