@@ -23,9 +23,11 @@ use sumu_shared::NotificationRequest;
 use crate::engine::EngineError;
 pub(crate) use crate::hub::{Stamp, StreamKind};
 
-/// How long after the window an entry stays readable: more than the
-/// fleet's clock skew plus a router's time between taking a position and
-/// stamping its entry, so an entry newer than a fresh cursor never expires.
+/// How long after the window an entry is kept: more than the fleet's clock
+/// skew plus the longest call that takes a position (12 s with its retries:
+/// an entry's time is taken before that call), so no entry after a fresh
+/// cursor (one younger than the window) can be gone; a slot missing there
+/// is in flight or an orphan, never an expired message.
 pub(crate) const GRACE_MS: u64 = 60_000;
 
 /// One resolved slot of a stream.

@@ -1,4 +1,5 @@
 //! The memory engine's history: every stream in process, under one lock.
+//! A message older than the window is not replayed (`Expired`).
 //!
 //! Positions are taken and entries stored in the same critical section, so
 //! a stream never has a hole: a read resolves every slot at once. Entries
@@ -95,6 +96,7 @@ struct Log {
 }
 
 pub(crate) struct MemoryHistory {
+    window_ms: u64,
     keep_ms: u64,
     max_bytes: usize,
     log: Mutex<Log>,
@@ -107,6 +109,7 @@ impl MemoryHistory {
 
     fn with_max_bytes(window: Duration, max_bytes: usize) -> MemoryHistory {
         MemoryHistory {
+            window_ms: window.as_millis() as u64,
             keep_ms: window.as_millis() as u64 + GRACE_MS,
             max_bytes,
             log: Mutex::new(Log {
@@ -257,6 +260,7 @@ impl History for MemoryHistory {
             return Err(ReadError::Expired);
         }
         let first = log.entries.front().map_or(log.head + 1, |e| e.seq);
+        let oldest = now.saturating_sub(self.window_ms);
         let mut out = Vec::new();
         for seq in after.seq + 1..=upto {
             // No holes: slot `seq` is at a fixed offset.
@@ -274,6 +278,9 @@ impl History for MemoryHistory {
                     .is_ok()
             {
                 Content::Skip
+            } else if entry.at_ms < oldest {
+                // Older than the window: not replayed, not skipped.
+                return Err(ReadError::Expired);
             } else {
                 Content::Message(r.data.clone())
             };
@@ -423,15 +430,26 @@ mod tests {
     }
 
     #[actix::test]
-    async fn entries_go_after_the_window_and_grace() {
-        let h = MemoryHistory::new(Duration::from_secs(0));
+    async fn messages_older_than_the_window_are_expired_then_dropped() {
+        let h = MemoryHistory::new(Duration::from_millis(300));
         let start = h.heads("a").await.unwrap();
+        let since = Some((start.user, start.broadcast));
         h.record("1", &req(r#"{"users":["a"],"data":1}"#))
             .await
             .unwrap();
-        // Pretend the entry is older than the grace.
-        h.lock().order[0].at_ms -= GRACE_MS + 1;
-        let r = resume(&h, "a", Some((start.user, start.broadcast)), BIG).await;
+        assert_eq!(
+            messages(&resume(&h, "a", since, BIG).await.unwrap().slots),
+            ["1"]
+        );
+        // Older than the window: not replayed, and not skipped either.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = resume(&h, "a", since, BIG).await;
+        assert_eq!(r.unwrap_err().code, RecoveryCode::PositionExpired);
+        // Past the grace too: dropped from memory; still expired.
+        h.lock().order[0].at_ms -= GRACE_MS;
+        assert_eq!(h.heads("a").await.unwrap().user.seq, 1);
+        assert!(h.lock().order.is_empty());
+        let r = resume(&h, "a", since, BIG).await;
         assert_eq!(r.unwrap_err().code, RecoveryCode::PositionExpired);
     }
 }

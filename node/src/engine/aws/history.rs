@@ -6,12 +6,14 @@
 //!   first names the stream: `if_not_exists`) and `seq` (the last position
 //!   taken, `ADD 1` per request); its TTL is refreshed by every use, so a
 //!   stream's identity outlives its messages by far;
-//! - a slot `s#<stream>`/seq: `rq` (the request it holds), `at` (when it
-//!   was routed), `exp` (`at` + window + [`GRACE_MS`]); or `void` (nothing
-//!   will ever be there);
+//! - a slot `s#<stream>`/seq: `rq` (the request it holds), `at` (when the
+//!   router that claimed the request started taking its positions: never
+//!   later than the position was taken), `exp` (`at` + window +
+//!   [`GRACE_MS`]); or `void` (nothing will ever be there);
 //! - a request's claim `r#<request key>`/part: part 0 holds `d` (the data,
 //!   once per request, not per user) and `x` (a broadcast's exclusions);
-//!   every part holds `p<i>`, the position of target `i` in its stream.
+//!   every part holds `p<i>`, the position of target `i` in its stream, and
+//!   `at`, when its claimer started taking positions.
 //!
 //! Recording a request (before any delivery, before the connection look-up):
 //! 1. take a position in every target stream (`UpdateItem ADD seq`);
@@ -29,8 +31,10 @@
 //! fresh cursor waits [`HOLE_GRACE`] for an in-flight write, then voids it
 //! (`PutItem` if absent: it either voids it or finds the entry). After a
 //! cursor older than the window a missing or expired slot may have held a
-//! message that is gone: `Expired`, never a skip. Expiry is read from
-//! `exp`, never from whether TTL has run.
+//! message that is gone: `Expired`, never a skip. A message older than the
+//! window is not replayed either (`Expired`): what a resume delivers is what
+//! the window promises. Expiry is read from the items, never from whether
+//! TTL has run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -344,9 +348,9 @@ impl AwsHistory {
         target: &Target,
         mut epoch: u64,
         mut seq: u64,
+        mut at: u64,
     ) -> Result<Position, EngineError> {
         for _ in 0..PLACE_ATTEMPTS {
-            let at = now_ms();
             let exp = at + self.window_ms + GRACE_MS;
             let request = self
                 .client
@@ -381,6 +385,7 @@ impl AwsHistory {
                 _ => {}
             }
             // Voided under us: a new position, agreed through the claim.
+            let new_at = now_ms();
             let (new_epoch, new_seq) = self.allocate(&target.stream).await?;
             let request = self
                 .client
@@ -394,14 +399,16 @@ impl AwsHistory {
                 .expression_attribute_values(":old", n(seq))
                 .send();
             match call("dynamodb", "UpdateItem", request).await {
-                Ok(_) => (epoch, seq) = (new_epoch, new_seq),
+                Ok(_) => (epoch, seq, at) = (new_epoch, new_seq, new_at),
                 Err(e) if e.kind == AwsErrorKind::ConditionFailed => {
-                    // Another router swapped first: use its position.
+                    // Another router swapped first: use its position (taken
+                    // after this one started; `new_at` is no later).
                     let claim = self.claim_part(rq, target.part).await?;
                     seq = num(&claim, &target.attr).ok_or_else(|| EngineError::Missing {
                         what: "history claim position",
                         name: format!("{rq}/{}", target.attr),
                     })?;
+                    at = new_at;
                     let _ = self.void(&target.stream, new_seq).await;
                 }
                 Err(e) => return Err(e.into()),
@@ -526,6 +533,9 @@ impl History for AwsHistory {
             return Ok(Stamp::default());
         }
         let rq = request_key(request_id, request);
+        // Before any position is taken: every slot's `at` is at or before
+        // its position was taken (what makes a cursor's time a bound).
+        let at = now_ms();
         // 1. A position in every stream.
         // (Owned items: async-trait futures cannot borrow through the
         // stream's closures.)
@@ -535,8 +545,7 @@ impl History for AwsHistory {
             .try_collect()
             .await?;
         // 2. The claim, part by part: whichever router claimed a part first
-        // decides its positions.
-        let at = now_ms();
+        // decides its positions (and their time).
         let parts = targets.last().map_or(0, |t| t.part) + 1;
         let mut items: Vec<HashMap<String, AttributeValue>> = vec![HashMap::new(); parts as usize];
         items[0].insert("d".into(), s(request.data.get()));
@@ -572,7 +581,8 @@ impl History for AwsHistory {
             if claimed != *seq {
                 orphans.push((t.stream.clone(), *seq));
             }
-            agreed.push((*epoch, claimed));
+            let claimed_at = num(&claims[t.part as usize], "at").unwrap_or(at);
+            agreed.push((*epoch, claimed, claimed_at));
         }
         // What this router took but an earlier one decided: void now, so
         // readers do not wait on them (they would void them anyway).
@@ -585,7 +595,9 @@ impl History for AwsHistory {
         let rq = &rq;
         let placed: Vec<Position> =
             futures_util::stream::iter(targets.clone().into_iter().zip(agreed))
-                .map(|(t, (epoch, seq))| async move { self.place(rq, &t, epoch, seq).await })
+                .map(
+                    |(t, (epoch, seq, at))| async move { self.place(rq, &t, epoch, seq, at).await },
+                )
                 .buffered(CONCURRENCY)
                 .try_collect()
                 .await?;
@@ -727,6 +739,7 @@ impl History for AwsHistory {
                 .unwrap_or_default();
             requests.insert(rq.to_string(), (ByteString::from(data), exclude));
         }
+        let oldest = now_ms().saturating_sub(self.window_ms);
         let mut out = Vec::with_capacity(slots.len());
         for (seq, stored) in slots {
             let (at_ms, content) = match stored {
@@ -744,6 +757,9 @@ impl History for AwsHistory {
                         && exclude.iter().any(|u| u == user_id)
                     {
                         Content::Skip
+                    } else if at < oldest {
+                        // Older than the window: not replayed, not skipped.
+                        return Err(ReadError::Expired);
                     } else {
                         Content::Message(data.clone())
                     };
@@ -939,26 +955,45 @@ mod emulator_tests {
 
     #[actix::test]
     async fn emulator_old_cursors_are_expired_only_where_something_may_be_gone() {
-        let f = fixture(Duration::from_secs(1)).await;
+        let f = fixture(Duration::from_secs(2)).await;
         let from = since(&f, "a").await.unwrap();
-        let stamp = f
-            .history
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        f.history
             .record("r1", &req(r#"{"users":["a"],"data":1}"#))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        // Older than the window, but every slot after it is there.
+        // The cursor is older than the window, but every slot after it is
+        // there and its message is inside the window: replayed.
         let r = resume(&f.history, "a", Some(from), BIG).await.unwrap();
         assert_eq!(messages(&r), ["1"]);
-        // A hole after an old cursor may be an expired entry: expired.
-        f.history.allocate("u:a").await.unwrap();
         let code = |r: Result<Resumed, crate::engine::history::ResumeFailed>| {
             r.map(|_| ()).unwrap_err().code
         };
+        // The message is older than the window now: not replayed, not
+        // skipped.
+        tokio::time::sleep(Duration::from_millis(2200)).await;
         assert_eq!(
             code(resume(&f.history, "a", Some(from), BIG).await),
             RecoveryCode::PositionExpired
         );
+        // A hole after an old cursor may be an expired entry: expired (a
+        // fresh cursor would wait and void it).
+        let old = Position {
+            at_ms: now_ms() - 10_000,
+            ..f.history.heads("a").await.unwrap().user
+        };
+        f.history.allocate("u:a").await.unwrap();
+        let stamp = f
+            .history
+            .record("r2", &req(r#"{"users":["a"],"data":2}"#))
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            code(resume(&f.history, "a", Some((old, from.1)), BIG).await),
+            RecoveryCode::PositionExpired
+        );
+        assert!(started.elapsed() < HOLE_GRACE, "it waited for the hole");
         // An entry past its expiry counts as gone, whether or not TTL ran.
         let request = f
             .client
@@ -971,6 +1006,7 @@ mod emulator_tests {
         request.await.unwrap();
         let fresh = Position {
             at_ms: now_ms(),
+            seq: stamp.users["a"].seq - 1,
             ..from.0
         };
         assert_eq!(
