@@ -620,7 +620,7 @@ async fn the_routing_node_sigkilled_while_recovering_sockets_receive() {
         3,
         &victim,
         |c| c.kill(&victim),
-        &nodes[1..].to_vec(),
+        &nodes[1..],
     )
     .await;
 }
