@@ -615,14 +615,7 @@ async fn the_routing_node_sigkilled_while_recovering_sockets_receive() {
     let victim = nodes[0].clone();
     // The sockets live on the survivors; the victim routes its share of the
     // queue until it dies.
-    steady_stream_through(
-        &fleet,
-        3,
-        &victim,
-        |c| c.kill(&victim),
-        &nodes[1..],
-    )
-    .await;
+    steady_stream_through(&fleet, 3, &victim, |c| c.kill(&victim), &nodes[1..]).await;
 }
 
 /// A drain: the node holding recovering sockets closes them with 1012; they
@@ -709,4 +702,88 @@ async fn a_reaped_then_rejoined_node_catches_its_recovering_sockets_up() {
         "the socket was kept: it caught up, it did not resume"
     );
     assert_exactly("rex", &seen, &want);
+}
+
+/// Resumes `user` at `url` from `since` and answers (time to `recovered`,
+/// the replayed `i`s).
+async fn timed_resume(url: &str, token: &str, since: &str) -> (Duration, Vec<u64>) {
+    let started = Instant::now();
+    let mut ws = open(url, token, Some(since)).await.expect("connect");
+    let mut replayed = Vec::new();
+    loop {
+        let f = next(&mut ws, Duration::from_secs(30))
+            .await
+            .expect("a frame");
+        match f["type"].as_str() {
+            Some("notification") => replayed.push(f["data"]["i"].as_u64().unwrap()),
+            Some("recovered") => return (started.elapsed(), replayed),
+            _ => panic!("{f}"),
+        }
+    }
+}
+
+/// For the closing note: how long a resume that replays 300 messages takes,
+/// from the connect to `recovered`, on the memory engine (one `--dev` node)
+/// and on the aws engine (a 3-node fleet on the emulator, resuming on
+/// another node than the one the client left). Prints the figures; fails
+/// only on a wrong replay. `cargo test --release -p sumu-loadtest --test it
+/// -- fleet_recovery::replay_300 --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_300_messages_timed() {
+    let _serial = SERIAL.lock().await;
+    let n = 300u64;
+    let data = "x".repeat(100);
+    let want: Vec<u64> = (0..n).collect();
+    // Memory engine.
+    let node = blocking(|| sumu_testkit::Node::dev(&[]));
+    let url = format!("http://{}", node.addr);
+    let token = node.dev_token("pat").await;
+    let mut ws = open(&url, &token, None).await.unwrap();
+    let (since, _) = cursor(&next(&mut ws, Duration::from_secs(10)).await.unwrap());
+    drop(ws);
+    let http = reqwest::Client::new();
+    for i in 0..n {
+        let body = format!(r#"{{"users":["pat"],"data":{{"i":{i},"pad":"{data}"}}}}"#);
+        let r = http
+            .post(format!("{url}/api/notify"))
+            .header("authorization", "Bearer dev")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let mut memory = Vec::new();
+    for _ in 0..3 {
+        let (took, replayed) = timed_resume(&url, &token, &since).await;
+        assert_eq!(replayed, want);
+        memory.push(took);
+    }
+    drop(node);
+    // Aws engine.
+    let fleet = Fleet::up(3, WINDOW);
+    let nodes: Vec<String> = fleet.cluster.nodes().to_vec();
+    let token = fleet.token(&nodes[0], "pat").await;
+    let mut ws = open(&fleet.url(&nodes[0]), &token, None).await.unwrap();
+    let (since, _) = cursor(&next(&mut ws, Duration::from_secs(10)).await.unwrap());
+    drop(ws);
+    let sends = futures_util::stream::iter(0..n).map(|i| {
+        let body = format!(r#"{{"users":["pat"],"data":{{"i":{i},"pad":"{data}"}}}}"#);
+        let fleet = &fleet;
+        let node = nodes[i as usize % nodes.len()].clone();
+        async move { fleet.notify(&node, &body).await }
+    });
+    // One at a time: the positions follow the order sent.
+    sends.buffered(1).collect::<Vec<()>>().await;
+    let mut aws = Vec::new();
+    for k in 0..3 {
+        let (took, replayed) = timed_resume(&fleet.url(&nodes[1 + k % 2]), &token, &since).await;
+        assert_eq!(replayed, want);
+        aws.push(took);
+    }
+    println!(
+        "replay of {n} messages of ~{} B, connect to `recovered`: memory engine {memory:?}; aws engine \
+         (emulator, another node) {aws:?}",
+        data.len() + 20
+    );
 }
