@@ -195,6 +195,7 @@ proptest! {
             from_node: from_node.clone(),
             target,
             data: serde_json::value::RawValue::from_string(data_text.clone()).unwrap(),
+            history: None,
         };
         let text = serde_json::to_string(&env).unwrap();
         let back: MeshEnvelope = serde_json::from_str(&text).unwrap();

@@ -103,6 +103,7 @@ pub(crate) fn envelopes(
                 connections: std::mem::take(chunk),
             },
             data: data.to_owned(),
+            history: None,
         };
         out.push(serde_json::to_string(&env).unwrap_or_default());
     };
@@ -425,6 +426,7 @@ impl Mesh {
             from_node: self.settings.node_id.clone(),
             target: MeshTarget::Broadcast { exclude_users },
             data: data.to_owned(),
+            history: None,
         };
         let body = serde_json::to_string(&env).unwrap_or_default();
         let request = self
