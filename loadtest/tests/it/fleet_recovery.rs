@@ -416,6 +416,12 @@ async fn the_seam_holds_under_a_steady_stream_with_repeated_reconnects_across_no
         .map(|s| s.to_string())
         .collect();
     let token = fleet.token(&nodes[0], "sam").await;
+    // The client holds a position before the first request is sent.
+    let mut client = Client::spawn(urls.clone(), token.clone(), 0, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.seen.lock().unwrap().outcomes.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let total = 240u64;
     let sender = {
         let (fleet, nodes, users) = (fleet.clone(), nodes.clone(), users.clone());
@@ -437,7 +443,6 @@ async fn the_seam_holds_under_a_steady_stream_with_repeated_reconnects_across_no
         })
     };
     // Drop the socket every few hundred ms, resume on the next node.
-    let mut client = Client::spawn(urls.clone(), token.clone(), 0, None);
     let mut reconnects = 0;
     while !sender.is_finished() {
         tokio::time::sleep(Duration::from_millis(300 + (reconnects % 5) * 100)).await;
@@ -547,6 +552,7 @@ async fn steady_stream_through(
     victim: &str,
     kill: impl FnOnce(&Cluster),
     clients_on: &[String],
+    heavy: bool,
 ) {
     let nodes: Vec<String> = fleet.cluster.nodes().to_vec();
     let urls: Vec<String> = nodes.iter().map(|n| fleet.url(n)).collect();
@@ -564,7 +570,15 @@ async fn steady_stream_through(
             clients.push(client);
         }
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every client holds a position before the first request is sent.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while clients
+        .iter()
+        .any(|c| c.seen.lock().unwrap().outcomes.is_empty())
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let total = 160u64;
     let mut want: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     let mut kill = Some(kill);
@@ -574,13 +588,35 @@ async fn steady_stream_through(
             want.entry(u).or_default().insert(i);
         }
         fleet.enqueue(&sqs, &body).await;
-        if i == total / 3 {
+        // A burst (no pause) before the fault, so the victim has a batch in
+        // flight when it goes: received, partly routed, not deleted.
+        let burst = (total / 3..total / 3 + 24).contains(&i);
+        if i == total / 3 + 24 {
+            if heavy {
+                // Multicasts that take a while to record (2n+1 writes each),
+                // so the victim is caught in the middle of routing one.
+                for h in 0..3u64 {
+                    let mut to: Vec<String> =
+                        (0..300).map(|k| format!("\"ghost{h}x{k}\"")).collect();
+                    to.extend(users.iter().map(|u| format!("\"{u}\"")));
+                    let id = 1_000_000 + h;
+                    let body = format!(r#"{{"users":[{}],"data":{{"i":{id}}}}}"#, to.join(","));
+                    for u in &users {
+                        want.entry(u.clone()).or_default().insert(id);
+                    }
+                    fleet.enqueue(&sqs, &body).await;
+                }
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
             println!("{victim}: going down after {i} requests");
             if let Some(kill) = kill.take() {
                 blocking(|| kill(&fleet.cluster));
             }
         }
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        if !burst {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
     }
     for (user, client) in users.iter().zip(&clients) {
         until_has(client, &want[user], Duration::from_secs(40)).await;
@@ -601,6 +637,26 @@ async fn steady_stream_through(
         "{} sockets, {total} requests: every one exactly once; {resumed} resumes",
         users.len()
     );
+    for node in &nodes {
+        let Ok(r) = fleet
+            .http
+            .get(format!("{}/metrics", fleet.url(node)))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let text = r.text().await.unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("sumu_recovery_")
+                    || l.starts_with("sumu_recoveries_total")
+                    || l.starts_with("sumu_notifications_total")
+            })
+            .collect();
+        println!("{node}: {lines:?}");
+    }
 }
 
 /// The routing node SIGKILLed while recovering sockets receive: what it had
@@ -613,9 +669,9 @@ async fn the_routing_node_sigkilled_while_recovering_sockets_receive() {
     let fleet = Fleet::up(3, WINDOW);
     let nodes: Vec<String> = fleet.cluster.nodes().to_vec();
     let victim = nodes[0].clone();
-    // The sockets live on the survivors; the victim routes its share of the
-    // queue until it dies.
-    steady_stream_through(&fleet, 3, &victim, |c| c.kill(&victim), &nodes[1..]).await;
+    // Sockets on every node: the victim's resume on the others (while the
+    // requests it held are routed again), the others' stay.
+    steady_stream_through(&fleet, 2, &victim, |c| c.kill(&victim), &nodes, true).await;
 }
 
 /// A drain: the node holding recovering sockets closes them with 1012; they
@@ -632,6 +688,7 @@ async fn a_drained_nodes_clients_resume_elsewhere_with_nothing_lost() {
         &victim,
         |c| c.stop_no_wait(&victim),
         &[victim.clone(), nodes[1].clone()],
+        false,
     )
     .await;
 }
@@ -786,4 +843,30 @@ async fn replay_300_messages_timed() {
          (emulator, another node) {aws:?}",
         data.len() + 20
     );
+}
+
+/// A request routed by two nodes: its first router is frozen past the
+/// visibility timeout (5 s) while it holds a batch, another node routes the
+/// batch again, then the first one thaws and finishes its own routing. The
+/// positions recorded once per request make the recovering sockets drop the
+/// second copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_routed_by_two_nodes_reaches_recovering_sockets_once() {
+    let _serial = SERIAL.lock().await;
+    let fleet = Fleet::up(3, WINDOW);
+    let nodes: Vec<String> = fleet.cluster.nodes().to_vec();
+    let victim = nodes[0].clone();
+    steady_stream_through(
+        &fleet,
+        3,
+        &victim,
+        |c| {
+            c.freeze(&victim);
+            std::thread::sleep(Duration::from_secs(7));
+            c.thaw(&victim);
+        },
+        &nodes,
+        true,
+    )
+    .await;
 }
