@@ -8,7 +8,8 @@ assumptions of cost-model.toml and the AWS call counts cluster.sh measured
 measured.json: {"nodes": 3,
                 "background_calls_per_node_s": {"sqs.ReceiveMessage": 0.1, ...},
                 "calls_per_connect": {"dynamodb.BatchWriteItem": 0.08, ...},
-                "calls_per_request": {"sqs.ReceiveMessage": 0.1, ...}}
+                "calls_per_request": {"sqs.ReceiveMessage": 0.1, ...},
+                "calls_per_request_recovery": {...}}   # optional: the same, recovery window on
 Every figure it prints is derived from those inputs; nothing is hard-coded here
 but the mapping of an AWS operation to its price dimension.
 """
@@ -38,7 +39,10 @@ def unit_price(op, p):
             # Connection rows are priced per item below (2 WRU per connect); a batch
             # call itself has no price of its own.
             return 0.0, "per item, see connects"
-        if name in ("GetItem", "Query", "Scan"):
+        if name in ("GetItem", "Query", "Scan", "BatchGetItem"):
+            # Small items (history heads, slots, claims of small messages): one
+            # read unit each; a BatchGetItem is priced as one (its items are few
+            # and small on the routing path; a resume reads more, per resume).
             return p["dynamodb"]["read_request_units_per_million"] / 1e6, "1 RRU"
         return 0.0, "control call (free)"
     return 0.0, "not modelled"
@@ -82,8 +86,8 @@ def main():
         keepalive = sockets * hours * 60 / 9 / 1e6 * p["apigw"]["messages_per_million"]
         return {"connection minutes": conn, "keepalive messages (every 9 min)": keepalive}
 
-    def sumu_deliveries(d):
-        per_request = dict(measured["calls_per_request"])
+    def sumu_deliveries(d, key="calls_per_request"):
+        per_request = dict(measured[key])
         # The backend's own SendMessage to the notifications queue.
         per_request["sqs.SendMessage"] = per_request.get("sqs.SendMessage", 0) + 1
         return cost_of(per_request, p) * d
@@ -115,11 +119,17 @@ def main():
     out.append(f"| {d:,} deliveries (unicast, {a['message_bytes']} B), on top | "
                f"**{sumu_deliveries(d):,.0f}** (AWS calls per request as measured, plus the "
                f"backend's SendMessage) | **{apigw_deliveries(d):,.0f}** (messages) |")
+    if "calls_per_request_recovery" in measured:
+        out.append(f"| the same deliveries, recovery on | "
+                   f"**{sumu_deliveries(d, 'calls_per_request_recovery'):,.0f}** (measured with "
+                   f"`--recovery-window-secs 120`: each unicast also recorded in the history, "
+                   f"about 3 writes) | API Gateway has no recovery |")
     out.append("")
     out.append("Price per operation used (calls priced individually; BatchWriteItem of "
                "connection rows priced per item as 2 WRU per connect):\n")
     ops = sorted(set(measured["background_calls_per_node_s"]) | set(measured["calls_per_connect"])
-                 | set(measured["calls_per_request"]))
+                 | set(measured["calls_per_request"])
+                 | set(measured.get("calls_per_request_recovery", {})))
     out.append("| operation | priced as | USD per million calls |")
     out.append("|---|---|---:|")
     for op in ops:
