@@ -240,9 +240,10 @@ resource "aws_autoscaling_group" "nodes" {
 
   # Scale-in and instance refresh: the instance waits in Terminating:Wait
   # while sumu-node drains (SIGTERM -> /readyz false -> clients closed with
-  # 1001 in waves -> rows and inbox removed); the boot script then completes
-  # the hook. If the script never answers, the hook times out after
-  # drain_seconds + 60 s and the instance is terminated anyway.
+  # 1012 "service restart" in waves -> rows and inbox removed); the boot
+  # script then completes the hook. If the script never answers, the hook
+  # times out after drain_seconds + 60 s and the instance is terminated
+  # anyway.
   initial_lifecycle_hook {
     name                 = local.lifecycle_hook_name
     lifecycle_transition = "autoscaling:EC2_INSTANCE_TERMINATING"

@@ -45,7 +45,7 @@ resource "aws_lb_target_group" "nodes" {
 
   # Matches the node's drain (SUMU_DRAIN_SECS). A deregistered node gets no
   # new connections; its open sockets are never cut by the NLB (connection
-  # termination off): the node closes them itself with 1001 in waves, so
+  # termination off): the node closes them itself with 1012 in waves, so
   # clients reconnect to other nodes gracefully whichever of deregistration
   # and the termination lifecycle hook comes first.
   deregistration_delay   = var.drain_seconds

@@ -215,6 +215,12 @@ pub struct Options {
     /// Rate-limited frames in a row that close the socket with 1008 [default: 20]
     #[arg(long, env = "SUMU_RATE_LIMIT_STRIKES", global = true)]
     pub rate_limit_strikes: Option<u32>,
+    /// Client publish/send frames of one socket that may wait for AWS at once; more get an error frame with status 429 [default: 16]
+    #[arg(long, env = "SUMU_MAX_MESSAGES_IN_FLIGHT", global = true)]
+    pub max_messages_in_flight: Option<usize>,
+    /// aws: bytes of client messages the node lets wait for AWS at once (all sockets, publish and send); more get an error frame with status 503 [default: 67108864]
+    #[arg(long, env = "SUMU_MAX_OUTPUT_BYTES_IN_FLIGHT", global = true)]
+    pub max_output_bytes_in_flight: Option<usize>,
     /// Bytes queued to one socket beyond which the slow reader is disconnected [default: 4194304]
     #[arg(long, env = "SUMU_OUTBOUND_BUFFER_BYTES", global = true)]
     pub outbound_buffer_bytes: Option<usize>,
@@ -233,6 +239,9 @@ pub struct Options {
     /// Upgrades one client address may start at once (token bucket size) [default: 512]
     #[arg(long, env = "SUMU_MAX_CONNECTS_PER_ADDRESS_BURST", global = true)]
     pub max_connects_per_address_burst: Option<f64>,
+    /// Most TLS connections one client address (IPv6: one /64) may have open before their handshake is done; more are closed at accept [default: 256]
+    #[arg(long, env = "SUMU_MAX_TLS_HANDSHAKES_PER_ADDRESS", global = true)]
+    pub max_tls_handshakes_per_address: Option<usize>,
     /// Client networks the per-address limits skip, comma separated CIDRs; "" for none [default: 127.0.0.0/8,::1/128]
     #[arg(
         long,
@@ -335,6 +344,9 @@ pub struct Options {
     /// History table of the recovery window (aws engine) [default: <prefix>History]
     #[arg(long, env = "SUMU_HISTORY_TABLE", global = true)]
     pub history_table: Option<String>,
+    /// For fault drills only: the leader pauses this long between the steps of reaping a node (mark, rows, subscription, inbox, row), so a drill can resume the node in the middle of its reap, milliseconds [default: 0]
+    #[arg(long, env = "SUMU_REAP_STEP_PAUSE_MS", global = true)]
+    pub reap_step_pause_ms: Option<u64>,
 }
 
 macro_rules! prefer {
@@ -354,17 +366,17 @@ impl Options {
             jwks_min_cache_secs, max_user_id_bytes,
             idle_timeout_secs, max_connection_secs, ping_interval_secs, max_frame_bytes,
             max_message_bytes, max_json_depth, rate_limit_per_sec, rate_limit_burst, rate_limit_strikes,
-            outbound_buffer_bytes, max_sockets, max_sockets_per_user, max_sockets_per_address,
+            outbound_buffer_bytes, max_messages_in_flight, max_output_bytes_in_flight, max_sockets, max_sockets_per_user, max_sockets_per_address,
             max_connects_per_address_per_sec, max_connects_per_address_burst,
-            address_limits_exempt, proxy_protocol, allowed_origins, drain_secs, drain_close_code,
+            max_tls_handshakes_per_address, address_limits_exempt, proxy_protocol, allowed_origins, drain_secs, drain_close_code,
             max_duration_close_code, aws_endpoint, aws_region,
             name_prefix, connections_table, cluster_table, messages_topic_arn,
             messages_queue_url, notifications_queue_url, mesh_topic_arn, heartbeat_secs,
             node_timeout_secs, metrics_namespace, presence_source,
             notification_pollers, max_receive_count, batch_linger_ms,
             register_timeout_ms, notification_visibility_secs, leader_lease_secs,
-            leader_renew_secs, recovery_window_secs, recovery_max_messages, recovery_max_bytes,
-            history_table,
+            leader_renew_secs, reap_step_pause_ms, recovery_window_secs, recovery_max_messages,
+            recovery_max_bytes, history_table,
         )
     }
 
@@ -422,6 +434,8 @@ pub struct Limits {
     pub rate_burst: f64,
     pub rate_strikes: u32,
     pub outbound_buffer_bytes: usize,
+    /// Publish/send frames of one socket waiting for the engine at once.
+    pub max_messages_in_flight: usize,
     /// The close code of the drain.
     pub drain_close_code: u16,
     /// The close code at the max connection duration.
@@ -451,6 +465,7 @@ impl Default for Limits {
             rate_burst: 100.0,
             rate_strikes: 20,
             outbound_buffer_bytes: 4 * 1024 * 1024,
+            max_messages_in_flight: 16,
             drain_close_code: default_code(CloseReason::ServerShutdown),
             max_duration_close_code: default_code(CloseReason::MaxDuration),
         }
@@ -468,6 +483,9 @@ pub struct SocketLimits {
     pub max_per_address: usize,
     pub connects_per_sec: f64,
     pub connect_burst: f64,
+    /// Most TLS connections of one address that have not finished their
+    /// handshake.
+    pub max_handshakes_per_address: usize,
     /// Client networks the per-address limits skip.
     pub exempt: Vec<Network>,
 }
@@ -484,6 +502,7 @@ impl Default for SocketLimits {
             max_per_address: 4096,
             connects_per_sec: 64.0,
             connect_burst: 512.0,
+            max_handshakes_per_address: 256,
             exempt: DEFAULT_ADDRESS_LIMITS_EXEMPT
                 .split(',')
                 .filter_map(|n| n.parse().ok())
@@ -569,6 +588,8 @@ pub struct AwsConfig {
     pub notification_pollers: usize,
     pub max_receive_count: u32,
     pub batch_linger: Duration,
+    /// Bytes of client messages waiting for AWS at once, node-wide.
+    pub max_output_bytes_in_flight: usize,
     /// How long a socket's connection row may take to be written.
     pub register_timeout: Duration,
     /// The visibility timeout of a received notification request.
@@ -578,6 +599,8 @@ pub struct AwsConfig {
     pub leader_renew: Duration,
     /// The recovery window's history table.
     pub history_table: String,
+    /// Drills only: the pause between the steps of a reap.
+    pub reap_step_pause: Duration,
 }
 
 /// The recovery window's defaults, each written once.
@@ -697,6 +720,10 @@ fn resolve_tls(o: &Options) -> Result<Option<TlsListen>, ConfigError> {
     }))
 }
 
+/// Bytes of client messages a node lets wait for AWS at once by default:
+/// 512 messages of the largest default size (128 KiB), far more small ones.
+pub const DEFAULT_MAX_OUTPUT_BYTES_IN_FLIGHT: usize = 64 << 20;
+
 /// The key `--dev` uses for the API when no --api-key is given.
 pub const DEV_API_KEY: &str = "dev";
 
@@ -726,10 +753,14 @@ impl Config {
                     .into(),
             );
         }
-        if dev && !listen.ip().is_loopback() && !o.dev_allow_remote.unwrap_or(false) {
+        // `/dev/token` is served on every listener, the TLS one included.
+        let public = std::iter::once(listen)
+            .chain(tls.as_ref().map(|t| t.listen))
+            .find(|a| !a.ip().is_loopback());
+        if let (true, Some(addr), false) = (dev, public, o.dev_allow_remote.unwrap_or(false)) {
             return invalid(format!(
                 "--dev exposes a token issuer that signs any user: refusing to listen on \
-                 non-loopback {listen}; pass --dev-allow-remote to force it"
+                 non-loopback {addr}; pass --dev-allow-remote to force it"
             ));
         }
         if let Some(id) = &o.node_id {
@@ -762,6 +793,7 @@ impl Config {
             rate_burst: o.rate_limit_burst.unwrap_or(d.rate_burst),
             rate_strikes: o.rate_limit_strikes.unwrap_or(d.rate_strikes),
             outbound_buffer_bytes: o.outbound_buffer_bytes.unwrap_or(d.outbound_buffer_bytes),
+            max_messages_in_flight: o.max_messages_in_flight.unwrap_or(d.max_messages_in_flight),
             drain_close_code: o.drain_close_code.unwrap_or(d.drain_close_code),
             max_duration_close_code: o
                 .max_duration_close_code
@@ -798,6 +830,9 @@ impl Config {
         if limits.outbound_buffer_bytes < limits.max_message_bytes {
             return invalid("--outbound-buffer-bytes must hold at least one max message".into());
         }
+        if limits.max_messages_in_flight == 0 {
+            return invalid("--max-messages-in-flight must be >= 1".into());
+        }
         let ds = SocketLimits::default();
         let sockets = SocketLimits {
             max_sockets: o.max_sockets.filter(|n| *n > 0),
@@ -807,6 +842,9 @@ impl Config {
                 .max_connects_per_address_per_sec
                 .unwrap_or(ds.connects_per_sec),
             connect_burst: o.max_connects_per_address_burst.unwrap_or(ds.connect_burst),
+            max_handshakes_per_address: o
+                .max_tls_handshakes_per_address
+                .unwrap_or(ds.max_handshakes_per_address),
             exempt: match o.address_limits_exempt {
                 None => ds.exempt,
                 Some(list) => clean_list(Some(list))
@@ -816,9 +854,14 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid(format!("--address-limits-exempt: {e}")))?,
             },
         };
-        if sockets.max_per_user == 0 || sockets.max_per_address == 0 {
+        if sockets.max_per_user == 0
+            || sockets.max_per_address == 0
+            || sockets.max_handshakes_per_address == 0
+        {
             return invalid(
-                "--max-sockets-per-user and --max-sockets-per-address must be >= 1".into(),
+                "--max-sockets-per-user, --max-sockets-per-address and \
+                 --max-tls-handshakes-per-address must be >= 1"
+                    .into(),
             );
         }
         let (rate, burst) = (sockets.connects_per_sec, sockets.connect_burst);
@@ -878,11 +921,22 @@ impl Config {
             notification_pollers: o.notification_pollers.unwrap_or(2).max(1),
             max_receive_count: o.max_receive_count.unwrap_or(5).max(1),
             batch_linger: Duration::from_millis(o.batch_linger_ms.unwrap_or(5)),
+            max_output_bytes_in_flight: o
+                .max_output_bytes_in_flight
+                .unwrap_or(DEFAULT_MAX_OUTPUT_BYTES_IN_FLIGHT),
             register_timeout: Duration::from_millis(o.register_timeout_ms.unwrap_or(3000)),
             notification_visibility: secs(o.notification_visibility_secs, Duration::from_secs(5)),
             leader_lease: secs(o.leader_lease_secs, Duration::from_secs(15)),
             leader_renew: secs(o.leader_renew_secs, Duration::from_secs(5)),
+            reap_step_pause: Duration::from_millis(o.reap_step_pause_ms.unwrap_or(0)),
         };
+        // Room for one largest message, its attributes and its bookkeeping.
+        if aws.max_output_bytes_in_flight < limits.max_message_bytes + 4096 {
+            return invalid(format!(
+                "--max-output-bytes-in-flight must hold one max message (at least {})",
+                limits.max_message_bytes + 4096
+            ));
+        }
         if aws.register_timeout.is_zero() {
             return invalid("--register-timeout-ms must be positive".into());
         }
@@ -1237,6 +1291,30 @@ mod tests {
             ..dev()
         };
         assert!(Config::resolve(forced).is_ok());
+    }
+
+    #[test]
+    fn refuses_dev_on_a_public_tls_listener_with_real_files_unless_forced() {
+        let public = Options {
+            tls_listen: Some("0.0.0.0:8443".parse().unwrap()),
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..dev()
+        };
+        let refused = Config::resolve(public.clone()).unwrap_err().to_string();
+        assert!(refused.contains("0.0.0.0:8443"), "{refused}");
+        assert!(refused.contains("--dev-allow-remote"), "{refused}");
+        // Without --dev nothing signs tokens: a public listener is fine.
+        assert!(Config::resolve(Options {
+            dev: None,
+            ..public.clone()
+        })
+        .is_ok());
+        assert!(Config::resolve(Options {
+            dev_allow_remote: Some(true),
+            ..public
+        })
+        .is_ok());
     }
 
     #[test]

@@ -11,6 +11,11 @@
 //! exists while the user has sockets here; an address's while it has
 //! sockets or its connect bucket is refilling (at most two refill windows,
 //! `burst / rate` seconds each, after its last socket went).
+//!
+//! [`Handshakes`] counts, the same way, the TLS connections of each address
+//! that have not finished their handshake (a [`HandshakePermit`] each): one
+//! address cannot hold more than `max_handshakes_per_address` descriptors
+//! with connections that never send their ClientHello.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
@@ -254,6 +259,79 @@ impl Drop for Permit {
     }
 }
 
+/// The TLS connections of each client address that have not finished their
+/// handshake (IPv6: per /64, and the exempt networks uncounted).
+pub(crate) struct Handshakes {
+    max_per_address: usize,
+    exempt: Vec<crate::config::Network>,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Handshakes {
+    pub(crate) fn new(limits: &SocketLimits) -> Arc<Handshakes> {
+        Arc::new(Handshakes {
+            max_per_address: limits.max_handshakes_per_address,
+            exempt: limits.exempt.clone(),
+            counts: Mutex::default(),
+        })
+    }
+
+    /// One more unfinished handshake from `ip`, or `None` when its address
+    /// holds its maximum already.
+    pub(crate) fn start(self: &Arc<Self>, ip: IpAddr) -> Option<HandshakePermit> {
+        if self.exempt.iter().any(|n| n.contains(ip)) {
+            return Some(HandshakePermit {
+                owner: self.clone(),
+                key: None,
+            });
+        }
+        let key = address_key(ip);
+        let mut counts = self.lock();
+        let count = counts.entry(key).or_insert(0);
+        if *count >= self.max_per_address {
+            if *count == 0 {
+                counts.remove(&key);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(HandshakePermit {
+            owner: self.clone(),
+            key: Some(key),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Addresses with an unfinished handshake.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// One unfinished TLS handshake's share of its address's count.
+pub(crate) struct HandshakePermit {
+    owner: Arc<Handshakes>,
+    key: Option<IpAddr>,
+}
+
+impl Drop for HandshakePermit {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut counts = self.owner.lock();
+            if let Some(count) = counts.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&key);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,8 +343,29 @@ mod tests {
             max_per_address: per_address,
             connects_per_sec: rate,
             connect_burst: burst,
+            max_handshakes_per_address: per_address,
             exempt: vec!["127.0.0.0/8".parse().unwrap()],
         }
+    }
+
+    #[test]
+    fn unfinished_handshakes_are_capped_per_address_and_given_back() {
+        let hs = Handshakes::new(&limits(1, 2, 1.0, 1.0));
+        let a = hs.start(ip("192.0.2.1")).unwrap();
+        let b = hs.start(ip("192.0.2.1")).unwrap();
+        assert!(hs.start(ip("192.0.2.1")).is_none());
+        // Another address, its /64 for IPv6, and an exempt one.
+        let c = hs.start(ip("192.0.2.2")).unwrap();
+        let d = hs.start(ip("2001:db8::1")).unwrap();
+        let e = hs.start(ip("2001:db8::2")).unwrap();
+        assert!(hs.start(ip("2001:db8::ffff")).is_none());
+        let lo: Vec<_> = (0..10)
+            .map(|_| hs.start(ip("127.0.0.1")).unwrap())
+            .collect();
+        drop(a);
+        let a = hs.start(ip("192.0.2.1")).unwrap();
+        drop((a, b, c, d, e, lo));
+        assert_eq!(hs.tracked(), 0, "entries go with their last handshake");
     }
 
     fn ip(s: &str) -> IpAddr {

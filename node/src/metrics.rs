@@ -18,6 +18,10 @@ pub(crate) struct Metrics {
     pub(crate) notifications: IntCounterVec,
     pub(crate) auth_failures: IntCounterVec,
     pub(crate) limited: IntCounterVec,
+    /// TLS connections closed before their handshake was done.
+    pub(crate) tls_refused: IntCounterVec,
+    /// Client `publish`/`send` frames answered with an error frame.
+    pub(crate) client_refused: IntCounterVec,
     pub(crate) errors: IntCounterVec,
     pub(crate) aws_calls: IntCounterVec,
     pub(crate) aws_errors: IntCounterVec,
@@ -147,6 +151,18 @@ impl Metrics {
                 &registry,
                 "sumu_upgrades_limited_total",
                 "Upgrades refused by a socket limit, by reason",
+                &["reason"],
+            ),
+            tls_refused: counter_vec(
+                &registry,
+                "sumu_tls_refused_total",
+                "TLS connections closed before their handshake was done, by reason",
+                &["reason"],
+            ),
+            client_refused: counter_vec(
+                &registry,
+                "sumu_client_messages_refused_total",
+                "Client publish/send frames answered with an error frame, by reason",
                 &["reason"],
             ),
             errors: counter_vec(&registry, "sumu_errors_total", "Errors, by kind", &["kind"]),

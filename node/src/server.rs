@@ -3,7 +3,7 @@
 //! is given resolves. Shutdown is injected: the binary wires it to
 //! SIGTERM/SIGINT, tests to whatever they like.
 
-mod proxied;
+mod listeners;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix_web::dev::Extensions;
 use actix_web::rt::net::TcpStream;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,7 +25,7 @@ use crate::engine::history::Budget;
 use crate::engine::{self, Engine, EngineError};
 use crate::http::{self, AppState};
 use crate::hub::LocalDelivery;
-use crate::limits::Admission;
+use crate::limits::{Admission, Handshakes};
 use crate::logging::chain;
 use crate::session::{RecoveryEnv, SessionEnv};
 use crate::tls::{self, CertResolver, TlsError, TlsFiles};
@@ -69,8 +69,8 @@ pub enum NodeError {
 /// Exit code of `sumu-node` when the TLS certificate or key is unusable at start.
 pub const EXIT_TLS: i32 = 3;
 
-/// How long a client may take to complete its TLS handshake (actix's default, set
-/// here so it is visible): a slow or silent client holds a descriptor this long.
+/// How long a TLS client may take to complete its handshake once its
+/// ClientHello is in (actix's default): it holds a handshake slot this long.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The TLS listener of `tls`: the certificate is loaded first (the node refuses to
@@ -81,7 +81,7 @@ fn tls_listener(
 ) -> Result<
     (
         std::net::TcpListener,
-        rustls::ServerConfig,
+        Arc<rustls::ServerConfig>,
         Arc<CertResolver>,
     ),
     NodeError,
@@ -104,7 +104,7 @@ fn tls_listener(
     };
     let resolver = CertResolver::load(files, tls::provider()).map_err(NodeError::Tls)?;
     let config = tls::server_config(Arc::clone(&resolver)).map_err(NodeError::Tls)?;
-    Ok((bind(tls.listen)?, config, resolver))
+    Ok((bind(tls.listen)?, Arc::new(config), resolver))
 }
 
 /// Binds `addr` with a deep accept queue (the default 128 drops connects
@@ -157,6 +157,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let config = Arc::new(config);
+    // The TLS files first: a node that cannot serve them must not have
+    // joined the fleet (an inbox, a subscription and a row left behind).
+    let tls = config.tls.as_ref().map(tls_listener).transpose()?;
     let local = LocalDelivery::start();
     local.sweep(crate::outbound::FrozenRule::new(&config.limits));
     let listen = listener.local_addr().unwrap_or(config.listen);
@@ -221,60 +224,31 @@ pub async fn serve(
         admission,
     });
 
-    let tls = config.tls.as_ref().map(tls_listener).transpose()?;
     let app_state = state.clone();
     let app = move || {
         App::new()
             .app_data(app_state.clone())
             .configure(|c| http::configure(c, &app_state))
     };
-    let bind_err = |source| NodeError::Bind {
-        addr: listen,
-        source,
+    let (tls, resolver) = match tls {
+        Some((listener, rustls_config, resolver)) => {
+            (Some((listener, rustls_config)), Some(resolver))
+        }
+        None => (None, None),
     };
-    let (server, addrs, resolver) = if config.proxy_protocol {
-        // `--proxy-protocol` and `--tls-listen` are refused together (config).
-        let server = proxied::run(listener, config.workers, app, on_connect).map_err(bind_err)?;
-        (server, vec![(listen, false)], None)
-    } else {
-        let server = HttpServer::new(app)
-            .workers(config.workers)
-            .max_connections(MAX_CONNECTIONS)
-            .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
-            // Drop a connection as soon as its response (or socket) is done instead
-            // of waiting up to 1 s for the client to close first: RFC 6455 §7.1.1
-            // has the server close TCP right after the closing handshake, and under
-            // churn the wait only holds descriptors.
-            .client_disconnect_timeout(Duration::ZERO)
-            .disable_signals()
-            .tls_handshake_timeout(TLS_HANDSHAKE_TIMEOUT)
-            .on_connect(|conn, ext| {
-                type Tls = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
-                if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
-                    on_connect(tcp, ext);
-                } else if let Some(tls) = conn.downcast_ref::<Tls>() {
-                    on_connect(tls.get_ref().0, ext);
-                }
-            })
-            .listen(listener)
-            .map_err(bind_err)?;
-        let (server, resolver) = match tls {
-            Some((listener, rustls_config, resolver)) => {
-                let addr = listener.local_addr().unwrap_or(listen);
-                let server = server
-                    .listen_rustls_0_23(listener, rustls_config)
-                    .map_err(|source| NodeError::Bind { addr, source })?;
-                (server, Some(resolver))
+    let served = listeners::Listeners {
+        plain: listener,
+        proxy_protocol: config.proxy_protocol,
+        tls,
+        handshakes: Handshakes::new(&config.sockets),
+    };
+    let (server, addrs) =
+        listeners::run(served, config.workers, app, on_connect).map_err(|source| {
+            NodeError::Bind {
+                addr: listen,
+                source,
             }
-            None => (server, None),
-        };
-        let addrs: Vec<(SocketAddr, bool)> = server
-            .addrs_with_scheme()
-            .into_iter()
-            .map(|(a, s)| (a, s == "https"))
-            .collect();
-        (server.run(), addrs, resolver)
-    };
+        })?;
     if let (Some(resolver), Some(t)) = (resolver, &config.tls) {
         // Reloads on SIGHUP (handler installed now, before the node says it listens)
         // and on file changes, until the shutdown.
@@ -313,12 +287,16 @@ pub async fn serve(
         tracing::info!(%addr, tls, node_id = %config.node_id, engine = ?config.engine, dev = config.dev, "listening");
     }
     if config.dev {
+        // The well-known dev key is named; a key given with --api-key is a
+        // secret and never logged.
+        let key = match config.api_key.as_deref() {
+            Some(crate::config::DEV_API_KEY) => crate::config::DEV_API_KEY,
+            Some(_) => "the one given with --api-key",
+            None => "none",
+        };
         for &(addr, tls) in &addrs {
             let scheme = if tls { "https" } else { "http" };
-            tracing::info!(
-                "demo page: {scheme}://{addr}/  (API key: {})",
-                config.api_key.as_deref().unwrap_or("")
-            );
+            tracing::info!("demo page: {scheme}://{addr}/  (API key: {key})");
         }
     }
     ready.store(true, Ordering::Release);

@@ -11,12 +11,13 @@
 //!
 //! Memory per connection (rustls 0.23): an idle connection keeps a 4 KiB deframer read
 //! buffer (rustls shrinks it back to 4 KiB after each message; the constant is not
-//! configurable) and empty outgoing queues. `ServerConnection::set_buffer_limit` (default
-//! 64 KiB each for plaintext and TLS bytes) caps what a slow reader can queue, but the
-//! actix-tls acceptor that `HttpServer::listen_rustls_0_23` uses creates the connection
-//! inside `tokio_rustls::TlsAcceptor::accept` and offers no hook to call it; sumu's own
-//! outbound queue bounds what is written anyway. What the [`ServerConfig`] can bound is set
-//! in [`server_config`]: the session cache size and the TLS 1.3 tickets sent per handshake.
+//! configurable; sumu's patched rustls gives it back while the connection is idle) and
+//! empty outgoing queues. `ServerConnection::set_buffer_limit` (default 64 KiB each for
+//! plaintext and TLS bytes) caps what a slow reader can queue; it is left at its default,
+//! because sumu's own outbound queue bounds what is written. What the [`ServerConfig`] can
+//! bound is set in [`server_config`]: the session cache size and the TLS 1.3 tickets sent
+//! per handshake. The handshake itself (ClientHello first, then a slot) is the listener's:
+//! `server/listeners.rs`.
 
 use std::fmt;
 use std::future::Future;
@@ -289,9 +290,8 @@ impl ResolvesServerCert for CertResolver {
 /// certificates, ALPN `http/1.1`, the certificate from `resolver`, a bounded session
 /// cache and one TLS 1.3 ticket per handshake.
 ///
-/// actix-http's `rustls_0_23_with_config` prepends `http/1.1` to `alpn_protocols`, so
-/// behind actix-web the list reads `["http/1.1", "http/1.1"]`: harmless (rustls picks the
-/// first protocol the client also offers).
+/// The listener (`server/listeners.rs`) uses it as is: a client that offers ALPN must
+/// offer `http/1.1` (WebSocket upgrades are HTTP/1.1); one that offers none is served.
 pub fn server_config(resolver: Arc<CertResolver>) -> Result<ServerConfig, TlsError> {
     let mut config = ServerConfig::builder_with_provider(Arc::clone(&resolver.provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -697,7 +697,7 @@ mod tests {
     }
 }
 
-/// Real handshakes through tokio-rustls (what actix-tls uses): ALPN, rotation by file
+/// Real handshakes through tokio-rustls (what the listener uses): ALPN, rotation by file
 /// change and by SIGHUP keeping open connections, refusal of a bad pair, and a client
 /// with the wrong CA failing fast. Needs `tokio-rustls` as a dev-dependency.
 #[cfg(test)]

@@ -75,6 +75,13 @@ pub enum MeshTarget {
         #[serde(default)]
         exclude_users: Vec<String>,
     },
+    /// Not a delivery: the sending node (re)joined the mesh with this inbox
+    /// (published on the mesh topic; `data` is `null`). A node that cached
+    /// another inbox of it looks it up again.
+    Joined {
+        /// The sender's inbox queue URL now.
+        inbox_url: String,
+    },
 }
 
 /// One connection held by the receiving node.
@@ -137,6 +144,23 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&users).unwrap(),
             r#"{"users":{"u":[1,2,3]}}"#
+        );
+    }
+
+    #[test]
+    fn a_join_notice_is_one_flat_object() {
+        let env = MeshEnvelope {
+            request_id: "join#n2#1".into(),
+            from_node: "n2".into(),
+            target: MeshTarget::Joined {
+                inbox_url: "https://sqs/q-r1".into(),
+            },
+            data: RawValue::from_string("null".into()).unwrap(),
+            history: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&env).unwrap(),
+            r#"{"request_id":"join#n2#1","from_node":"n2","target":"joined","inbox_url":"https://sqs/q-r1","data":null}"#
         );
     }
 }

@@ -565,6 +565,22 @@ def test_user_data_fetches_api_key_from_ssm_and_runs_aws_engine():
     assert "TimeoutStopSec=${drain_seconds + 30}" in text
 
 
+def test_the_drain_close_code_named_here_is_the_nodes():
+    """The node's drain closes sockets with 1012 "service restart" (its
+    --drain-close-code default, which common clients reconnect on); the
+    module's comments and README must not say 1001 (issue 17 item 12)."""
+    files = [*TF_FILES, ROOT / "README.md", *sorted((ROOT / "templates").glob("*"))]
+    stale = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"\b1001\b", line)
+    ]
+    assert not stale, stale
+    said = sum("1012" in path.read_text() for path in files)
+    assert said >= 3, "the drain's close code is named where the drain is described"
+
+
 def test_user_data_template_is_valid_bash(tmp_path):
     text = (ROOT / "templates" / "user-data.sh.tftpl").read_text()
     # Crude rendering: drop directive lines, replace interpolations.

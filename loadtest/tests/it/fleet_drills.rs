@@ -81,13 +81,20 @@ struct Fleet {
     cluster: Cluster,
     sqs: aws_sdk_sqs::Client,
     ddb: aws_sdk_dynamodb::Client,
+    sns: aws_sdk_sns::Client,
     nodes: Nodes,
     target: Arc<Target>,
 }
 
 impl Fleet {
     async fn up(n: usize) -> Fleet {
-        let args = fast_args();
+        Fleet::up_with(n, &[]).await
+    }
+
+    /// `n` nodes with the drills' timings and `extra` flags.
+    async fn up_with(n: usize, extra: &[&str]) -> Fleet {
+        let mut args = fast_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let cluster = blocking(|| Cluster::up(n, &args));
         let creds = aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "static");
@@ -110,6 +117,7 @@ impl Fleet {
         Fleet {
             sqs: aws_sdk_sqs::Client::new(&sdk),
             ddb: aws_sdk_dynamodb::Client::new(&sdk),
+            sns: aws_sdk_sns::Client::new(&sdk),
             cluster,
             nodes,
             target,
@@ -137,14 +145,27 @@ impl Fleet {
 
     /// One client for each of `users` (user `i` is `drill-{i}`).
     async fn population(&self, users: std::ops::Range<usize>, run_id: &str) -> Population {
+        self.population_on(Arc::clone(&self.target), users, run_id, 50.0)
+            .await
+    }
+
+    /// One client for each of `users`, connecting to `target` (the balancer, or a node
+    /// directly), `ramp` new clients per second.
+    async fn population_on(
+        &self,
+        target: Arc<Target>,
+        users: std::ops::Range<usize>,
+        run_id: &str,
+        ramp: f64,
+    ) -> Population {
         let config = PopulationConfig {
-            target: Arc::clone(&self.target),
+            target,
             placement: TokenPlacement::Query,
             ping_interval: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             reconnect_delay: Duration::from_millis(300),
         };
-        Population::start(config, self.tokens(users), Arc::from(run_id), 50.0).await
+        Population::start(config, self.tokens(users), Arc::from(run_id), ramp).await
     }
 
     fn notifier(&self) -> Arc<Notifier> {
@@ -160,11 +181,17 @@ impl Fleet {
 
     /// An injector whose requests are numbered from `first_seq`.
     fn injector_from(&self, run_id: &str, users: usize, first_seq: u64) -> Injector {
+        self.injector_k(run_id, users, first_seq, 10)
+    }
+
+    /// An injector of multicasts to `k` users each (request `i` targets users
+    /// `i*k..i*k+k`, wrapping around).
+    fn injector_k(&self, run_id: &str, users: usize, first_seq: u64, k: usize) -> Injector {
         Injector::start(
             self.notifier(),
             InjectorConfig {
                 mode: FanoutMode::Multicast,
-                k: 10,
+                k,
                 users,
                 prefix: PREFIX.into(),
                 rate: 10.0,
@@ -216,19 +243,29 @@ impl Fleet {
             .item
     }
 
-    /// Connection rows naming `node` (GSI `by_node`).
+    /// Connection rows naming `node` (GSI `by_node`, every page).
     async fn rows_of(&self, node: &str) -> usize {
-        self.ddb
-            .query()
-            .table_name(self.table("Connections"))
-            .index_name("by_node")
-            .key_condition_expression("node_id = :n")
-            .expression_attribute_values(":n", AttributeValue::S(node.into()))
-            .select(aws_sdk_dynamodb::types::Select::Count)
-            .send()
-            .await
-            .unwrap()
-            .count as usize
+        let mut total = 0;
+        let mut start = None;
+        loop {
+            let page = self
+                .ddb
+                .query()
+                .table_name(self.table("Connections"))
+                .index_name("by_node")
+                .key_condition_expression("node_id = :n")
+                .expression_attribute_values(":n", AttributeValue::S(node.into()))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            total += page.count as usize;
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return total;
+            }
+        }
     }
 
     async fn inbox_exists(&self, node: &str) -> bool {
@@ -238,6 +275,51 @@ impl Fleet {
             .send()
             .await
             .is_ok()
+    }
+
+    /// Whether the mesh topic has a subscription delivering to the queue at `inbox`.
+    async fn subscribed_to_mesh(&self, inbox: &str) -> bool {
+        let Ok(attrs) = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(inbox)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+        else {
+            return false;
+        };
+        let Some(arn) = attrs
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .cloned()
+        else {
+            return false;
+        };
+        let mut token = None;
+        loop {
+            let Ok(page) = self
+                .sns
+                .list_subscriptions_by_topic()
+                .topic_arn(self.cluster.var("SUMU_MESH_TOPIC_ARN"))
+                .set_next_token(token)
+                .send()
+                .await
+            else {
+                return false;
+            };
+            if page
+                .subscriptions()
+                .iter()
+                .any(|s| s.endpoint() == Some(arn.as_str()))
+            {
+                return true;
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                return false;
+            }
+        }
     }
 
     /// Node index of each connected user (by its name).
@@ -303,34 +385,29 @@ fn duplicates(sessions: &[SessionOutcome]) -> u64 {
     sessions.iter().map(|s| s.duplicates).sum()
 }
 
-/// What a drill may see besides "nothing lost, nothing misdelivered".
+/// What a drill may see besides "nothing lost, duplicated or misdelivered" (which
+/// every drill asserts, crash drills included: each node's record of what it
+/// delivered makes a request routed twice reach a socket once).
 #[derive(Clone, Copy)]
 struct Bounds {
     /// The slowest delivery after its request was sent.
     late: Duration,
-    /// A node crashed while routing: a request it had half routed is routed again by
-    /// another node, and a socket may get it twice (README, "Worst-case delay").
-    /// Without a crash, no duplicate is allowed.
-    crash: bool,
 }
 
 const NORMAL: Bounds = Bounds {
     late: NORMAL_LATE_BOUND,
-    crash: false,
 };
 const DRAIN: Bounds = Bounds {
     late: DRAIN_LATE_BOUND,
-    crash: false,
 };
 const CRASH: Bounds = Bounds {
     late: CRASH_LATE_BOUND,
-    crash: true,
 };
 
 /// Stops the injector, waits for what is owed (at most the visibility timeout plus a
 /// margin: a request a dead node had polled comes back only after it), prints and
-/// checks the accounting: nothing lost or misdelivered, no duplicate unless a node
-/// crashed, and no delivery later than the bound after its request was sent.
+/// checks the accounting: nothing lost, duplicated or misdelivered, and no delivery
+/// later than the bound after its request was sent.
 async fn settle_and_check(name: &str, population: Population, injector: Injector, bounds: Bounds) {
     let requests: Vec<SentRequest> = injector.stop().await;
     settle_and_check_requests(name, population, requests, bounds).await;
@@ -380,9 +457,7 @@ async fn settle_and_check_requests(
         "[{name}] deliveries still owed after the wait"
     );
     assert_eq!(check.lost, 0, "[{name}] lost deliveries");
-    if !bounds.crash {
-        assert_eq!(duplicates(&sessions), 0, "[{name}] duplicated deliveries");
-    }
+    assert_eq!(duplicates(&sessions), 0, "[{name}] duplicated deliveries");
     assert_eq!(check.misdelivered, 0, "[{name}] misdelivered");
     assert!(
         slowest <= late_bound,
@@ -1050,7 +1125,6 @@ async fn aws_stall_reaps_nobody() {
         requests,
         Bounds {
             late: Duration::from_secs(40),
-            crash: false,
         },
     )
     .await;
@@ -1138,4 +1212,166 @@ async fn frozen_node_is_reaped_and_rejoins() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     settle_and_check("frozen_node", population, injector, NORMAL).await;
     let _ = presence.stop().await;
+}
+
+/// Sockets held by the node the mid-reap drill freezes. The issue's run had 2,000;
+/// the drill holds as many (one client process, this two-core machine).
+const MID_REAP_SOCKETS: usize = 2000;
+/// The mid-reap drill's clients (2,000 sockets, each pinging every 5 s) share this
+/// two-core machine with three nodes, HAProxy and the emulator: seen 7.4 s for the
+/// slowest delivery there under a load average of 13 (other engineers' builds).
+/// The drill is about losses and black holes; the bound only catches a stuck queue.
+const MID_REAP: Bounds = Bounds {
+    late: Duration::from_secs(15),
+};
+/// `--reap-step-pause-ms` of the mid-reap drill: each step of a reap waits this long,
+/// so the node resumes between two of them.
+const REAP_STEP_PAUSE_MS: u64 = 1500;
+
+/// When the mid-reap drills resume the frozen node.
+#[derive(Clone, Copy, Debug)]
+enum ResumeAt {
+    /// The first sign of its reap: its row marked (or gone), or its rows going.
+    ReapBegins,
+    /// Once its connection rows are going (or its row is gone).
+    RowsGoing,
+}
+
+/// Whether the leader's reap of `node` has reached `at`.
+async fn reap_reached(f: &Fleet, node: &str, rows_before: usize, at: ResumeAt) -> bool {
+    match f.node_row(node).await {
+        None => true,
+        Some(row) if row.contains_key("reaped_by") && matches!(at, ResumeAt::ReapBegins) => true,
+        Some(_) => f.rows_of(node).await < rows_before,
+    }
+}
+
+/// Issue 17, item 1: a node holding many sockets, frozen (SIGSTOP) past the node
+/// timeout and resumed (SIGCONT) the moment the leader starts reaping it, must not
+/// stay a black hole (ready, with no inbox, subscription or rows). It rejoins: a new
+/// inbox, a subscription to it, its row, its sockets' rows; and its sockets (which
+/// stayed connected through the freeze) get every later delivery, exactly once.
+/// `--reap-step-pause-ms` spaces the reap's steps so the resume lands inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_resumed_mid_reap_rejoins() {
+    mid_reap_drill("mid_reap", ResumeAt::ReapBegins).await;
+}
+
+/// The same, resumed while the leader deletes its connection rows: the rows it writes
+/// again when it rejoins must survive the rest of the reap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_resumed_while_its_rows_go_rejoins() {
+    mid_reap_drill("mid_reap_rows", ResumeAt::RowsGoing).await;
+}
+
+async fn mid_reap_drill(name: &str, at: ResumeAt) {
+    let _serial = SERIAL.lock().await;
+    let pause = REAP_STEP_PAUSE_MS.to_string();
+    let f = Fleet::up_with(3, &["--reap-step-pause-ms", &pause]).await;
+    let run = name;
+    let victim = f.non_leader().await;
+    let victim_index = f.node_index(&victim);
+    let direct = Arc::new(
+        Target::resolve(f.cluster.node_url(&victim), "/push", false)
+            .await
+            .unwrap(),
+    );
+    let held = MID_REAP_SOCKETS;
+    let others = 30;
+    let on_victim = f.population_on(direct, 0..held, run, 250.0).await;
+    let elsewhere = f
+        .population_on(Arc::clone(&f.target), held..held + others, run, 50.0)
+        .await;
+    assert!(on_victim.wait_open(held, Duration::from_secs(60)).await);
+    assert!(elsewhere.wait_open(others, Duration::from_secs(30)).await);
+    let rows = time_until!(Duration::from_secs(30), {
+        let sockets = f.nodes.metrics(victim_index).await.map(|m| m.connections);
+        let rows = f.rows_of(&victim).await;
+        sockets.is_ok_and(|s| s as usize >= held && s as usize == rows)
+    });
+    assert!(
+        rows.is_some(),
+        "a row for each of {victim}'s {held} sockets: {} rows, {:?} sockets",
+        f.rows_of(&victim).await,
+        f.nodes.metrics(victim_index).await.map(|m| m.connections)
+    );
+    let old_inbox = inbox_url(&f.node_row(&victim).await.unwrap());
+    let rows_before = f.rows_of(&victim).await;
+
+    blocking(|| f.cluster.freeze(&victim));
+    let frozen = Instant::now();
+    let started = time_until!(
+        Duration::from_secs(NODE_TIMEOUT_SECS + 3 * HEARTBEAT_SECS + 10),
+        { reap_reached(&f, &victim, rows_before, at).await }
+    );
+    blocking(|| f.cluster.thaw(&victim));
+    let thawed = Instant::now();
+    let reap_began = started.map(|d| d.as_secs_f64());
+    assert!(
+        started.is_some(),
+        "the leader's reap of {victim} did not reach {at:?} (frozen {:.1} s)",
+        frozen.elapsed().as_secs_f64()
+    );
+
+    let mut saw_not_ready = false;
+    let rejoined = time_until!(Duration::from_secs(40), {
+        let status = readyz(&f, &victim).await;
+        saw_not_ready |= status == 503;
+        let row = f.node_row(&victim).await;
+        status == 200
+            && row.is_some_and(|r| inbox_url(&r) != old_inbox && !r.contains_key("reaped_by"))
+    })
+    .map(|_| thawed.elapsed());
+    let rows_back = time_until!(Duration::from_secs(30), {
+        let held_now = f.nodes.metrics(victim_index).await.map(|m| m.connections);
+        let rows = f.rows_of(&victim).await;
+        held_now.is_ok_and(|h| h > 0 && h as usize == rows)
+    })
+    .map(|_| thawed.elapsed());
+    let row = f.node_row(&victim).await;
+    let new_inbox = row.as_ref().map(inbox_url).unwrap_or_default();
+    let subscribed = f.subscribed_to_mesh(&new_inbox).await;
+    let kept = f
+        .nodes
+        .metrics(victim_index)
+        .await
+        .map(|m| m.connections)
+        .unwrap_or(0);
+    println!(
+        "[{name}] {victim} ({held} sockets) frozen, resumed {reap_began:?} s after the freeze, \
+         at {at:?} (steps {REAP_STEP_PAUSE_MS} ms apart): not ready seen {saw_not_ready}; \
+         rejoined (ready, new unmarked row) after {:?} s; rows match its {kept} sockets after {:?} \
+         s; its inbox {old_inbox} -> {new_inbox}, subscribed to the mesh: {subscribed}",
+        rejoined.map(|d| d.as_secs_f64()),
+        rows_back.map(|d| d.as_secs_f64()),
+    );
+    for node in f.cluster.nodes() {
+        for line in blocking(|| f.cluster.logs(node))
+            .lines()
+            .filter(|l| l.contains("reap") || l.contains("rejoin"))
+        {
+            println!("[{name}] {node}: {line}");
+        }
+    }
+    assert!(
+        rejoined.is_some(),
+        "{victim}, resumed during its reap, did not rejoin (a black hole)"
+    );
+    assert!(rows_back.is_some(), "its sockets' rows written again");
+    assert!(subscribed, "its new inbox is subscribed to the mesh topic");
+    assert!(kept > 0, "it kept sockets through the freeze");
+
+    // Every later delivery reaches every socket that stayed connected, once. The
+    // leader first reads the stream records of the rewritten rows (one Query each).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // 100 requests to 50 users each: every socket is targeted twice or more.
+    let injector = f.injector_k(run, held + others, 0, 50);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let requests = injector.stop().await;
+    let (mine, theirs) = (
+        format!("{name}: its sockets"),
+        format!("{name}: the others"),
+    );
+    settle_and_check_requests(&mine, on_victim, requests.clone(), MID_REAP).await;
+    settle_and_check_requests(&theirs, elsewhere, requests, MID_REAP).await;
 }

@@ -1,5 +1,7 @@
 //! Verification keys: parsing the supported key formats and fetching a set
-//! from a JWKS URI with its cache lifetime (never below a floor).
+//! from a JWKS URI with its cache lifetime (never below a floor, never above
+//! [`MAX_JWKS_CACHE`]). A fetch reads at most [`MAX_JWKS_BYTES`] and can
+//! neither panic nor hold unbounded memory, whatever the URI answers.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -13,8 +15,54 @@ pub(crate) enum KeyError {
     Read(String, std::io::Error),
     #[error("no usable key in {0}")]
     NoKeys(String),
-    #[error("key fetch from {0} failed: {1}")]
-    Fetch(String, String),
+    #[error("key fetch from {uri} failed")]
+    Fetch {
+        uri: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("key fetch from {uri}: HTTP {status}")]
+    Status {
+        uri: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("key fetch from {uri}: the response is over {MAX_JWKS_BYTES} bytes")]
+    TooLarge { uri: String },
+    #[error("key fetch from {uri}: the response is not UTF-8")]
+    NotText {
+        uri: String,
+        #[source]
+        source: std::string::FromUtf8Error,
+    },
+}
+
+/// The longest a fetched key set is kept, whatever the response's
+/// `Cache-Control` says: identity providers rotate keys, and a `max-age`
+/// of u64::MAX seconds used to overflow the expiry instant (a panic).
+pub(crate) const MAX_JWKS_CACHE: Duration = Duration::from_secs(24 * 3600);
+
+/// The largest JWKS response read (a provider's set is a few KiB; Google's
+/// and Firebase's are under 4 KiB): a larger one is refused, not buffered.
+pub(crate) const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// `now + after`, saturating at a far instant instead of overflowing.
+pub(crate) fn instant_after(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after)
+        .or_else(|| now.checked_add(MAX_JWKS_CACHE))
+        .unwrap_or(now)
+}
+
+/// How long a fetched set is kept: its `max-age` (else `default_ttl`), at
+/// most [`MAX_JWKS_CACHE`], never less than `min_ttl`.
+pub(crate) fn lifetime(
+    max_age: Option<Duration>,
+    default_ttl: Duration,
+    min_ttl: Duration,
+) -> Duration {
+    max_age
+        .unwrap_or(default_ttl)
+        .min(MAX_JWKS_CACHE)
+        .max(min_ttl)
 }
 
 /// One verification key and the algorithms it may verify.
@@ -152,35 +200,58 @@ pub(crate) struct Fetched {
     pub(crate) expires_at: Instant,
 }
 
-/// Fetches a key set; its lifetime is the response's `max-age` (else
-/// `default_ttl`), never shorter than `min_ttl`.
+/// Fetches a key set; its lifetime is [`lifetime`] of the response's
+/// `max-age`. The body is read up to [`MAX_JWKS_BYTES`].
 pub(crate) async fn fetch(
     client: &reqwest::Client,
     uri: &str,
     default_ttl: Duration,
     min_ttl: Duration,
 ) -> Result<Fetched, KeyError> {
-    let fail = |e: String| KeyError::Fetch(uri.to_string(), e);
-    let resp = client
-        .get(uri)
-        .send()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    let fetch_err = |source| KeyError::Fetch {
+        uri: uri.to_string(),
+        source,
+    };
+    let too_large = || KeyError::TooLarge {
+        uri: uri.to_string(),
+    };
+    let mut resp = client.get(uri).send().await.map_err(fetch_err)?;
     if !resp.status().is_success() {
-        return Err(fail(format!("HTTP {}", resp.status())));
+        return Err(KeyError::Status {
+            uri: uri.to_string(),
+            status: resp.status(),
+        });
     }
-    let ttl = max_age(
-        resp.headers()
-            .get(reqwest::header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok()),
-    )
-    .unwrap_or(default_ttl)
-    .max(min_ttl);
-    let text = resp.text().await.map_err(|e| fail(e.to_string()))?;
+    let ttl = lifetime(
+        max_age(
+            resp.headers()
+                .get(reqwest::header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+        ),
+        default_ttl,
+        min_ttl,
+    );
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(fetch_err)? {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(body).map_err(|source| KeyError::NotText {
+        uri: uri.to_string(),
+        source,
+    })?;
     let keys = KeySet::parse(&text, uri)?;
     Ok(Fetched {
         keys,
-        expires_at: Instant::now() + ttl,
+        expires_at: instant_after(Instant::now(), ttl),
     })
 }
 
@@ -196,6 +267,24 @@ mod tests {
         );
         assert_eq!(max_age(Some("no-cache")), None);
         assert_eq!(max_age(None), None);
+    }
+
+    #[test]
+    fn lifetimes_are_bounded_both_ways_and_never_overflow() {
+        let (default, min) = (Duration::from_secs(3600), Duration::from_secs(60));
+        let huge = max_age(Some("max-age=18446744073709551615"));
+        assert_eq!(huge, Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(lifetime(huge, default, min), MAX_JWKS_CACHE);
+        assert_eq!(lifetime(Some(Duration::ZERO), default, min), min);
+        assert_eq!(lifetime(None, default, min), default);
+        // Past u64 seconds the header does not parse: the default applies.
+        assert_eq!(max_age(Some("max-age=99999999999999999999")), None);
+        let now = Instant::now();
+        assert!(instant_after(now, Duration::from_secs(u64::MAX)) > now);
+        assert_eq!(
+            instant_after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
     }
 
     #[test]

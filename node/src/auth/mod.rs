@@ -228,7 +228,7 @@ impl Remote {
             }
             Err(e) => {
                 // Keep serving the old keys; try again after the refetch interval.
-                s.expires_at = Instant::now() + self.refetch_interval;
+                s.expires_at = keys::instant_after(Instant::now(), self.refetch_interval);
                 Err(e)
             }
         }
@@ -243,7 +243,7 @@ impl Remote {
         let remote = self.clone();
         tokio::spawn(async move {
             if let Err(e) = remote.refresh(seen).await {
-                tracing::warn!(error = %e, "signing key refresh failed");
+                tracing::warn!(error = %crate::logging::chain(&e), "signing key refresh failed");
             }
             remote.refreshing.store(false, Ordering::Release);
         });
@@ -378,7 +378,7 @@ impl Authenticator {
     pub(crate) async fn warm_up(&self) {
         if let Some(remote) = &self.remote {
             if let Err(e) = remote.refresh(None).await {
-                tracing::warn!(error = %e, "initial JWKS fetch failed; will retry on demand");
+                tracing::warn!(error = %crate::logging::chain(&e), "initial JWKS fetch failed; will retry on demand");
             }
         }
     }
@@ -394,7 +394,7 @@ impl Authenticator {
             // token; otherwise an expired set is refreshed behind it.
             if (unknown && may_refetch) || (expired && set.is_empty()) {
                 if let Err(e) = remote.refresh(last).await {
-                    tracing::warn!(error = %e, "signing key refresh failed");
+                    tracing::warn!(error = %crate::logging::chain(&e), "signing key refresh failed");
                 }
                 set = remote.keys().0;
             } else if expired {

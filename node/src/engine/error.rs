@@ -36,6 +36,10 @@ pub(crate) enum EngineError {
     /// A batcher's task is gone (the node is stopping).
     #[error("{0}: batcher stopped")]
     BatcherStopped(&'static str),
+    /// As much as the node allows already waits for AWS (AWS is slow or
+    /// down): refused at once instead of held.
+    #[error("{0}: too much is waiting for AWS already")]
+    Overloaded(&'static str),
     /// A resource could not be found by name (and none was configured).
     #[error("{what} {name:?} not found: run `sumu-node bootstrap` or configure it")]
     Missing { what: &'static str, name: String },

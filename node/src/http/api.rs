@@ -3,6 +3,7 @@
 //! [`ApiError`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -120,7 +121,27 @@ fn require_key(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     }
 }
 
+/// Numbers this process's `/api/notify` requests.
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// This process's part of its request ids, random: the other nodes remember
+/// routed ids for their dedupe window (15 min), so ids that restarted at 0
+/// with a node restarted under the same `--node-id` were dropped there as
+/// duplicates.
+static PROCESS_TAG: LazyLock<String> = LazyLock::new(|| {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    id[..12].to_string()
+});
+
+/// A request id unique across the fleet and across restarts:
+/// `<node id>-http-<process tag>-<n>`.
+fn request_id(node_id: &str) -> String {
+    format!(
+        "{node_id}-http-{}-{}",
+        *PROCESS_TAG,
+        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 #[derive(Serialize)]
 struct NotifyAccepted {
@@ -157,11 +178,7 @@ pub(super) async fn notify(
     require_key(&req, &state)?;
     let body = read_body(payload).await?;
     let request = NotificationRequest::parse(&body).map_err(ApiError::InvalidRequest)?;
-    let request_id = format!(
-        "{}-http-{}",
-        state.config.node_id,
-        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
-    );
+    let request_id = request_id(&state.config.node_id);
     let outcome = state
         .engine
         .router
@@ -227,6 +244,15 @@ pub(super) async fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_carry_the_process_tag_and_a_sequence() {
+        let (a, b) = (request_id("n1"), request_id("n1"));
+        assert_ne!(a, b);
+        let tag = format!("n1-http-{}-", *PROCESS_TAG);
+        assert!(a.starts_with(&tag) && b.starts_with(&tag), "{a} {b}");
+        assert_eq!(PROCESS_TAG.len(), 12);
+    }
 
     #[test]
     fn compares_keys() {

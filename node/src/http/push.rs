@@ -242,12 +242,11 @@ pub(super) async fn upgrade(
         connected_at: now,
         delete_at: now / 1000 + state.config.limits.max_connection.as_secs() + 3600,
     };
-    registration.storing();
-    let timeout = state.config.aws.register_timeout;
-    let stored = match tokio::time::timeout(timeout, state.engine.store.register(&record)).await {
-        Ok(stored) => stored,
-        Err(_) => Err(EngineError::RegisterTimeout(timeout)),
-    };
+    // A write that times out goes on; the registration deletes its row once
+    // it answered (a refused socket leaves no row).
+    let stored = registration
+        .store(record, state.config.aws.register_timeout)
+        .await;
     if let Err(e) = stored {
         // The balancer should send new clients elsewhere until AWS answers.
         state.engine.health.store_failed();

@@ -2,7 +2,9 @@
 //! and lifetime limits, frame limits, rate limit and outbound bound, routes
 //! client frames, and never waits on I/O (engine calls run as spawned
 //! futures whose answers come back as frames). Every way it ends is a
-//! [`CloseReason`], counted once.
+//! [`CloseReason`], counted once. At most `max_messages_in_flight` of its
+//! publish/send frames wait for the engine at once: what a slow AWS can
+//! make one socket hold is bounded, and the client hears at once (429).
 
 mod rate;
 mod recovery;
@@ -20,7 +22,7 @@ use sumu_shared::{server, ClientAction, ClientFrame};
 use crate::clock::now_ms;
 use crate::close::CloseReason;
 use crate::config::Limits;
-use crate::engine::{ClientMessage, ClientOutput, OutputRoute};
+use crate::engine::{ClientMessage, ClientOutput, EngineError, OutputRoute};
 use crate::hub::{ToSession, POSITIONED_EXTRA_COST};
 use crate::logging::chain;
 use crate::metrics::METRICS;
@@ -66,6 +68,8 @@ pub(crate) struct Session {
     timers: Timers,
     fragments: Option<(bool, BytesMut)>,
     registration: Option<Registration>,
+    /// Publish/send frames handed to the engine and not answered yet.
+    in_flight: usize,
 }
 
 /// The registrations to undo when the socket goes (sent once the
@@ -92,6 +96,7 @@ impl Session {
             timers,
             fragments: None,
             registration: None,
+            in_flight: 0,
         }
     }
 
@@ -196,6 +201,19 @@ impl Session {
                 OutputRoute::Send => "send",
             }])
             .inc();
+        if self.in_flight >= self.env.limits.max_messages_in_flight {
+            METRICS
+                .client_refused
+                .with_label_values(&["too_many_in_flight"])
+                .inc();
+            let error = server::error(
+                429,
+                "too many messages waiting for their ack on this socket, send after one",
+                frame.id.as_deref(),
+            );
+            return self.send(ctx, error);
+        }
+        self.in_flight += 1;
         let message = ClientMessage {
             route,
             source: route.source(),
@@ -209,24 +227,31 @@ impl Session {
         let output = self.env.output.clone();
         let id = frame.id;
         let fut = async move { output.emit(message).await };
-        ctx.spawn(
-            fut.into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    Ok(()) => {
-                        if let Some(id) = &id {
-                            act.send(ctx, server::ack(id));
-                        }
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            act.in_flight -= 1;
+            let (status, message, reason) = match result {
+                Ok(()) => {
+                    if let Some(id) = &id {
+                        act.send(ctx, server::ack(id));
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %chain(&e), "client output failed");
-                        METRICS.errors.with_label_values(&["client_output"]).inc();
-                        act.send(
-                            ctx,
-                            server::error(502, "message not accepted, try again", id.as_deref()),
-                        );
-                    }
-                }),
-        );
+                    return;
+                }
+                // Not a failure of this message: the node is at its bound
+                // of what may wait for AWS (AWS is slow or down).
+                Err(EngineError::Overloaded(_)) => (
+                    503,
+                    "the gateway is overloaded, try again later",
+                    "overloaded",
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %chain(&e), "client output failed");
+                    METRICS.errors.with_label_values(&["client_output"]).inc();
+                    (502, "message not accepted, try again", "failed")
+                }
+            };
+            METRICS.client_refused.with_label_values(&[reason]).inc();
+            act.send(ctx, server::error(status, message, id.as_deref()));
+        }));
     }
 
     fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {

@@ -283,3 +283,44 @@ async fn jwks_max_age_zero_does_not_fetch_per_handshake() {
     let n = fetches.load(std::sync::atomic::Ordering::SeqCst);
     assert!(n <= 2, "{n} JWKS fetches for 200 handshakes");
 }
+
+/// Issue 17 item 9: a JWKS response with a `max-age` far beyond any sane
+/// lifetime (here u64::MAX seconds) is cached for a bounded time; it used to
+/// overflow the expiry instant and panic the fetch (the node died at start).
+#[tokio::test]
+async fn jwks_with_a_huge_max_age_is_served_not_a_panic() {
+    let jwks = std::fs::read_to_string(fixture("jwks.json")).unwrap();
+    let addr = serve_file(jwks, "public, max-age=18446744073709551615");
+    let uri = format!("http://{addr}/jwks.json");
+    let node = Node::start(&["--jwks-uri", &uri], "");
+    let good = sign(
+        Algorithm::RS256,
+        &rsa(),
+        Some("k1"),
+        json!({"sub": "a", "exp": now_secs() + 60}),
+    );
+    assert_eq!(refused(&node.ws_url(&good)).await.0, 101);
+    assert_eq!(refused(&node.ws_url(&good)).await.0, 101);
+}
+
+/// Issue 17 item 9: the body of a JWKS response is read up to a limit
+/// (1 MiB), not to its end: a valid key set padded to 2 MiB is refused
+/// (the node has no keys: 503 `keys_unavailable`), it was accepted before.
+#[tokio::test]
+async fn an_oversized_jwks_body_is_refused() {
+    let jwks = std::fs::read_to_string(fixture("jwks.json")).unwrap();
+    let padded = jwks.replacen('{', &format!("{{{}", " ".repeat(2 << 20)), 1);
+    assert!(serde_json::from_str::<serde_json::Value>(&padded).is_ok());
+    let addr = serve_file(padded, "max-age=600");
+    let uri = format!("http://{addr}/jwks.json");
+    let node = Node::start(&["--jwks-uri", &uri], "");
+    let good = sign(
+        Algorithm::RS256,
+        &rsa(),
+        Some("k1"),
+        json!({"sub": "a", "exp": now_secs() + 60}),
+    );
+    let (status, body) = refused(&node.ws_url(&good)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("keys_unavailable"), "{body}");
+}

@@ -12,15 +12,17 @@ use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 
 const LONG: Duration = Duration::from_secs(10);
 
-struct Cluster {
-    emulator: Emulator,
-    prefix: String,
+/// An emulator with everything bootstrapped, and nodes started against it
+/// (also used by the other aws-engine modules).
+pub(crate) struct Cluster {
+    pub(crate) emulator: Emulator,
+    pub(crate) prefix: String,
     env: HashMap<String, String>,
 }
 
 impl Cluster {
     /// An emulator with everything bootstrapped under `prefix`.
-    fn new(prefix: &str, max_receive: u32) -> Cluster {
+    pub(crate) fn new(prefix: &str, max_receive: u32) -> Cluster {
         let emulator = Emulator::start();
         let env = emulator.env(prefix);
         let out = Command::new(env!("CARGO_BIN_EXE_sumu-node"))
@@ -58,23 +60,26 @@ impl Cluster {
         }
     }
 
-    fn node(&self, extra: &[&str]) -> Node {
+    pub(crate) fn node(&self, extra: &[&str]) -> Node {
         self.named("node-a", extra)
     }
 
-    fn named(&self, node_id: &str, extra: &[&str]) -> Node {
-        let env: Vec<(&str, &str)> = self
-            .env
+    /// The environment a node of this cluster runs with.
+    pub(crate) fn node_env(&self) -> Vec<(&str, &str)> {
+        self.env
             .iter()
             .filter(|(k, _)| !k.starts_with("SUMU_NOTIFICATIONS_TOPIC"))
             .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let mut args = vec!["--dev", "--node-id", node_id];
-        args.extend_from_slice(extra);
-        Node::start_with_env(&args, "dev", &env)
+            .collect()
     }
 
-    fn var(&self, k: &str) -> &str {
+    pub(crate) fn named(&self, node_id: &str, extra: &[&str]) -> Node {
+        let mut args = vec!["--dev", "--node-id", node_id];
+        args.extend_from_slice(extra);
+        Node::start_with_env(&args, "dev", &self.node_env())
+    }
+
+    pub(crate) fn var(&self, k: &str) -> &str {
         &self.env[k]
     }
 
@@ -99,7 +104,12 @@ impl Cluster {
     }
 }
 
-async fn row_exists(ddb: &aws_sdk_dynamodb::Client, table: &str, user: &str, conn: &str) -> bool {
+pub(crate) async fn row_exists(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    user: &str,
+    conn: &str,
+) -> bool {
     ddb.get_item()
         .table_name(table)
         .key("user_id", AttributeValue::S(user.into()))
@@ -111,7 +121,7 @@ async fn row_exists(ddb: &aws_sdk_dynamodb::Client, table: &str, user: &str, con
         .is_some()
 }
 
-async fn cluster_row(
+pub(crate) async fn cluster_row(
     ddb: &aws_sdk_dynamodb::Client,
     cluster: &Cluster,
     pk: &str,
@@ -529,7 +539,7 @@ async fn the_mesh_carries_multicasts_and_broadcasts_between_nodes() {
 }
 
 /// A backend queue subscribed (raw) to the messages topic.
-async fn backend_queue(
+pub(crate) async fn backend_queue(
     cluster: &Cluster,
     sqs: &aws_sdk_sqs::Client,
     sns: &aws_sdk_sns::Client,
@@ -729,4 +739,87 @@ async fn cluster_status_shows_nodes_sockets_leader_and_queues() {
     ] {
         assert!(table.contains(want), "{want} missing from:\n{table}");
     }
+}
+
+/// Issue 17 item 5: the ids of `/api/notify` requests are unique across
+/// restarts with the same `--node-id`. They used to restart at 0, so the
+/// other nodes dropped the restarted node's mesh deliveries as duplicates
+/// of requests they had seen before the restart (for their 15 min window).
+#[tokio::test]
+async fn http_request_ids_stay_unique_across_a_restart_with_the_same_node_id() {
+    let cluster = Cluster::new("T9", 5);
+    let b = cluster.named("node-b", &[]);
+    let mut bob = b.connect("bob").await;
+    let mut ids = std::collections::HashSet::new();
+    for round in 0..2 {
+        let a = cluster.named("node-a", &[]);
+        for i in 0..5 {
+            let data = (round * 5 + i).to_string();
+            let (status, body) = a
+                .notify(&format!(r#"{{"users":["bob"],"data":{data}}}"#))
+                .await;
+            assert_eq!(status, 202, "{body}");
+            assert_eq!(body["mesh_messages"], 1, "{body}");
+            assert_eq!(
+                next_text(&mut bob, LONG).await.as_deref(),
+                Some(data.as_str()),
+                "round {round}: the delivery through node-a (request {})",
+                body["request_id"]
+            );
+            let id = body["request_id"].as_str().unwrap().to_string();
+            assert!(ids.insert(id.clone()), "request id {id} repeated");
+        }
+        a.stop(Duration::from_secs(30));
+    }
+}
+
+/// Issue 17 item 9: a node loads its TLS files before it joins the mesh,
+/// so a bad certificate (exit 3) leaves no inbox, subscription or row.
+#[tokio::test]
+async fn a_bad_certificate_leaves_no_inbox_subscription_or_row() {
+    use sumu_testkit::tls::{KeyAlg, Pki};
+    let cluster = Cluster::new("T10", 5);
+    let dir = sumu_testkit::scratch("tls-before-join");
+    let good = Pki::generate(&dir.join("good"), &["localhost"], KeyAlg::EcdsaP256);
+    let other = Pki::generate(&dir.join("other"), &["localhost"], KeyAlg::EcdsaP256);
+    let exited = Node::run_to_exit_with_env(
+        &[
+            "--dev",
+            "--node-id",
+            "node-bad",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            good.cert.to_str().unwrap(),
+            "--tls-key",
+            other.key.to_str().unwrap(),
+        ],
+        &cluster.node_env(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(exited.code, Some(3), "{}", exited.stderr);
+    let sdk = sdk(&cluster.emulator).await;
+    let queues = aws_sdk_sqs::Client::new(&sdk)
+        .list_queues()
+        .queue_name_prefix(format!("{}Inbox", cluster.prefix))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queues.queue_urls(), &[] as &[String], "an inbox was left");
+    let subscriptions = aws_sdk_sns::Client::new(&sdk)
+        .list_subscriptions_by_topic()
+        .topic_arn(cluster.var("SUMU_MESH_TOPIC_ARN"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        subscriptions.subscriptions().is_empty(),
+        "a mesh subscription was left: {:?}",
+        subscriptions.subscriptions()
+    );
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    assert!(
+        cluster_row(&ddb, &cluster, "node#node-bad").await.is_none(),
+        "a node row was left"
+    );
 }

@@ -3,7 +3,7 @@
 
 pub use sumu_testkit::node::Node;
 pub use sumu_testkit::tokens::{now_secs, serve_file, serve_file_counted, sign};
-pub use sumu_testkit::ws::{close_code, next_text, refused, send_text, Ws};
+pub use sumu_testkit::ws::{close_code, next_text, refused, send_fragmented, send_text, Ws};
 pub use sumu_testkit::{eventually, sdk, Emulator};
 
 /// The path of a file under `node/tests/fixtures/`.

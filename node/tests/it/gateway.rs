@@ -411,6 +411,90 @@ fn refuses_dev_on_a_public_address() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dev-allow-remote"));
 }
 
+/// Issue 17 item 2: `--dev` serves `/dev/token` (a token for any user) on
+/// every listener, so a non-loopback TLS listener with real certificate
+/// files is refused like a non-loopback `--listen`, unless forced.
+#[tokio::test]
+async fn refuses_dev_on_a_public_tls_listener_unless_forced() {
+    use sumu_testkit::tls::{KeyAlg, Pki};
+    let dir = sumu_testkit::scratch("dev-public-tls");
+    let pki = Pki::generate(&dir, &["localhost"], KeyAlg::EcdsaP256);
+    let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
+    let public = [
+        "--dev",
+        "--tls-listen",
+        "0.0.0.0:0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ];
+    let exited = Node::run_to_exit(&public, LONG);
+    assert_eq!(exited.code, Some(1), "{}", exited.stderr);
+    assert!(
+        exited.stderr.contains("--dev-allow-remote") && exited.stderr.contains("0.0.0.0"),
+        "{}",
+        exited.stderr
+    );
+    // Forced, it serves the dev issuer on that listener.
+    let mut forced = public.to_vec();
+    forced.push("--dev-allow-remote");
+    let node = Node::start(&forced, "dev");
+    let tls = node.tls_addr.expect("TLS listener");
+    assert!(tls.ip().is_unspecified(), "{tls}");
+}
+
+/// The node's stderr (`SUMU_LOG=info`) from start until its demo page line
+/// (the last of its start), then the node is killed.
+fn startup_log(args: &[&str]) -> String {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sumu-node"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("SUMU_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    // Read on a thread, so the deadline holds whatever the node does.
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let Ok(line) = line else { break };
+            let last = line.contains("demo page");
+            if tx.send(line).is_err() || last {
+                break;
+            }
+        }
+    });
+    let mut log = String::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(15)) {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("demo page") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    log
+}
+
+/// Issue 17 item 2: the startup log names the API key only when it is the
+/// well-known `dev` one; a key given with `--api-key` is a secret.
+#[test]
+fn the_startup_log_never_prints_a_given_api_key() {
+    let secret = "k-8f3a1c9e7b2d4f60";
+    let log = startup_log(&["--dev", "--demo-backend=false", "--api-key", secret]);
+    assert!(log.contains("demo page"), "{log}");
+    assert!(!log.contains(secret), "the API key is in the log:\n{log}");
+    let log = startup_log(&["--dev", "--demo-backend=false"]);
+    assert!(log.contains("API key: dev"), "{log}");
+}
+
 #[tokio::test]
 async fn large_upgrade_requests_and_frames_pass_the_small_read_buffer() {
     // The patched actix-http reads 1 KiB at a time (node/vendor/actix-http):

@@ -12,6 +12,7 @@ use crate::common::*;
 use actix_codec::Decoder;
 use actix_http::ws::{Codec, Frame, Parser, ProtocolError};
 use bytes::BytesMut;
+use sumu_testkit::node::rss_bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -39,17 +40,6 @@ fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
     let mut f = header(opcode, fin, payload.len() as u64, mask);
     f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     f
-}
-
-/// The node's resident set size, from /proc/<pid>/status.
-fn rss_bytes(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
-    kib * 1024
 }
 
 /// A raw TCP socket upgraded to a WebSocket at `/push` with a dev token.

@@ -7,10 +7,13 @@ mod common;
 
 mod auth;
 mod aws;
+mod aws_output;
 mod demo_backend;
+mod fleet_faults;
 mod gateway;
 mod hostile;
 mod layers;
 mod limits;
 mod recovery;
 mod tls;
+mod vendored;

@@ -90,6 +90,22 @@ impl Emulator {
         panic!("ministack did not start");
     }
 
+    /// Sends `sig` to the emulator: `libc::SIGSTOP` stalls every AWS call
+    /// (an outage that answers nothing), `libc::SIGCONT` ends it.
+    pub fn signal(&self, sig: i32) {
+        sys::signal(self.child.id(), sig);
+    }
+
+    /// SIGSTOP: every AWS call stalls (as in an AWS outage) until [`Emulator::thaw`].
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Emulator::freeze`].
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     /// The environment a node (or `bootstrap`) needs to use this emulator.
     pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
         vec![
@@ -105,6 +121,9 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
+        // A stopped process dies of SIGKILL too; continue it anyway so no
+        // test leaves a stopped emulator behind if the kill fails.
+        sys::signal(self.child.id(), libc::SIGCONT);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

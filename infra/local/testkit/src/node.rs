@@ -80,10 +80,17 @@ impl Node {
     /// Runs `sumu-node --listen 127.0.0.1:0 ARGS` expecting it to stop by
     /// itself (a refused configuration); killed after `within`.
     pub fn run_to_exit(args: &[&str], within: Duration) -> Exited {
+        Node::run_to_exit_with_env(args, &[], within)
+    }
+
+    /// [`Node::run_to_exit`] with extra environment variables (e.g. an
+    /// emulator's, for a node that must fail before it joins).
+    pub fn run_to_exit_with_env(args: &[&str], env: &[(&str, &str)], within: Duration) -> Exited {
         let mut child = Command::new(workspace_binary("sumu-node"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("SUMU_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -256,6 +263,36 @@ impl Node {
     pub fn signal(&self, sig: i32) {
         crate::sys::signal(self.child.id(), sig);
     }
+
+    /// The node's resident set size in bytes (VmRSS of /proc/PID/status).
+    pub fn rss_bytes(&self) -> usize {
+        rss_bytes(self.child.id())
+    }
+
+    /// Stops the node with SIGTERM and waits for it to exit (its drain), at
+    /// most `within`; panics if it is still running then.
+    pub fn stop(mut self, within: Duration) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + within;
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the node did not stop within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The resident set size of process `pid` in bytes (VmRSS of /proc/PID/status).
+pub fn rss_bytes(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
 }
 
 impl Drop for Node {

@@ -46,6 +46,27 @@ pub async fn send_text(ws: &mut Ws, text: &str) {
         .expect("send");
 }
 
+/// Sends `text` as one message in fragments of at most `chunk` bytes (a
+/// message larger than the node's frame limit, within its message limit).
+pub async fn send_fragmented(ws: &mut Ws, text: &str, chunk: usize) {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+    let parts: Vec<&[u8]> = text.as_bytes().chunks(chunk.max(1)).collect();
+    for (i, part) in parts.iter().enumerate() {
+        let header = FrameHeader {
+            is_final: i + 1 == parts.len(),
+            opcode: OpCode::Data(if i == 0 { Data::Text } else { Data::Continue }),
+            ..FrameHeader::default()
+        };
+        ws.send(Message::Frame(Frame::from_payload(
+            header,
+            part.to_vec().into(),
+        )))
+        .await
+        .expect("send a fragment");
+    }
+}
+
 /// The HTTP status of a refused upgrade and its JSON body (101 if it was
 /// accepted).
 pub async fn refused(url: &str) -> (u16, String) {

@@ -1,5 +1,6 @@
 //! The cluster table's `node#<id>` rows: where each node's inbox is, and
-//! whether it is alive.
+//! whether it is alive. A row the leader is reaping carries `reaped_by`
+//! (`reaper.rs`): no heartbeat lands on it, so its node rejoins.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,8 +12,11 @@ use super::clients::call;
 use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, EngineError};
 
-/// How long a looked-up inbox URL is trusted. A node with no row is never
-/// cached: it may be rejoining, and its rows must not be pruned meanwhile.
+/// How long a looked-up inbox URL is trusted. A node that rejoins with a
+/// new inbox announces it on the mesh topic and the entry is dropped at
+/// once (`mesh.rs`); this bound is for an announcement that was lost. A
+/// node with no row is never cached: it may be rejoining, and its rows must
+/// not be pruned meanwhile.
 const CACHE_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +78,9 @@ impl Cluster {
     }
 
     /// Refreshes the heartbeat of `row`, only if the table still holds that
-    /// row (same inbox). `Ok(false)`: it does not: the leader reaped this
-    /// node (or an operator removed it), and the node must rejoin.
+    /// row (same inbox) and no leader has marked it for reaping.
+    /// `Ok(false)`: it does not: the leader is reaping (or reaped) this
+    /// node, or an operator removed it, and the node must rejoin.
     pub(crate) async fn beat(&self, row: &NodeRow) -> Result<bool, EngineError> {
         let now = now_ms();
         let request = self
@@ -84,7 +89,7 @@ impl Cluster {
             .table_name(&self.table)
             .key("pk", pk(&row.node_id))
             .update_expression("SET heartbeat_at = :now, delete_at = :d")
-            .condition_expression("inbox_url = :inbox")
+            .condition_expression("inbox_url = :inbox AND attribute_not_exists(reaped_by)")
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .expression_attribute_values(":d", AttributeValue::N((now / 1000 + 86_400).to_string()))
             .expression_attribute_values(":inbox", AttributeValue::S(row.inbox_url.clone()))
@@ -144,7 +149,8 @@ impl Cluster {
         Ok(url)
     }
 
-    /// Forget a cached inbox (after a send to it failed).
+    /// Forget a cached inbox (a send to it failed, or its node announced a
+    /// new one).
     pub(crate) fn forget(&self, node_id: &str) {
         self.inboxes
             .lock()

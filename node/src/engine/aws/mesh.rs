@@ -3,11 +3,12 @@
 //! other node to its inbox; a broadcast is one publish to the topic.
 //!
 //! Membership: a node's `node#` row names its inbox; its heartbeat refreshes
-//! that row only while the row still names that inbox. A node that finds
-//! its row or inbox gone (the leader reaped it while it was frozen or cut
-//! off from AWS) is not ready until it has rejoined: a new inbox and
-//! subscription, its row, then the rows of every socket it still holds
-//! (presence sees them ONLINE again).
+//! that row only while the row still names that inbox and no leader has
+//! marked it for reaping. A node that finds its row gone or marked, or its
+//! inbox gone (the leader is reaping it, or reaped it, while it was frozen
+//! or cut off from AWS), is not ready until it has rejoined: a new inbox
+//! and subscription, its row (which ends the leader's hold on it), then the
+//! rows of every socket it still holds (presence sees them ONLINE again).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::clients::{call, Clients};
 use super::cluster::{Cluster, NodeRow};
-use super::dedup::RecentIds;
+use super::delivered::{request_of_share, Delivered};
 use super::periodic::pause;
 use super::queue::Poll;
 use super::resources::{create_queue, sns_to_sqs_policy};
@@ -72,8 +73,13 @@ pub(crate) struct Mesh {
     local: LocalDelivery,
     health: Arc<Health>,
     state: Mutex<Option<NodeRow>>,
-    /// Wakes the heartbeat when the inbox poller found the inbox gone.
+    /// The inbox the poller found gone (it wakes the heartbeat, which
+    /// rejoins whatever the row says: a row that survived its inbox is no
+    /// membership).
+    lost_inbox: Mutex<Option<String>>,
     reaped: tokio::sync::Notify,
+    /// Wakes the inbox poller when a (re)join installed an inbox.
+    inbox_changed: tokio::sync::Notify,
     /// Rejoins so far (each gets a fresh inbox name: SQS refuses to create
     /// a queue with the name of one deleted less than 60 s ago).
     rejoins: AtomicU32,
@@ -138,7 +144,9 @@ impl Mesh {
             local,
             health,
             state: Mutex::new(None),
+            lost_inbox: Mutex::new(None),
             reaped: tokio::sync::Notify::new(),
+            inbox_changed: tokio::sync::Notify::new(),
             rejoins: AtomicU32::new(0),
         }
     }
@@ -197,8 +205,36 @@ impl Mesh {
         };
         self.cluster.put(&row).await?;
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(row.clone());
+        self.inbox_changed.notify_one();
+        self.announce(&row).await;
         tracing::info!(inbox = %row.inbox_url, "joined the mesh");
         Ok(row)
+    }
+
+    /// Tells every node (mesh topic) that this node's inbox is `row`'s now,
+    /// before its sockets' rows lead routers here: a router that cached an
+    /// older inbox of it (real SQS may accept messages into a deleted queue
+    /// for a while, losing them silently) looks it up again. Best effort: a
+    /// router that missed it finds the new inbox when its cache expires.
+    async fn announce(&self, row: &NodeRow) {
+        let env = MeshEnvelope {
+            request_id: format!("join#{}#{}", row.node_id, row.heartbeat_at),
+            from_node: self.settings.node_id.clone(),
+            target: MeshTarget::Joined {
+                inbox_url: row.inbox_url.clone(),
+            },
+            data: serde_json::value::RawValue::from_string("null".into()).expect("null is JSON"),
+            history: None,
+        };
+        let request = self
+            .sns
+            .publish()
+            .topic_arn(&self.settings.topic_arn)
+            .message(serde_json::to_string(&env).unwrap_or_default())
+            .send();
+        if let Err(e) = call("sns", "Publish", request).await {
+            tracing::warn!(error = %chain(&e), "new inbox not announced; routers find it when their cache expires");
+        }
     }
 
     /// Graceful leave: unsubscribe first (a publish to a deleted queue's
@@ -242,8 +278,9 @@ impl Mesh {
     }
 
     /// Refreshes this node's row every heartbeat period; rejoins when the
-    /// row (or, as the inbox poller tells, the inbox) is gone. A failed
-    /// heartbeat marks the node not ready until one succeeds.
+    /// row is gone or marked for reaping, or (as the inbox poller tells)
+    /// the inbox is gone, whatever the row says. A failed heartbeat marks
+    /// the node not ready until one succeeds.
     pub(crate) async fn heartbeat(self: Arc<Self>, stop: CancellationToken) {
         loop {
             tokio::select! {
@@ -252,10 +289,22 @@ impl Mesh {
                 () = tokio::time::sleep(self.settings.heartbeat_every) => {}
             }
             let Some(row) = self.row() else { return };
+            let lost = self
+                .lost_inbox
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if lost.as_deref() == Some(row.inbox_url.as_str()) {
+                self.rejoin(&stop, "its inbox is gone").await;
+                continue;
+            }
             let beat = tokio::time::timeout(self.settings.write_timeout, self.cluster.beat(&row));
             match beat.await {
                 Ok(Ok(true)) => self.health.store_ok(),
-                Ok(Ok(false)) => self.rejoin(&stop).await,
+                Ok(Ok(false)) => {
+                    self.rejoin(&stop, "its cluster row is gone or being reaped")
+                        .await
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %chain(&e), "heartbeat failed");
                     self.health.store_failed();
@@ -274,11 +323,12 @@ impl Mesh {
 
     /// Back into the mesh, retrying with backoff until it works (or the
     /// node stops); not ready meanwhile.
-    async fn rejoin(&self, stop: &CancellationToken) {
+    async fn rejoin(&self, stop: &CancellationToken, why: &'static str) {
         self.health.set_in_mesh(false);
         METRICS.errors.with_label_values(&["node_rejoin"]).inc();
         tracing::warn!(
-            "this node's cluster row is gone: the leader reaped it (frozen or cut off from AWS \
+            why,
+            "this node is out of the mesh: the leader reaped it (frozen or cut off from AWS \
              longer than the node timeout); not ready until it has rejoined"
         );
         let mut backoff = REJOIN_FIRST_BACKOFF;
@@ -449,18 +499,36 @@ impl Mesh {
 
     /// Long-polls this node's inbox and delivers what it is told to; when
     /// the inbox is gone, wakes the heartbeat (which rejoins) and polls the
-    /// new inbox once there is one.
-    pub(crate) async fn poll_inbox(self: Arc<Self>, local: LocalDelivery, stop: CancellationToken) {
-        let mut recent = RecentIds::new(100_000, Duration::from_secs(900));
+    /// new inbox once there is one; when a rejoin installed a new inbox,
+    /// switches to it at once.
+    pub(crate) async fn poll_inbox(
+        self: Arc<Self>,
+        local: LocalDelivery,
+        delivered: Arc<Delivered>,
+        stop: CancellationToken,
+    ) {
         while let Some(url) = self.inbox_url() {
             let mut poll = Poll::new(self.sqs.clone(), url.clone())
                 .with_visibility(self.settings.receive_visibility);
-            while let Some(messages) = poll.next(&stop).await {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    // A (re)join installed another inbox: leave this one at
+                    // once, not after a long poll (up to 10 s) ends.
+                    () = self.inbox_changed.notified() => {
+                        if self.inbox_url().as_deref() == Some(url.as_str()) {
+                            continue;
+                        }
+                        break;
+                    }
+                    next = poll.next(&stop) => next,
+                };
+                let Some(messages) = next else { break };
                 let mut done = Vec::new();
                 for m in &messages {
                     let ok =
                         match serde_json::from_str::<MeshEnvelope>(m.body().unwrap_or_default()) {
-                            Ok(env) => self.deliver(&local, &mut recent, env).await,
+                            Ok(env) => self.deliver(&local, &delivered, env).await,
                             Err(e) => {
                                 tracing::warn!(error = %e, "unreadable mesh message dropped");
                                 METRICS.errors.with_label_values(&["mesh_unreadable"]).inc();
@@ -476,6 +544,7 @@ impl Mesh {
                 poll.delete(done).await;
                 if poll.gone() {
                     tracing::warn!(inbox = %url, "this node's inbox is gone");
+                    *self.lost_inbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(url.clone());
                     self.reaped.notify_one();
                     break;
                 }
@@ -494,38 +563,51 @@ impl Mesh {
         }
     }
 
-    /// Delivers one envelope; false when it should be retried.
+    /// Delivers one envelope to the sockets here that have not had its
+    /// request yet (this node's record: its own routing, other routers'
+    /// shares); false when it should be retried.
     async fn deliver(
         &self,
         local: &LocalDelivery,
-        recent: &mut RecentIds,
+        delivered: &Delivered,
         env: MeshEnvelope,
     ) -> bool {
         if env.from_node == self.settings.node_id
-            && matches!(env.target, MeshTarget::Broadcast { .. })
+            && matches!(
+                env.target,
+                MeshTarget::Broadcast { .. } | MeshTarget::Joined { .. }
+            )
         {
-            return true;
-        }
-        if recent.contains(&env.request_id) {
             return true;
         }
         let payload = ByteString::from(env.data.get());
         let result = match env.target {
+            MeshTarget::Joined { inbox_url } => {
+                tracing::debug!(node_id = %env.from_node, %inbox_url, "node joined: its inbox is looked up again");
+                self.cluster.forget(&env.from_node);
+                return true;
+            }
             MeshTarget::Broadcast { exclude_users } => {
-                local.broadcast(exclude_users, payload).await.map(|_| ())
+                if !delivered.claim_everyone(&env.request_id) {
+                    return Self::duplicate();
+                }
+                let sent = local.broadcast(exclude_users, payload).await;
+                if sent.is_err() {
+                    delivered.release_everyone(&env.request_id);
+                }
+                sent.map(|_| ())
             }
             MeshTarget::Connections { connections } => {
+                let request = request_of_share(&env.request_id);
                 let by_id: HashMap<String, String> = connections
-                    .iter()
-                    .map(|c| (c.connection_id.clone(), c.user_id.clone()))
+                    .into_iter()
+                    .map(|c| (c.connection_id, c.user_id))
                     .collect();
-                match local
-                    .to_connections(
-                        connections.into_iter().map(|c| c.connection_id).collect(),
-                        payload,
-                    )
-                    .await
-                {
+                let ids = delivered.claim(request, by_id.keys().cloned().collect());
+                if ids.is_empty() {
+                    return Self::duplicate();
+                }
+                match local.to_connections(ids.clone(), payload).await {
                     Ok(report) => {
                         let stale = report
                             .missing
@@ -535,13 +617,15 @@ impl Mesh {
                         self.store.prune(stale);
                         Ok(())
                     }
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        delivered.release(request, &ids);
+                        Err(e)
+                    }
                 }
             }
         };
         match result {
             Ok(()) => {
-                recent.insert(env.request_id);
                 METRICS
                     .notifications
                     .with_label_values(&["mesh", "routed"])
@@ -553,6 +637,15 @@ impl Mesh {
                 false
             }
         }
+    }
+
+    /// An envelope whose every socket here already had its request.
+    fn duplicate() -> bool {
+        METRICS
+            .notifications
+            .with_label_values(&["mesh", "duplicate"])
+            .inc();
+        true
     }
 }
 

@@ -6,6 +6,7 @@ mod batcher;
 mod clients;
 mod cluster;
 mod dedup;
+mod delivered;
 mod history;
 mod leader;
 mod mesh;
@@ -33,7 +34,7 @@ use crate::config::Config;
 use crate::hub::LocalDelivery;
 use clients::Clients;
 use cluster::Cluster;
-use dedup::RecentIds;
+use delivered::Delivered;
 use leader::{Leader, Lease};
 use mesh::{Mesh, MeshSettings};
 use notifications::Poller;
@@ -57,6 +58,8 @@ struct AwsBackground {
     router: Arc<AwsRouter>,
     mesh: Arc<Mesh>,
     local: LocalDelivery,
+    /// What this node delivered, per request (router, inbox and pollers).
+    delivered: Arc<Delivered>,
     /// Taken by `start`: the leader campaigns once.
     leader: Mutex<Option<Leader>>,
     /// How long a received notification request stays invisible.
@@ -74,27 +77,23 @@ const INTAKE_GRACE: Duration = Duration::from_secs(20);
 impl Background for AwsBackground {
     async fn start(&self, tasks: &TaskTracker, stop: CancellationToken) -> Result<(), EngineError> {
         self.mesh.join().await?;
-        let recent = Arc::new(Mutex::new(RecentIds::new(
-            100_000,
-            Duration::from_secs(900),
-        )));
         let intake_stop = stop.child_token();
         for _ in 0..self.pollers {
             let poller = Poller {
                 sqs: self.clients.sqs.clone(),
                 queue_url: self.resources.notifications_queue_url.clone(),
                 router: self.router.clone(),
-                recent: recent.clone(),
+                delivered: self.delivered.clone(),
                 visibility: self.visibility,
             };
             self.intake.spawn(poller.run(intake_stop.clone()));
         }
         *self.intake_stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(intake_stop);
-        tasks.spawn(
-            self.mesh
-                .clone()
-                .poll_inbox(self.local.clone(), stop.clone()),
-        );
+        tasks.spawn(self.mesh.clone().poll_inbox(
+            self.local.clone(),
+            self.delivered.clone(),
+            stop.clone(),
+        ));
         tasks.spawn(self.mesh.clone().heartbeat(stop.clone()));
         let sweeper = Sweeper {
             store: self.store.clone(),
@@ -157,6 +156,7 @@ pub(crate) async fn engine(
         resources.messages_topic_arn.clone(),
         resources.messages_queue_url.clone(),
         cfg.batch_linger,
+        cfg.max_output_bytes_in_flight,
     ));
     let health = Arc::new(Health::default());
     let history: Option<Arc<dyn crate::engine::history::History>> =
@@ -188,11 +188,13 @@ pub(crate) async fn engine(
         local.clone(),
         health.clone(),
     ));
+    let delivered = Arc::new(Delivered::new(delivered::LIMITS));
     let router = Arc::new(AwsRouter::new(
         config.node_id.clone(),
         store.clone(),
         mesh.clone(),
         local.clone(),
+        delivered.clone(),
     ));
     let leader = Leader {
         lease: Lease {
@@ -224,6 +226,7 @@ pub(crate) async fn engine(
             node_id: config.node_id.clone(),
             timeout: cfg.node_timeout,
             every: cfg.heartbeat,
+            step_pause: cfg.reap_step_pause,
         }),
     };
     let background = Arc::new(AwsBackground {
@@ -235,6 +238,7 @@ pub(crate) async fn engine(
         router: router.clone(),
         mesh,
         local,
+        delivered,
         leader: Mutex::new(Some(leader)),
         visibility: cfg.notification_visibility,
         intake: TaskTracker::new(),

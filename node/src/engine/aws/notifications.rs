@@ -11,7 +11,7 @@
 //! whose routing failed is retried after [`RETRY_AFTER`], so a request still
 //! reaches the DLQ only after `--max-receive-count` of those.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
@@ -19,7 +19,7 @@ use sumu_shared::NotificationRequest;
 use tokio_util::sync::CancellationToken;
 
 use super::clients::call;
-use super::dedup::RecentIds;
+use super::delivered::Delivered;
 use super::queue::{set_visibility, Poll};
 use crate::engine::Router;
 use crate::logging::chain;
@@ -29,7 +29,9 @@ pub(crate) struct Poller {
     pub(crate) sqs: aws_sdk_sqs::Client,
     pub(crate) queue_url: String,
     pub(crate) router: Arc<dyn Router>,
-    pub(crate) recent: Arc<Mutex<RecentIds>>,
+    /// This node's record: a request it routed completely is not routed
+    /// again when it comes back (its delete failed).
+    pub(crate) delivered: Arc<Delivered>,
     /// How long a received request stays invisible to others (extended
     /// while it is routed).
     pub(crate) visibility: Duration,
@@ -139,12 +141,7 @@ impl Poller {
                 return Outcome::Poison;
             }
         };
-        if self
-            .recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&id)
-        {
+        if self.delivered.was_routed(&id) {
             METRICS
                 .notifications
                 .with_label_values(&["sqs", "duplicate"])
@@ -153,10 +150,7 @@ impl Poller {
         }
         match self.router.route(&id, request).await {
             Ok(_) => {
-                self.recent
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id);
+                self.delivered.routed(&id);
                 METRICS
                     .notifications
                     .with_label_values(&["sqs", "routed"])

@@ -1,18 +1,32 @@
 //! Client `publish` → SNS messages topic, `send` → SQS messages queue, with
-//! SUMU's message attributes, batched (10 per call) under load.
+//! SUMU's message attributes, batched under load within AWS's limits per
+//! call (entries and bytes, [`SNS_BATCH`] and [`SQS_BATCH`]). Both routes
+//! share one budget of bytes waiting for AWS: past it a message is refused
+//! at once (`EngineError::Overloaded`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sumu_shared::attributes::{SOURCE, TIMESTAMP, USER_ID};
 
-use std::sync::Arc;
-
-use super::batcher::Batcher;
+use super::batcher::{BatchLimits, Batcher, Budget};
 use super::clients::call;
 use crate::engine::{AwsError, ClientMessage, ClientOutput, EngineError, OutputRoute};
 
-const BATCH_MAX: usize = 10;
+/// SNS `PublishBatch`: 10 entries and 256 KiB in all, bodies and attributes
+/// counted (the topic's default `MaximumMessageSize`).
+pub(crate) const SNS_BATCH: BatchLimits = BatchLimits {
+    max_items: 10,
+    max_bytes: 262_144,
+};
+
+/// SQS `SendMessageBatch`: 10 entries and 1 MiB in all, bodies and
+/// attributes counted.
+pub(crate) const SQS_BATCH: BatchLimits = BatchLimits {
+    max_items: 10,
+    max_bytes: 1_048_576,
+};
 
 #[derive(Clone)]
 pub(crate) struct SnsSqsOutput {
@@ -27,6 +41,16 @@ fn attributes(m: &ClientMessage) -> [(&'static str, &'static str, String); 3] {
         (TIMESTAMP, "Number", m.timestamp.to_string()),
         (SOURCE, "String", m.source.to_string()),
     ]
+}
+
+/// A message's size as SNS and SQS count it against their limits: its body,
+/// and each attribute's name, data type and value.
+fn aws_size(m: &ClientMessage) -> usize {
+    m.body.len()
+        + attributes(m)
+            .iter()
+            .map(|(name, kind, value)| name.len() + kind.len() + value.len())
+            .sum::<usize>()
 }
 
 /// Per-entry results of a batch call: entry ids are the indexes; `failed`
@@ -142,21 +166,33 @@ async fn send_batch(
 }
 
 impl SnsSqsOutput {
+    /// `max_bytes_in_flight`: the bytes of messages that may wait for AWS
+    /// (or be in a call) at once, both routes together.
     pub(crate) fn new(
         sns: aws_sdk_sns::Client,
         sqs: aws_sdk_sqs::Client,
         topic_arn: String,
         queue_url: String,
         linger: Duration,
+        max_bytes_in_flight: usize,
     ) -> SnsSqsOutput {
-        let publishes = Batcher::spawn("publishes", BATCH_MAX, linger, move |batch| {
-            let (sns, topic_arn) = (sns.clone(), topic_arn.clone());
-            async move { publish_batch(&sns, &topic_arn, batch).await }
-        });
-        let sends = Batcher::spawn("sends", BATCH_MAX, linger, move |batch| {
-            let (sqs, queue_url) = (sqs.clone(), queue_url.clone());
-            async move { send_batch(&sqs, &queue_url, batch).await }
-        });
+        let budget = Budget::new(max_bytes_in_flight);
+        let publishes = Batcher::spawn_sized(
+            "publishes",
+            SNS_BATCH,
+            linger,
+            budget.clone(),
+            aws_size,
+            move |batch| {
+                let (sns, topic_arn) = (sns.clone(), topic_arn.clone());
+                async move { publish_batch(&sns, &topic_arn, batch).await }
+            },
+        );
+        let sends =
+            Batcher::spawn_sized("sends", SQS_BATCH, linger, budget, aws_size, move |batch| {
+                let (sqs, queue_url) = (sqs.clone(), queue_url.clone());
+                async move { send_batch(&sqs, &queue_url, batch).await }
+            });
         SnsSqsOutput { publishes, sends }
     }
 }
@@ -174,6 +210,29 @@ impl ClientOutput for SnsSqsOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_count_the_body_and_every_attribute() {
+        let m = ClientMessage {
+            route: OutputRoute::Publish,
+            source: OutputRoute::Publish.source(),
+            user_id: "alice".into(),
+            timestamp: 1_700_000_000_000,
+            body: "x".repeat(1000),
+        };
+        // user_id String alice, timestamp Number 13 digits, source String apigw.route.publish
+        let attrs = (7 + 6 + 5) + (9 + 6 + 13) + (6 + 6 + 19);
+        assert_eq!(aws_size(&m), 1000 + attrs);
+    }
+
+    #[test]
+    fn the_limits_are_aws_documented_ones() {
+        assert_eq!((SNS_BATCH.max_items, SNS_BATCH.max_bytes), (10, 256 * 1024));
+        assert_eq!(
+            (SQS_BATCH.max_items, SQS_BATCH.max_bytes),
+            (10, 1024 * 1024)
+        );
+    }
 
     #[test]
     fn batch_results_map_failed_ids_to_their_entries() {

@@ -15,6 +15,7 @@ use sumu_shared::{PresenceEvent, PresenceStatus};
 use tokio_util::sync::CancellationToken;
 
 use super::clients::call;
+use super::dedup::RecentIds;
 use super::periodic::pause;
 use super::store::DynamoStore;
 use crate::clock::now_ms;
@@ -72,34 +73,63 @@ impl LagMetric {
     }
 }
 
-/// What the consumer believes of each user it has seen.
-#[derive(Default)]
+/// Users reported offline that the consumer remembers (each for
+/// [`OFFLINE_MEMORY`]): a REMOVE of a user gone longer ago repeats one
+/// OFFLINE at worst.
+const RECENTLY_OFFLINE: usize = 100_000;
+const OFFLINE_MEMORY: Duration = Duration::from_secs(600);
+
+/// What the consumer believes of the users it has seen, bounded: the users
+/// online (as many as are online now), and the users it reported offline
+/// lately (at most [`RECENTLY_OFFLINE`], for [`OFFLINE_MEMORY`]). A belief
+/// is recorded only once its event was sent, so an event whose send failed
+/// is decided again, and sent, when its record is read again.
 pub(crate) struct PresenceState {
-    online: HashMap<String, bool>,
+    online: HashSet<String>,
+    offline: RecentIds,
+}
+
+impl Default for PresenceState {
+    fn default() -> PresenceState {
+        PresenceState {
+            online: HashSet::new(),
+            offline: RecentIds::new(RECENTLY_OFFLINE, OFFLINE_MEMORY),
+        }
+    }
 }
 
 impl PresenceState {
-    /// The event to emit for a record, given the user's live connection
-    /// count now. An INSERT whose connection is already gone emits nothing
-    /// (its REMOVE follows); a REMOVE of a user we never saw emits OFFLINE
-    /// (a duplicate at worst, never a lost OFFLINE).
+    /// The event a record calls for, given the user's live connection count
+    /// now (nothing is recorded: see [`PresenceState::sent`]). An INSERT
+    /// whose connection is already gone emits nothing (its REMOVE follows);
+    /// a REMOVE of a user not known to be offline emits OFFLINE (a
+    /// duplicate at worst, never a lost OFFLINE).
     pub(crate) fn decide(
         &mut self,
         user: &str,
         inserted: bool,
         live: usize,
     ) -> Option<PresenceStatus> {
-        let known = self.online.get(user).copied();
+        let online = self.online.contains(user);
         if inserted {
-            if live > 0 && known != Some(true) {
-                self.online.insert(user.to_string(), true);
-                return Some(PresenceStatus::Online);
-            }
-        } else if live == 0 && known != Some(false) {
-            self.online.insert(user.to_string(), false);
-            return Some(PresenceStatus::Offline);
+            (live > 0 && !online).then_some(PresenceStatus::Online)
+        } else {
+            let offline = !online && self.offline.contains(user);
+            (live == 0 && !offline).then_some(PresenceStatus::Offline)
         }
-        None
+    }
+
+    /// `status` of `user` was sent: believe it from now on.
+    pub(crate) fn sent(&mut self, user: &str, status: PresenceStatus) {
+        match status {
+            PresenceStatus::Online => {
+                self.online.insert(user.to_string());
+            }
+            PresenceStatus::Offline => {
+                self.online.remove(user);
+                self.offline.insert(user.to_string());
+            }
+        }
     }
 }
 
@@ -318,7 +348,13 @@ impl PresenceConsumer {
                         .unwrap_or_else(|e| e.into_inner())
                         .decide(&user, inserted, live);
                     if let Some(status) = status {
+                        // Believed only once sent: a failed send fails the
+                        // batch, which is read again from its checkpoint.
                         self.emit(&user, status, at).await?;
+                        shared
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .sent(&user, status);
                         METRICS
                             .notifications
                             .with_label_values(&[
@@ -448,19 +484,68 @@ impl PresenceConsumer {
 mod tests {
     use super::*;
 
+    /// Decides, and records the event as sent (what the consumer does when
+    /// the send succeeds).
+    fn step(
+        s: &mut PresenceState,
+        user: &str,
+        inserted: bool,
+        live: usize,
+    ) -> Option<PresenceStatus> {
+        let status = s.decide(user, inserted, live);
+        if let Some(status) = status {
+            s.sent(user, status);
+        }
+        status
+    }
+
+    #[test]
+    fn users_who_left_are_forgotten() {
+        let mut s = PresenceState {
+            online: HashSet::new(),
+            offline: RecentIds::new(100, OFFLINE_MEMORY),
+        };
+        for i in 0..1000 {
+            let u = format!("u{i}");
+            assert_eq!(step(&mut s, &u, true, 1), Some(PresenceStatus::Online));
+            assert_eq!(step(&mut s, &u, false, 0), Some(PresenceStatus::Offline));
+        }
+        let tracked = s.online.len() + s.offline.len();
+        assert!(tracked <= 100, "{tracked} users remembered");
+        // The ones still remembered get no second OFFLINE; older ones one at worst.
+        assert_eq!(step(&mut s, "u999", false, 0), None);
+    }
+
+    #[test]
+    fn an_event_whose_send_failed_is_decided_again() {
+        let mut s = PresenceState::default();
+        assert_eq!(s.decide("u", true, 1), Some(PresenceStatus::Online));
+        // The send failed: nothing believed, the record read again decides again.
+        assert_eq!(s.decide("u", true, 1), Some(PresenceStatus::Online));
+        s.sent("u", PresenceStatus::Online);
+        assert_eq!(s.decide("u", true, 2), None);
+        assert_eq!(s.decide("u", false, 0), Some(PresenceStatus::Offline));
+        assert_eq!(s.decide("u", false, 0), Some(PresenceStatus::Offline));
+        s.sent("u", PresenceStatus::Offline);
+        assert_eq!(s.decide("u", false, 0), None);
+    }
+
     #[test]
     fn online_on_first_offline_on_last_no_repeats() {
         let mut s = PresenceState::default();
-        assert_eq!(s.decide("u", true, 1), Some(PresenceStatus::Online));
-        assert_eq!(s.decide("u", true, 2), None);
-        assert_eq!(s.decide("u", false, 1), None);
-        assert_eq!(s.decide("u", false, 0), Some(PresenceStatus::Offline));
-        assert_eq!(s.decide("u", false, 0), None);
+        assert_eq!(step(&mut s, "u", true, 1), Some(PresenceStatus::Online));
+        assert_eq!(step(&mut s, "u", true, 2), None);
+        assert_eq!(step(&mut s, "u", false, 1), None);
+        assert_eq!(step(&mut s, "u", false, 0), Some(PresenceStatus::Offline));
+        assert_eq!(step(&mut s, "u", false, 0), None);
         // A connection gone before its INSERT was read: its REMOVE decides.
-        assert_eq!(s.decide("v", true, 0), None);
-        assert_eq!(s.decide("v", false, 0), Some(PresenceStatus::Offline));
+        assert_eq!(step(&mut s, "v", true, 0), None);
+        assert_eq!(step(&mut s, "v", false, 0), Some(PresenceStatus::Offline));
         // A new leader that never saw the user still reports the OFFLINE.
         let mut fresh = PresenceState::default();
-        assert_eq!(fresh.decide("w", false, 0), Some(PresenceStatus::Offline));
+        assert_eq!(
+            step(&mut fresh, "w", false, 0),
+            Some(PresenceStatus::Offline)
+        );
     }
 }

@@ -6,21 +6,26 @@
 //! restarts the observation of every node: a stall of AWS, or of the
 //! leader, never makes live nodes look dead.
 //!
-//! A dead node's connection rows are deleted (the stream turns them into
-//! OFFLINE events), then its subscription, its inbox, and its `node#` row
-//! (only if its heartbeat is still the one judged stale). A node that was
-//! reaped while alive finds out and rejoins (`mesh.rs`).
+//! Fence first. A dead node's `node#` row is marked (`reaped_by`, only if
+//! it still holds the heartbeat and inbox judged stale); its connection rows
+//! are then deleted only while that mark stands (each transaction checks
+//! it; the stream turns the deletes into OFFLINE events), then its
+//! subscription, its inbox, and the marked row. A node that resumes during
+//! its reap cannot heartbeat a marked row: it rejoins (`mesh.rs`), its
+//! rejoin replaces the row, and from then on the reap deletes nothing of
+//! it, not even the rows it writes again for the sockets it kept.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck};
 use tokio_util::sync::CancellationToken;
 
 use super::clients::call;
 use super::periodic::pause;
 use super::store::DynamoStore;
+use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, EngineError};
 use crate::logging::chain;
 use crate::metrics::METRICS;
@@ -35,6 +40,9 @@ pub(crate) struct Reaper {
     /// A heartbeat that did not advance for this long means the node is dead.
     pub(crate) timeout: Duration,
     pub(crate) every: Duration,
+    /// Drills only (`--reap-step-pause-ms`): a pause between the steps of
+    /// a reap, so a drill can resume the node in the middle of one.
+    pub(crate) step_pause: Duration,
 }
 
 /// A node's row as one scan saw it.
@@ -177,53 +185,172 @@ impl Reaper {
         let dead = observer.observe(start, end, &heartbeats);
         let mut reaped = 0;
         for node in nodes.iter().filter(|n| dead.contains(&n.node_id)) {
-            self.reap(node).await?;
+            if self.reap(node).await? {
+                reaped += 1;
+            }
             observer.forget(&node.node_id);
-            reaped += 1;
         }
         Ok(reaped)
     }
 
-    async fn reap(&self, node: &NodeSeen) -> Result<(), EngineError> {
-        tracing::warn!(node_id = %node.node_id, timeout = ?self.timeout, "node heartbeat did not advance: reaping");
-        let rows = self.store.connections_on(&node.node_id).await?;
+    /// Reaps one node judged dead, fence first: its row is marked (only if
+    /// it still holds the heartbeat and inbox judged stale), then its rows
+    /// go only while that mark stands, then its subscription and inbox, then
+    /// the marked row. A node that resumes meanwhile finds its row marked,
+    /// rejoins, and its rejoin replaces the row: from then on the reap
+    /// touches nothing of it. Answers false when the node came back.
+    async fn reap(&self, node: &NodeSeen) -> Result<bool, EngineError> {
+        let id = node.node_id.as_str();
+        if !self.mark(node).await? {
+            tracing::info!(node_id = %id, "node came back before its reap: kept");
+            return Ok(false);
+        }
+        tracing::warn!(node_id = %id, timeout = ?self.timeout, "node heartbeat did not advance: reaping");
+        self.between_steps().await;
+        let rows = self.store.connections_on(id).await?;
         let n = rows.len();
-        let deletes = rows
-            .iter()
-            .map(|r| self.store.delete(&r.user_id, &r.connection_id));
-        futures_util::future::try_join_all(deletes).await?;
+        if let Err(e) = self.store.delete_fenced(&rows, &self.fence(node)?).await {
+            if !self.still_marked(node).await? {
+                tracing::info!(node_id = %id, "node came back during its reap and rejoined: reap stopped");
+                return Ok(false);
+            }
+            return Err(e);
+        }
+        self.between_steps().await;
         if let Some(arn) = &node.subscription_arn {
             let request = self.sns.unsubscribe().subscription_arn(arn).send();
             if let Err(e) = call("sns", "Unsubscribe", request).await {
                 tracing::warn!(error = %chain(&e), "dead node's subscription not removed");
             }
         }
+        self.between_steps().await;
         if let Some(url) = &node.inbox_url {
             let request = self.sqs.delete_queue().queue_url(url).send();
             if let Err(e) = call("sqs", "DeleteQueue", request).await {
                 tracing::warn!(error = %chain(&e), "dead node's inbox not deleted");
             }
         }
-        // Only the row judged stale: a node that came back meanwhile and
-        // rejoined keeps its new row.
+        self.between_steps().await;
+        // Only the marked row: a node that rejoined meanwhile keeps its new one.
+        let (condition, values) = self.marked_condition(node);
         let request = self
             .ddb
             .delete_item()
             .table_name(&self.cluster_table)
-            .key("pk", AttributeValue::S(format!("node#{}", node.node_id)))
-            .condition_expression("heartbeat_at = :seen")
-            .expression_attribute_values(":seen", AttributeValue::N(node.heartbeat_at.to_string()))
+            .key("pk", node_key(id))
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
             .send();
         match call("dynamodb", "DeleteItem", request).await {
             Ok(_) => {}
             Err(e) if e.kind == AwsErrorKind::ConditionFailed => {
-                tracing::info!(node_id = %node.node_id, "reaped node's row changed meanwhile (it is back): kept")
+                tracing::info!(node_id = %id, "node rejoined at the end of its reap: its new row kept");
+                return Ok(false);
             }
             Err(e) => return Err(e.into()),
         }
         METRICS.errors.with_label_values(&["node_reaped"]).inc();
-        tracing::info!(node_id = %node.node_id, rows = n, "dead node reaped");
-        Ok(())
+        tracing::info!(node_id = %id, rows = n, "dead node reaped");
+        Ok(true)
+    }
+
+    /// Marks the row as being reaped by this leader, only if it still holds
+    /// what was judged stale (the heartbeat and the inbox). False: it does
+    /// not (the node beat or rejoined since the scan, or its row is gone).
+    async fn mark(&self, node: &NodeSeen) -> Result<bool, EngineError> {
+        let (inbox_condition, mut values) = same_inbox(node);
+        values.insert(":me".into(), AttributeValue::S(self.node_id.clone()));
+        values.insert(":now".into(), AttributeValue::N(now_ms().to_string()));
+        values.insert(":reaping".into(), AttributeValue::S(REAPING.into()));
+        values.insert(
+            ":seen".into(),
+            AttributeValue::N(node.heartbeat_at.to_string()),
+        );
+        let request = self
+            .ddb
+            .update_item()
+            .table_name(&self.cluster_table)
+            .key("pk", node_key(&node.node_id))
+            .update_expression("SET reaped_by = :me, reaped_at = :now, #status = :reaping")
+            .condition_expression(format!("heartbeat_at = :seen AND {inbox_condition}"))
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .send();
+        match call("dynamodb", "UpdateItem", request).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The condition "the row is still the one this leader marked".
+    fn marked_condition(&self, node: &NodeSeen) -> (String, HashMap<String, AttributeValue>) {
+        let (inbox_condition, mut values) = same_inbox(node);
+        values.insert(":me".into(), AttributeValue::S(self.node_id.clone()));
+        (format!("reaped_by = :me AND {inbox_condition}"), values)
+    }
+
+    /// The check every transaction deleting the node's rows carries.
+    fn fence(&self, node: &NodeSeen) -> Result<ConditionCheck, EngineError> {
+        let (condition, values) = self.marked_condition(node);
+        ConditionCheck::builder()
+            .table_name(&self.cluster_table)
+            .key("pk", node_key(&node.node_id))
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|source| EngineError::Build {
+                what: "TransactWriteItems",
+                source,
+            })
+    }
+
+    /// Whether the node's row is still the one this leader marked (after a
+    /// fenced delete was refused: the node rejoined, or a transient error).
+    async fn still_marked(&self, node: &NodeSeen) -> Result<bool, EngineError> {
+        let request = self
+            .ddb
+            .get_item()
+            .table_name(&self.cluster_table)
+            .key("pk", node_key(&node.node_id))
+            .consistent_read(true)
+            .send();
+        let out = call("dynamodb", "GetItem", request).await?;
+        let s = |k: &str| {
+            out.item()
+                .and_then(|i| i.get(k))
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+        };
+        Ok(out.item().is_some()
+            && s("reaped_by").as_deref() == Some(self.node_id.as_str())
+            && s("inbox_url") == node.inbox_url)
+    }
+}
+
+/// The `status` of a row being reaped (`cluster status` shows it).
+const REAPING: &str = "reaping";
+
+fn node_key(node_id: &str) -> AttributeValue {
+    AttributeValue::S(format!("node#{node_id}"))
+}
+
+/// The condition "the row names the inbox the scan saw", with its value.
+fn same_inbox(node: &NodeSeen) -> (&'static str, HashMap<String, AttributeValue>) {
+    match &node.inbox_url {
+        Some(url) => (
+            "inbox_url = :inbox",
+            HashMap::from([(":inbox".to_string(), AttributeValue::S(url.clone()))]),
+        ),
+        None => ("attribute_not_exists(inbox_url)", HashMap::new()),
+    }
+}
+
+impl Reaper {
+    async fn between_steps(&self) {
+        if !self.step_pause.is_zero() {
+            tokio::time::sleep(self.step_pause).await;
+        }
     }
 }
 

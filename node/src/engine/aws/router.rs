@@ -1,6 +1,9 @@
 //! Routing a notification request in the cluster: look the target users up
 //! in the connections table, hand other nodes their share through the mesh,
-//! deliver what this node holds, prune rows no node holds.
+//! deliver what this node holds, prune rows no node holds. This node's own
+//! deliveries are claimed in its [`Delivered`] record, the one its mesh
+//! inbox claims in too, so a request routed again (here or by another
+//! node) reaches each of its sockets once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use bytestring::ByteString;
 use futures_util::{StreamExt, TryStreamExt};
 use sumu_shared::NotificationRequest;
 
+use super::delivered::Delivered;
 use super::mesh::Mesh;
 use super::store::{DynamoStore, Row};
 use crate::engine::{EngineError, RouteOutcome, Router};
@@ -24,6 +28,7 @@ pub(crate) struct AwsRouter {
     store: DynamoStore,
     mesh: Arc<Mesh>,
     local: LocalDelivery,
+    delivered: Arc<Delivered>,
 }
 
 impl AwsRouter {
@@ -32,12 +37,14 @@ impl AwsRouter {
         store: DynamoStore,
         mesh: Arc<Mesh>,
         local: LocalDelivery,
+        delivered: Arc<Delivered>,
     ) -> AwsRouter {
         AwsRouter {
             node_id,
             store,
             mesh,
             local,
+            delivered,
         }
     }
 
@@ -70,7 +77,12 @@ impl Router for AwsRouter {
             self.mesh
                 .broadcast(request_id, request.exclude_users.clone(), &request.data)
                 .await?;
-            let n = local.deliver_request(&request).await?;
+            let mut n = 0;
+            if self.delivered.claim_everyone(request_id) {
+                n = local.deliver_request(&request).await.inspect_err(|_| {
+                    self.delivered.release_everyone(request_id);
+                })?;
+            }
             return Ok(RouteOutcome {
                 local_deliveries: n,
                 mesh_messages: 1,
@@ -83,8 +95,8 @@ impl Router for AwsRouter {
             by_node.entry(row.node_id.as_str()).or_default().push(row);
         }
         let mine = by_node.remove(self.node_id.as_str());
-        // Remote shares first; a retry after a partial failure is
-        // deduplicated by the receivers (same request id).
+        // Remote shares first; a retry after a partial failure (or another
+        // router's) is filtered by the receivers' records.
         let sends = by_node.iter().map(|(node, rows)| {
             let conns = rows
                 .iter()
@@ -103,7 +115,14 @@ impl Router for AwsRouter {
         if let Some(mine) = mine {
             let payload = ByteString::from(request.data.get());
             let ids = mine.iter().map(|r| r.connection_id.clone()).collect();
-            let report = local.to_connections(ids, payload).await?;
+            let ids = self.delivered.claim(request_id, ids);
+            let report = match local.to_connections(ids.clone(), payload).await {
+                Ok(report) => report,
+                Err(e) => {
+                    self.delivered.release(request_id, &ids);
+                    return Err(e.into());
+                }
+            };
             outcome.local_deliveries = report.delivered;
             if !report.missing.is_empty() {
                 let missing: std::collections::HashSet<&str> =

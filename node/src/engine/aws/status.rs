@@ -22,7 +22,7 @@ use crate::engine::EngineError;
 #[derive(Debug, Serialize)]
 pub(crate) struct NodeStatus {
     pub(crate) node_id: String,
-    /// `active` or `draining`.
+    /// `active`, `draining`, or `reaping` (the leader is reaping it).
     pub(crate) status: String,
     pub(crate) address: String,
     /// Rows of its sockets in the connections table.

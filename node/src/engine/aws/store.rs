@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, DeleteRequest, PutRequest, TransactWriteItem,
+    WriteRequest,
+};
 
 use super::batcher::Batcher;
 use super::clients::call;
@@ -14,6 +17,9 @@ use crate::metrics::METRICS;
 
 /// BatchWriteItem takes at most 25 requests.
 const BATCH_MAX: usize = 25;
+/// TransactWriteItems takes at most 100 actions: the fence's check and 99
+/// deletes.
+const FENCED_MAX: usize = 99;
 const ATTEMPTS: u32 = 5;
 
 /// A connection row as read back (Query).
@@ -267,6 +273,41 @@ impl DynamoStore {
         self.deletes
             .submit((user_id.to_string(), connection_id.to_string()))
             .await
+    }
+
+    /// Deletes `rows` only while `fence` holds: in transactions of 99
+    /// deletes and the fence's condition check, one after the other (a
+    /// concurrent transaction on the same checked item would conflict).
+    /// Stops at the first transaction refused; what was deleted before it
+    /// stays deleted.
+    pub(crate) async fn delete_fenced(
+        &self,
+        rows: &[Row],
+        fence: &ConditionCheck,
+    ) -> Result<(), EngineError> {
+        for chunk in rows.chunks(FENCED_MAX) {
+            let mut items = vec![TransactWriteItem::builder()
+                .condition_check(fence.clone())
+                .build()];
+            for r in chunk {
+                let delete = Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(&r.user_id, &r.connection_id)))
+                    .build()
+                    .map_err(|source| EngineError::Build {
+                        what: "TransactWriteItems",
+                        source,
+                    })?;
+                items.push(TransactWriteItem::builder().delete(delete).build());
+            }
+            let request = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send();
+            call("dynamodb", "TransactWriteItems", request).await?;
+        }
+        Ok(())
     }
 
     /// Deletes, in the background, rows of connections no node holds (the

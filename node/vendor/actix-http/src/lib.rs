@@ -48,6 +48,12 @@ mod http_message;
 mod keep_alive;
 // SUMU-PATCH: a connection's kill switch (see kill_switch.rs).
 mod kill_switch;
+
+/// SUMU-PATCH: names this copy, so sumu's tests can tell it is the one compiled in
+/// (`node/tests/it/vendored.rs`); upstream has no such item.
+pub const SUMU_PATCH: &str =
+    "actix-http 3.20.0 patched for sumu: small buffers, kill switch, frame size on header, \
+     UTF-8 of text frames (node/vendor/actix-http/SUMU-PATCH.md)";
 mod message;
 #[cfg(test)]
 mod notify_on_drop;
@@ -71,7 +77,7 @@ pub use self::{
     header::ContentEncoding,
     http_message::HttpMessage,
     keep_alive::KeepAlive,
-    kill_switch::KillSwitch,
+    kill_switch::KillSwitch, // SUMU-PATCH: the kill switch's export
     message::{ConnectionType, Message},
     payload::{BoxedPayloadStream, Payload},
     requests::{Request, RequestHead, RequestHeadType},

@@ -33,12 +33,16 @@ use crate::{
     config::ServiceConfig,
     error::{DispatchError, ParseError, PayloadError},
     service::HttpFlow,
+    // SUMU-PATCH: `KillSwitch` added to this import (the import wrapped onto two lines).
     ConnectionType, Error, Extensions, HttpMessage, KillSwitch, OnConnectData, Request, Response,
     StatusCode,
 };
 
-const LW_BUFFER_SIZE: usize = 256;
-const HW_BUFFER_SIZE: usize = 1024;
+// SUMU-PATCH: upstream 1 KiB and 8 KiB. The read buffer starts (and is re-reserved) at
+// `HW_BUFFER_SIZE`: two 8 KiB buffers per idle connection were 66% of sumu's heap per socket.
+// Both buffers still grow as a request or frame needs.
+const LW_BUFFER_SIZE: usize = 256; // SUMU-PATCH: upstream 1024
+const HW_BUFFER_SIZE: usize = 1024; // SUMU-PATCH: upstream 1024 * 8
 const MAX_PIPELINED_MESSAGES: usize = 16;
 
 /// Write buffer capacity at which we reallocate it after flushing.
@@ -306,6 +310,8 @@ where
 
                     io: Some(io),
                     read_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
+                    // SUMU-PATCH: upstream `BytesMut::with_capacity(HW_BUFFER_SIZE)`: the write
+                    // buffer starts empty and grows on demand.
                     write_buf: BytesMut::new(),
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
@@ -400,6 +406,8 @@ where
 
         // All bytes have been accepted by the I/O stream, so the buffer can be reused or released.
         if *write_buf_needs_reset {
+            // SUMU-PATCH: upstream `BytesMut::with_capacity(HW_BUFFER_SIZE)`: an oversized
+            // buffer is released to empty, not re-reserved at 8 KiB.
             *write_buf = BytesMut::new();
             *write_buf_needs_reset = false;
         } else {

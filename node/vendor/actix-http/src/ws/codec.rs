@@ -1,4 +1,4 @@
-use std::{io, str};
+use std::{io, str}; // SUMU-PATCH: for the UTF-8 check of text frames
 
 use bitflags::bitflags;
 use bytes::{Bytes, BytesMut};
@@ -308,11 +308,12 @@ impl Decoder for Codec {
                 if self.flags.contains(Flags::CONTINUATION) {
                     Err(ProtocolError::ContinuationStarted)
                 } else {
-                    let payload = payload.map(|pl| pl.freeze()).unwrap_or_else(Bytes::new);
                     // SUMU-PATCH: a whole text frame must be UTF-8 (RFC 6455 §8.1). The error
                     // keeps the `Utf8Error` as its source, so a caller can tell it apart by type
                     // and close with 1007; upstream left the check to each caller, and
                     // actix-web-actors turned it into an untyped I/O error (closed with 1002).
+                    // Upstream: `Ok(Some(Frame::Text(payload.map(..).unwrap_or_else(..))))`.
+                    let payload = payload.map(|pl| pl.freeze()).unwrap_or_else(Bytes::new);
                     if let Err(err) = str::from_utf8(&payload) {
                         return Err(ProtocolError::Io(io::Error::new(
                             io::ErrorKind::InvalidData,

@@ -206,12 +206,18 @@ impl Parser {
         // remove prefix
         src.advance(idx);
 
+        // SUMU-PATCH: upstream checked `length > max_size` here, after the payload was
+        // buffered; the check now runs on the header alone (above).
+
         // no need for body
         if length == 0 {
             return Ok(Some((finished, opcode, None)));
         }
 
         let mut data = src.split_to(length);
+
+        // SUMU-PATCH: upstream checked the control-frame length (<= 125) here; it now runs on
+        // the header alone (above).
 
         // unmask
         if let Some(mask) = mask {
@@ -412,6 +418,7 @@ mod tests {
         let mut buf = BytesMut::from(&[0x81u8, 127][..]);
         buf.extend_from_slice(&U64_PAYLOAD_MAX.to_be_bytes());
 
+        // SUMU-PATCH: from here to the end of this test (upstream expected "incomplete").
         let meta = Parser::parse_metadata(&buf, false).unwrap().unwrap();
         assert_eq!(meta.3 as u64, U64_PAYLOAD_MAX, "the largest legal length is read");
         assert!(matches!(
