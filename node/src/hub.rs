@@ -548,16 +548,9 @@ impl LocalDelivery {
         }
     }
 
-    /// Delivers a request to the local sockets it targets. The payload is
-    /// copied once from the request; every socket shares that copy.
-    pub(crate) async fn deliver_request(
-        &self,
-        request: &NotificationRequest,
-    ) -> Result<usize, HubError> {
-        self.deliver_request_stamped(request, None).await
-    }
-
-    /// Delivers a request recorded in the recovery history at `stamp`.
+    /// Delivers a request to the local sockets it targets; `stamp`: its
+    /// positions in the recovery history, when it was recorded. The payload
+    /// is copied once from the request; every socket shares that copy.
     pub(crate) async fn deliver_request_stamped(
         &self,
         request: &NotificationRequest,
@@ -580,14 +573,6 @@ impl LocalDelivery {
         }
     }
 
-    pub(crate) async fn broadcast(
-        &self,
-        exclude_users: Vec<String>,
-        payload: ByteString,
-    ) -> Result<usize, HubError> {
-        self.broadcast_stamped(exclude_users, payload, None).await
-    }
-
     pub(crate) async fn broadcast_stamped(
         &self,
         exclude_users: Vec<String>,
@@ -602,15 +587,6 @@ impl LocalDelivery {
                 stamp,
             })
             .await?)
-    }
-
-    pub(crate) async fn to_connections(
-        &self,
-        connection_ids: Vec<String>,
-        payload: ByteString,
-    ) -> Result<ConnectionsReport, HubError> {
-        self.to_connections_stamped(connection_ids, payload, None)
-            .await
     }
 
     pub(crate) async fn to_connections_stamped(
@@ -632,8 +608,6 @@ impl LocalDelivery {
     /// Tells every recovering socket to catch up with history (after a
     /// rejoin: what was routed meanwhile did not reach this node). Answers
     /// how many were told.
-    // Called by the aws engine's rejoin (wired with the routing integration).
-    #[allow(dead_code)]
     pub(crate) async fn catch_up(&self) -> Result<usize, HubError> {
         Ok(self.hub.send(CatchUpAll).await?)
     }

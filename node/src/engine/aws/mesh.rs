@@ -18,7 +18,8 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use bytestring::ByteString;
 use futures_util::StreamExt;
-use sumu_shared::mesh::{MeshConnection, MeshEnvelope, MeshTarget};
+use sumu_shared::mesh::{MeshConnection, MeshEnvelope, MeshHistory, MeshTarget};
+use sumu_shared::recovery::Position;
 use tokio_util::sync::CancellationToken;
 
 use super::clients::{call, Clients};
@@ -30,7 +31,7 @@ use super::resources::{create_queue, sns_to_sqs_policy};
 use super::store::DynamoStore;
 use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, ConnectionRecord, ConnectionStore, EngineError, Health};
-use crate::hub::LocalDelivery;
+use crate::hub::{LocalDelivery, Stamp};
 use crate::logging::chain;
 use crate::metrics::METRICS;
 
@@ -85,13 +86,15 @@ pub(crate) struct Mesh {
     rejoins: AtomicU32,
 }
 
-/// Splits a multicast for one node into envelopes under `max` bytes.
+/// Splits a multicast for one node into envelopes under `max` bytes; each
+/// carries the history positions (`stamp`) of the users it names.
 pub(crate) fn envelopes(
     request_id: &str,
     from_node: &str,
     connections: Vec<MeshConnection>,
     data: &serde_json::value::RawValue,
     max: usize,
+    stamp: Option<&Stamp>,
 ) -> Vec<String> {
     let overhead = request_id.len() + from_node.len() + data.get().len() + 128;
     let budget = max.saturating_sub(overhead).max(1);
@@ -102,19 +105,30 @@ pub(crate) fn envelopes(
         if chunk.is_empty() {
             return;
         }
+        let connections = std::mem::take(chunk);
+        let history = stamp.map(|s| MeshHistory {
+            broadcast: None,
+            users: connections
+                .iter()
+                .filter_map(|c| {
+                    let p = s.users.get(&c.user_id)?;
+                    Some((c.user_id.clone(), MeshHistory::pack(*p)))
+                })
+                .collect(),
+        });
         let env = MeshEnvelope {
             request_id: format!("{request_id}#{}", out.len()),
             from_node: from_node.to_string(),
-            target: MeshTarget::Connections {
-                connections: std::mem::take(chunk),
-            },
+            target: MeshTarget::Connections { connections },
             data: data.to_owned(),
-            history: None,
+            history,
         };
         out.push(serde_json::to_string(&env).unwrap_or_default());
     };
+    // A user's position costs its id again and three numbers.
+    let positioned = if stamp.is_some() { 80 } else { 0 };
     for c in connections {
-        let n = c.user_id.len() + c.connection_id.len() + 40;
+        let n = c.user_id.len() * 2 + c.connection_id.len() + 40 + positioned;
         if size + n > budget {
             flush(&mut chunk, &mut out);
             size = 0;
@@ -338,6 +352,13 @@ impl Mesh {
                     self.health.set_in_mesh(true);
                     self.health.store_ok();
                     tracing::info!(rows, "rejoined the mesh: ready again");
+                    // Deliveries routed while it was out did not reach it:
+                    // its recovering sockets read them from history.
+                    match self.local.catch_up().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(sockets = n, "recovering sockets catch up"),
+                        Err(e) => tracing::warn!(error = %chain(&e), "catch-up not started"),
+                    }
                     return;
                 }
                 Err(e) => {
@@ -413,6 +434,7 @@ impl Mesh {
         request_id: &str,
         rows: Vec<MeshConnection>,
         data: &serde_json::value::RawValue,
+        stamp: Option<&Stamp>,
     ) -> Result<bool, EngineError> {
         let bodies = envelopes(
             request_id,
@@ -420,6 +442,7 @@ impl Mesh {
             rows.clone(),
             data,
             MAX_ENVELOPE,
+            stamp,
         );
         // A cached inbox may be stale (the node restarted or rejoined with a
         // new one): on "no such queue", look it up once more.
@@ -470,13 +493,17 @@ impl Mesh {
         request_id: &str,
         exclude_users: Vec<String>,
         data: &serde_json::value::RawValue,
+        position: Option<Position>,
     ) -> Result<(), EngineError> {
         let env = MeshEnvelope {
             request_id: request_id.to_string(),
             from_node: self.settings.node_id.clone(),
             target: MeshTarget::Broadcast { exclude_users },
             data: data.to_owned(),
-            history: None,
+            history: position.map(|p| MeshHistory {
+                broadcast: Some(MeshHistory::pack(p)),
+                users: Default::default(),
+            }),
         };
         let body = serde_json::to_string(&env).unwrap_or_default();
         let request = self
@@ -581,6 +608,16 @@ impl Mesh {
             return true;
         }
         let payload = ByteString::from(env.data.get());
+        let stamp = env.history.map(|h| {
+            Arc::new(Stamp {
+                broadcast: h.broadcast.map(MeshHistory::unpack),
+                users: h
+                    .users
+                    .into_iter()
+                    .map(|(u, p)| (u, MeshHistory::unpack(p)))
+                    .collect(),
+            })
+        });
         let result = match env.target {
             MeshTarget::Joined { inbox_url } => {
                 tracing::debug!(node_id = %env.from_node, %inbox_url, "node joined: its inbox is looked up again");
@@ -591,7 +628,7 @@ impl Mesh {
                 if !delivered.claim_everyone(&env.request_id) {
                     return Self::duplicate();
                 }
-                let sent = local.broadcast(exclude_users, payload).await;
+                let sent = local.broadcast_stamped(exclude_users, payload, stamp).await;
                 if sent.is_err() {
                     delivered.release_everyone(&env.request_id);
                 }
@@ -607,7 +644,10 @@ impl Mesh {
                 if ids.is_empty() {
                     return Self::duplicate();
                 }
-                match local.to_connections(ids.clone(), payload).await {
+                match local
+                    .to_connections_stamped(ids.clone(), payload, stamp)
+                    .await
+                {
                     Ok(report) => {
                         let stale = report
                             .missing
@@ -662,7 +702,7 @@ mod tests {
                 connection_id: format!("{i:032}"),
             })
             .collect();
-        let out = envelopes("r", "n1", conns, &data, 64 * 1024);
+        let out = envelopes("r", "n1", conns, &data, 64 * 1024, None);
         assert!(out.len() > 1);
         let mut total = 0;
         let mut ids = std::collections::HashSet::new();

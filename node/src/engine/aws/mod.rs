@@ -195,6 +195,7 @@ pub(crate) async fn engine(
         mesh.clone(),
         local.clone(),
         delivered.clone(),
+        history.clone(),
     ));
     let leader = Leader {
         lease: Lease {

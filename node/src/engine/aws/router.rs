@@ -1,9 +1,17 @@
-//! Routing a notification request in the cluster: look the target users up
-//! in the connections table, hand other nodes their share through the mesh,
-//! deliver what this node holds, prune rows no node holds. This node's own
-//! deliveries are claimed in its [`Delivered`] record, the one its mesh
-//! inbox claims in too, so a request routed again (here or by another
-//! node) reaches each of its sockets once.
+//! Routing a notification request in the cluster: record it in the recovery
+//! history (when the window is on), look the target users up in the
+//! connections table, hand other nodes their share through the mesh (with
+//! the request's history positions), deliver what this node holds, prune
+//! rows no node holds. This node's own deliveries are claimed in its
+//! [`Delivered`] record, the one its mesh inbox claims in too, so a request
+//! routed again (here or by another node) reaches each of its sockets once.
+//!
+//! The record comes first, before the look-up: a socket that registered
+//! after the history's heads were read for it is then found by the look-up
+//! of every request recorded after that read (see `engine/history.rs`). A
+//! request routed again gets the positions it got the first time (the
+//! history claims each request once), so a recovering socket that had it
+//! live drops the second copy by position even where no record saw both.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,8 +24,10 @@ use sumu_shared::NotificationRequest;
 use super::delivered::Delivered;
 use super::mesh::Mesh;
 use super::store::{DynamoStore, Row};
+use crate::engine::history::History;
 use crate::engine::{EngineError, RouteOutcome, Router};
 use crate::hub::LocalDelivery;
+use crate::metrics::METRICS;
 use sumu_shared::mesh::MeshConnection;
 
 /// Concurrent Queries per request.
@@ -29,6 +39,7 @@ pub(crate) struct AwsRouter {
     mesh: Arc<Mesh>,
     local: LocalDelivery,
     delivered: Arc<Delivered>,
+    history: Option<Arc<dyn History>>,
 }
 
 impl AwsRouter {
@@ -38,6 +49,7 @@ impl AwsRouter {
         mesh: Arc<Mesh>,
         local: LocalDelivery,
         delivered: Arc<Delivered>,
+        history: Option<Arc<dyn History>>,
     ) -> AwsRouter {
         AwsRouter {
             node_id,
@@ -45,6 +57,7 @@ impl AwsRouter {
             mesh,
             local,
             delivered,
+            history,
         }
     }
 
@@ -71,17 +84,39 @@ impl Router for AwsRouter {
         request: NotificationRequest,
     ) -> Result<RouteOutcome, EngineError> {
         let local = &self.local;
+        // Recorded before anything else: a request that cannot be recorded
+        // is delivered nowhere (and retried), so a recovering socket never
+        // gets a message its resume could not replay.
+        let stamp = match &self.history {
+            Some(h) => match h.record(request_id, &request).await {
+                Ok(stamp) => Some(Arc::new(stamp)),
+                Err(e) => {
+                    METRICS.history_write_failures.inc();
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         if request.is_broadcast() {
             // Other nodes first: if the publish fails nothing was delivered
             // and the request is retried whole.
+            let position = stamp.as_ref().and_then(|s| s.broadcast);
             self.mesh
-                .broadcast(request_id, request.exclude_users.clone(), &request.data)
+                .broadcast(
+                    request_id,
+                    request.exclude_users.clone(),
+                    &request.data,
+                    position,
+                )
                 .await?;
             let mut n = 0;
             if self.delivered.claim_everyone(request_id) {
-                n = local.deliver_request(&request).await.inspect_err(|_| {
-                    self.delivered.release_everyone(request_id);
-                })?;
+                n = local
+                    .deliver_request_stamped(&request, stamp)
+                    .await
+                    .inspect_err(|_| {
+                        self.delivered.release_everyone(request_id);
+                    })?;
             }
             return Ok(RouteOutcome {
                 local_deliveries: n,
@@ -105,7 +140,8 @@ impl Router for AwsRouter {
                     connection_id: r.connection_id.clone(),
                 })
                 .collect();
-            self.mesh.send_to(node, request_id, conns, &request.data)
+            self.mesh
+                .send_to(node, request_id, conns, &request.data, stamp.as_deref())
         });
         let sent = futures_util::future::try_join_all(sends).await?;
         let mut outcome = RouteOutcome {
@@ -116,7 +152,10 @@ impl Router for AwsRouter {
             let payload = ByteString::from(request.data.get());
             let ids = mine.iter().map(|r| r.connection_id.clone()).collect();
             let ids = self.delivered.claim(request_id, ids);
-            let report = match local.to_connections(ids.clone(), payload).await {
+            let report = match local
+                .to_connections_stamped(ids.clone(), payload, stamp)
+                .await
+            {
                 Ok(report) => report,
                 Err(e) => {
                     self.delivered.release(request_id, &ids);
