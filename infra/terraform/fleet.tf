@@ -296,3 +296,32 @@ resource "aws_autoscaling_policy" "cpu" {
     disable_scale_in = false
   }
 }
+
+# Sockets per node: every node publishes its open sockets once a minute as the
+# custom metric Sockets (namespace var.metrics_namespace, dimension Fleet =
+# the name prefix, one statistic set per node per minute); its Average is the
+# mean per node. Beside the CPU policy: the ASG scales out when either asks,
+# and in only when both allow it.
+resource "aws_autoscaling_policy" "sockets" {
+  count                     = var.target_sockets_per_node == null ? 0 : 1
+  name                      = "${local.prefix}Sockets"
+  autoscaling_group_name    = aws_autoscaling_group.nodes.name
+  policy_type               = "TargetTrackingScaling"
+  estimated_instance_warmup = 120
+
+  target_tracking_configuration {
+    customized_metric_specification {
+      metric_name = "Sockets"
+      namespace   = var.metrics_namespace
+      statistic   = "Average"
+      unit        = "Count"
+
+      metric_dimension {
+        name  = "Fleet"
+        value = local.prefix
+      }
+    }
+    target_value     = var.target_sockets_per_node
+    disable_scale_in = false
+  }
+}

@@ -271,6 +271,17 @@ variable "target_cpu_utilization" {
   }
 }
 
+variable "target_sockets_per_node" {
+  type        = number
+  default     = 40000
+  description = "Target average open sockets per node of the sockets target-tracking policy (the nodes' Sockets metric). Keep it under what one instance holds (README: sizing) and, if the NLB's client IP preservation is ever turned off, under its ~55,000 connections per target. null disables scaling by sockets."
+
+  validation {
+    condition     = var.target_sockets_per_node == null || try(var.target_sockets_per_node >= 100 && var.target_sockets_per_node <= 1000000 && floor(var.target_sockets_per_node) == var.target_sockets_per_node, false)
+    error_message = "target_sockets_per_node must be null or a whole number between 100 and 1000000."
+  }
+}
+
 variable "node_port" {
   type        = number
   default     = 8080
@@ -537,7 +548,7 @@ variable "dlq_alarm_threshold" {
 variable "metrics_namespace" {
   type        = string
   default     = "Sumu"
-  description = "CloudWatch namespace nodes publish custom metrics to (the only namespace they may write). The presence leader publishes PresenceStreamIteratorAge there."
+  description = "CloudWatch namespace nodes publish custom metrics to (the only namespace they may write). Every node publishes Sockets there (the sockets scaling policy's metric); the presence leader publishes PresenceStreamIteratorAge."
 
   validation {
     condition     = can(regex("^[A-Za-z0-9_./#:-]{1,255}$", var.metrics_namespace)) && !startswith(var.metrics_namespace, "AWS/")

@@ -35,6 +35,10 @@ pub enum Command {
     /// Clients publish (or send) frames with an id at a rate; measure the latency until the
     /// matching ack frame.
     Publish(PublishArgs),
+    /// The bare SQS hop, the floor of the fleet's mesh: send to a scratch queue at a
+    /// rate while one long poll (10 s, batches of 10, as a node's inbox) receives;
+    /// measure send start -> received.
+    SqsHop(SqsHopArgs),
     /// Write the markdown comparison table of a bench run (used by bench/run.sh).
     BenchReport(BenchReportArgs),
     /// Print one minted token for --sub (e.g. for a browser on a local cluster:
@@ -331,6 +335,30 @@ pub struct PublishArgs {
     /// After the last frame, wait at most this long for outstanding acks.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub ack_timeout: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SqsHopArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// AWS endpoint override, e.g. the local emulator http://127.0.0.1:4566.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint: Option<String>,
+    /// AWS region.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub aws_region: String,
+    /// Name of the scratch queue (created, then deleted); a random suffix is added.
+    #[arg(long, default_value = "SumuHop")]
+    pub queue_prefix: String,
+    /// Messages per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Messages sent.
+    #[arg(long, default_value_t = 200)]
+    pub count: u64,
+    /// After the last send, wait at most this long for the messages still expected.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
 }
 
 #[derive(Args, Debug, Clone)]

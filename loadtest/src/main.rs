@@ -10,7 +10,7 @@ use clap::Parser;
 
 use sumu_loadtest::cli::{Cli, Command, OutputArgs};
 use sumu_loadtest::scenario::fanout::ChurnPlan;
-use sumu_loadtest::scenario::{connect, fanout, publish, ScenarioOutput};
+use sumu_loadtest::scenario::{connect, fanout, publish, sqs_hop, ScenarioOutput};
 use sumu_loadtest::tokens::{unix_now, TokenSource};
 use sumu_loadtest::{bench_report, plot};
 
@@ -58,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             .await,
         ),
         Command::Publish(args) => (&args.output, publish::run(args).await),
+        Command::SqsHop(args) => (&args.output, sqs_hop::run(args).await),
         Command::Token(args) => {
             let source = TokenSource::from_args(&args.tokens, "")?;
             let TokenSource::Mint(minter) = source else {

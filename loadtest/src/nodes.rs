@@ -37,6 +37,42 @@ pub struct NodeMetrics {
     pub deliveries: u64,
     /// `sumu_aws_calls_total` by `service.Operation`.
     pub aws_calls: BTreeMap<String, u64>,
+    /// The routing histograms' cumulative buckets: `path=local`, `hop=lookup`, ...
+    /// (`sumu_route_seconds{path}`, `sumu_route_hop_seconds{hop}`) -> upper bound in
+    /// microseconds (`u64::MAX` for +Inf) -> count.
+    pub route: BTreeMap<String, BTreeMap<u64, u64>>,
+}
+
+/// Count and quantiles of one routing histogram over a run, estimated from its
+/// buckets (linear inside a bucket, as Prometheus' `histogram_quantile`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RouteQuantiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// The `q` quantile (0..1) of cumulative `buckets` (upper bound in us -> count), in ms;
+/// a quantile in the +Inf bucket reads as the highest finite bound.
+pub fn bucket_quantile(buckets: &BTreeMap<u64, u64>, q: f64) -> f64 {
+    let total = buckets.values().copied().max().unwrap_or(0);
+    if total == 0 {
+        return 0.0;
+    }
+    let rank = q * total as f64;
+    let (mut lower_bound, mut lower_count) = (0u64, 0u64);
+    for (&bound, &count) in buckets {
+        if count as f64 >= rank {
+            if bound == u64::MAX {
+                return lower_bound as f64 / 1000.0;
+            }
+            let in_bucket = (count - lower_count).max(1) as f64;
+            let share = (rank - lower_count as f64) / in_bucket;
+            return (lower_bound as f64 + share * (bound - lower_bound) as f64) / 1000.0;
+        }
+        (lower_bound, lower_count) = (bound, count);
+    }
+    lower_bound as f64 / 1000.0
 }
 
 impl NodeMetrics {
@@ -47,6 +83,40 @@ impl NodeMetrics {
         for (op, n) in &other.aws_calls {
             *self.aws_calls.entry(op.clone()).or_insert(0) += n;
         }
+        for (series, buckets) in &other.route {
+            let mine = self.route.entry(series.clone()).or_default();
+            for (le, n) in buckets {
+                *mine.entry(*le).or_insert(0) += n;
+            }
+        }
+    }
+
+    /// The routing histograms over the run between `before` and `self`, summarised.
+    pub fn route_since(&self, before: &NodeMetrics) -> BTreeMap<String, RouteQuantiles> {
+        self.route
+            .iter()
+            .filter_map(|(series, buckets)| {
+                let old = before.route.get(series);
+                let diff: BTreeMap<u64, u64> = buckets
+                    .iter()
+                    .map(|(le, n)| {
+                        let was = old.and_then(|o| o.get(le)).copied().unwrap_or(0);
+                        (*le, n.saturating_sub(was))
+                    })
+                    .collect();
+                let count = diff.values().copied().max().unwrap_or(0);
+                (count > 0).then(|| {
+                    (
+                        series.clone(),
+                        RouteQuantiles {
+                            count,
+                            p50_ms: bucket_quantile(&diff, 0.5),
+                            p99_ms: bucket_quantile(&diff, 0.99),
+                        },
+                    )
+                })
+            })
+            .collect()
     }
 
     /// AWS calls made between `before` and `self`, per operation (only those that grew).
@@ -89,6 +159,21 @@ pub fn parse_metrics(text: &str) -> NodeMetrics {
         match name {
             "sumu_connections" => m.connections = value,
             "sumu_deliveries_total" => m.deliveries = value,
+            "sumu_route_seconds_bucket" | "sumu_route_hop_seconds_bucket" => {
+                let key = label(labels, "path")
+                    .map(|p| format!("path={p}"))
+                    .or_else(|| label(labels, "hop").map(|h| format!("hop={h}")));
+                let le = label(labels, "le").and_then(|le| {
+                    if le == "+Inf" {
+                        Some(u64::MAX)
+                    } else {
+                        le.parse::<f64>().ok().map(|s| (s * 1e6).round() as u64)
+                    }
+                });
+                if let (Some(key), Some(le)) = (key, le) {
+                    *m.route.entry(key).or_default().entry(le).or_insert(0) += value;
+                }
+            }
             "sumu_aws_calls_total" => {
                 if let (Some(service), Some(op)) =
                     (label(labels, "service"), label(labels, "operation"))
@@ -222,6 +307,33 @@ sumu_aws_call_seconds_bucket{operation="PutItem",service="dynamodb",le="0.005"} 
         assert_eq!(m.aws_calls["dynamodb.PutItem"], 10);
         assert_eq!(m.aws_calls["sqs.ReceiveMessage"], 5);
         assert_eq!(m.aws_calls.len(), 2);
+    }
+
+    #[test]
+    fn routing_histograms_become_quantiles_of_the_run() {
+        let text = |n: [u64; 4]| {
+            format!(
+                "sumu_route_hop_seconds_bucket{{hop=\"inbox_wait\",le=\"0.01\"}} {}\n\
+                 sumu_route_hop_seconds_bucket{{hop=\"inbox_wait\",le=\"0.05\"}} {}\n\
+                 sumu_route_hop_seconds_bucket{{hop=\"inbox_wait\",le=\"0.1\"}} {}\n\
+                 sumu_route_hop_seconds_bucket{{hop=\"inbox_wait\",le=\"+Inf\"}} {}\n",
+                n[0], n[1], n[2], n[3]
+            )
+        };
+        let before = parse_metrics(&text([5, 5, 5, 5]));
+        // 100 more: 10 under 10 ms, 80 in 10-50 ms, 10 in 50-100 ms.
+        let after = parse_metrics(&text([15, 95, 105, 105]));
+        let q = &after.route_since(&before)["hop=inbox_wait"];
+        assert_eq!(q.count, 100);
+        // The 50th of 100 is the 40th of the 80 in (10, 50] ms: 10 + 40/80 * 40 = 30 ms.
+        assert!((q.p50_ms - 30.0).abs() < 1e-9, "{q:?}");
+        // The 99th is the 9th of the 10 in (50, 100]: 50 + 9/10 * 50 = 95 ms.
+        assert!((q.p99_ms - 95.0).abs() < 1e-9, "{q:?}");
+        assert!(before.route_since(&before).is_empty());
+        let mut inf = BTreeMap::new();
+        inf.insert(10_000, 0);
+        inf.insert(u64::MAX, 4);
+        assert_eq!(bucket_quantile(&inf, 0.5), 10.0);
     }
 
     #[test]

@@ -108,6 +108,11 @@ pub struct FleetReport {
     /// nodes), split by whether the socket was on that node.
     pub deliveries_same_node: u64,
     pub deliveries_cross_node: u64,
+    /// The nodes' own routing histograms over the notification phase, all nodes
+    /// summed: `path=local` / `path=mesh` (`sumu_route_seconds`) and `hop=...`
+    /// (`sumu_route_hop_seconds`), each with its count and estimated p50/p99.
+    #[serde(default)]
+    pub route: BTreeMap<String, crate::nodes::RouteQuantiles>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -220,6 +225,16 @@ impl RunReport {
             for (op, n) in &fleet.aws_calls {
                 let _ = writeln!(out, "  {op:<28} {n:>12}");
             }
+            if !fleet.route.is_empty() {
+                let _ = writeln!(out, "  routing (the nodes' histograms): count, p50, p99 ms");
+            }
+            for (series, q) in &fleet.route {
+                let _ = writeln!(
+                    out,
+                    "  {series:<28} {:>12} {:>9.1} {:>9.1}",
+                    q.count, q.p50_ms, q.p99_ms
+                );
+            }
         }
         if self.errors.is_empty() {
             let _ = writeln!(out, "\nerrors: none");
@@ -235,17 +250,20 @@ impl RunReport {
             }
         }
         let cpu = &self.machine.cpu;
-        let _ = writeln!(
-            out,
-            "\nmachine: {} cpus, load tester {:.2} cores avg ({:.2} max), machine busy {:.0}% avg, \
-             nofile {}, {} source addresses",
-            cpu.cpus,
-            cpu.own_cores_mean,
-            cpu.own_cores_max,
-            cpu.machine_busy_pct_mean,
-            self.machine.nofile_soft,
-            self.machine.source_addrs.max(1)
-        );
+        // A run without sockets (sqs-hop) samples no machine figures.
+        if cpu.cpus > 0 {
+            let _ = writeln!(
+                out,
+                "\nmachine: {} cpus, load tester {:.2} cores avg ({:.2} max), machine busy {:.0}% avg, \
+                 nofile {}, {} source addresses",
+                cpu.cpus,
+                cpu.own_cores_mean,
+                cpu.own_cores_max,
+                cpu.machine_busy_pct_mean,
+                self.machine.nofile_soft,
+                self.machine.source_addrs.max(1)
+            );
+        }
         if self.machine.limited_by_machine {
             let _ = writeln!(out, "LIMITED BY THIS MACHINE, not the server:");
         }

@@ -274,6 +274,14 @@ pub struct Options {
     /// AWS endpoint override, e.g. http://127.0.0.1:4566 for the local emulator [default: AWS]
     #[arg(long, env = "SUMU_AWS_ENDPOINT", global = true)]
     pub aws_endpoint: Option<String>,
+    /// Per-service endpoint overrides, SERVICE=URL comma separated; SERVICE is one of dynamodb, dynamodbstreams, sns, sqs, cloudwatch; each wins over --aws-endpoint for its service (e.g. one local emulator process per service) [default: none]
+    #[arg(
+        long,
+        env = "SUMU_AWS_SERVICE_ENDPOINTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub aws_service_endpoints: Option<Vec<String>>,
     /// AWS region [default: from the AWS environment, else us-east-1]
     #[arg(long, env = "SUMU_AWS_REGION", global = true)]
     pub aws_region: Option<String>,
@@ -304,9 +312,12 @@ pub struct Options {
     /// A node whose heartbeat is older than this is reaped by the leader, seconds [default: 30]
     #[arg(long, env = "SUMU_NODE_TIMEOUT_SECS", global = true)]
     pub node_timeout_secs: Option<u64>,
-    /// CloudWatch namespace of the leader's PresenceStreamIteratorAge metric; empty disables it [default: Sumu]
+    /// CloudWatch namespace of the node's metrics (every node's Sockets, the leader's PresenceStreamIteratorAge); empty disables them [default: Sumu]
     #[arg(long, env = "SUMU_METRICS_NAMESPACE", global = true)]
     pub metrics_namespace: Option<String>,
+    /// How often a node publishes its Sockets metric to CloudWatch (one PutMetricData of 6 samples), seconds; 1 to 3600 [default: 60]
+    #[arg(long, env = "SUMU_METRICS_INTERVAL_SECS", global = true)]
+    pub metrics_interval_secs: Option<u64>,
     /// Where presence events go: the messages topic, the messages queue, or nowhere [default: topic]
     #[arg(long, env = "SUMU_PRESENCE_SOURCE", value_enum, global = true)]
     pub presence_source: Option<PresenceSource>,
@@ -369,10 +380,10 @@ impl Options {
             outbound_buffer_bytes, max_messages_in_flight, max_output_bytes_in_flight, max_sockets, max_sockets_per_user, max_sockets_per_address,
             max_connects_per_address_per_sec, max_connects_per_address_burst,
             max_tls_handshakes_per_address, address_limits_exempt, proxy_protocol, allowed_origins, drain_secs, drain_close_code,
-            max_duration_close_code, aws_endpoint, aws_region,
+            max_duration_close_code, aws_endpoint, aws_service_endpoints, aws_region,
             name_prefix, connections_table, cluster_table, messages_topic_arn,
             messages_queue_url, notifications_queue_url, mesh_topic_arn, heartbeat_secs,
-            node_timeout_secs, metrics_namespace, presence_source,
+            node_timeout_secs, metrics_namespace, metrics_interval_secs, presence_source,
             notification_pollers, max_receive_count, batch_linger_ms,
             register_timeout_ms, notification_visibility_secs, leader_lease_secs,
             leader_renew_secs, reap_step_pause_ms, recovery_window_secs, recovery_max_messages,
@@ -570,9 +581,60 @@ impl std::str::FromStr for Network {
     }
 }
 
+/// Endpoint overrides of single AWS services (`--aws-service-endpoints`):
+/// each wins over [`AwsConfig::endpoint`] for its service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceEndpoints {
+    pub dynamodb: Option<String>,
+    pub dynamodbstreams: Option<String>,
+    pub sns: Option<String>,
+    pub sqs: Option<String>,
+    pub cloudwatch: Option<String>,
+}
+
+impl ServiceEndpoints {
+    /// Parses `SERVICE=URL` items; an unknown service, a repeated one or an
+    /// item without `=` is an error.
+    fn parse(items: Vec<String>) -> Result<ServiceEndpoints, String> {
+        let mut out = ServiceEndpoints::default();
+        for item in items {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            let Some((service, url)) = item.split_once('=') else {
+                return Err(format!(
+                    "--aws-service-endpoints: {item:?} is not SERVICE=URL"
+                ));
+            };
+            let (service, url) = (service.trim(), url.trim());
+            if url.is_empty() {
+                return Err(format!("--aws-service-endpoints: no URL for {service}"));
+            }
+            let slot = match service {
+                "dynamodb" => &mut out.dynamodb,
+                "dynamodbstreams" => &mut out.dynamodbstreams,
+                "sns" => &mut out.sns,
+                "sqs" => &mut out.sqs,
+                "cloudwatch" => &mut out.cloudwatch,
+                other => {
+                    return Err(format!(
+                        "--aws-service-endpoints: unknown service {other:?} (dynamodb, dynamodbstreams, sns, sqs, cloudwatch)"
+                    ))
+                }
+            };
+            if slot.replace(url.to_string()).is_some() {
+                return Err(format!("--aws-service-endpoints: {service} given twice"));
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AwsConfig {
     pub endpoint: Option<String>,
+    pub service_endpoints: ServiceEndpoints,
     pub region: Option<String>,
     pub name_prefix: String,
     pub connections_table: String,
@@ -585,6 +647,8 @@ pub struct AwsConfig {
     pub node_timeout: Duration,
     /// None: no CloudWatch metric.
     pub metrics_namespace: Option<String>,
+    /// How often the Sockets metric is published.
+    pub metrics_interval: Duration,
     pub notification_pollers: usize,
     pub max_receive_count: u32,
     pub batch_linger: Duration,
@@ -894,8 +958,12 @@ impl Config {
             );
         }
         let prefix = o.name_prefix.unwrap_or_else(|| "Sumu".to_string());
+        let service_endpoints =
+            ServiceEndpoints::parse(o.aws_service_endpoints.unwrap_or_default())
+                .map_err(ConfigError::Invalid)?;
         let aws = AwsConfig {
             endpoint: o.aws_endpoint.filter(|s| !s.is_empty()),
+            service_endpoints,
             region: o.aws_region.filter(|s| !s.is_empty()),
             connections_table: o
                 .connections_table
@@ -918,6 +986,7 @@ impl Config {
                 Some(n) => Some(n),
                 None => Some("Sumu".to_string()),
             },
+            metrics_interval: secs(o.metrics_interval_secs, Duration::from_secs(60)),
             notification_pollers: o.notification_pollers.unwrap_or(2).max(1),
             max_receive_count: o.max_receive_count.unwrap_or(5).max(1),
             batch_linger: Duration::from_millis(o.batch_linger_ms.unwrap_or(5)),
@@ -930,6 +999,9 @@ impl Config {
             leader_renew: secs(o.leader_renew_secs, Duration::from_secs(5)),
             reap_step_pause: Duration::from_millis(o.reap_step_pause_ms.unwrap_or(0)),
         };
+        if !(1..=3600).contains(&aws.metrics_interval.as_secs()) {
+            return invalid("--metrics-interval-secs must be within 1..=3600".into());
+        }
         // Room for one largest message, its attributes and its bookkeeping.
         if aws.max_output_bytes_in_flight < limits.max_message_bytes + 4096 {
             return invalid(format!(
@@ -1331,5 +1403,35 @@ mod tests {
         assert_eq!(c.auth.audiences, vec!["x", "y"]);
         assert!(!c.auth.verify_expiration);
         assert!(c.dev);
+    }
+
+    #[test]
+    fn service_endpoints_parse_and_refuse_unknown_services() {
+        let cli = Cli::try_parse_from([
+            "sumu-node",
+            "--dev",
+            "--aws-endpoint",
+            "http://127.0.0.1:1",
+            "--aws-service-endpoints",
+            "dynamodb=http://127.0.0.1:2, dynamodbstreams=http://127.0.0.1:2",
+        ])
+        .unwrap();
+        let c = Config::resolve(cli.options).unwrap();
+        assert_eq!(c.aws.endpoint.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(
+            c.aws.service_endpoints,
+            ServiceEndpoints {
+                dynamodb: Some("http://127.0.0.1:2".into()),
+                dynamodbstreams: Some("http://127.0.0.1:2".into()),
+                ..ServiceEndpoints::default()
+            }
+        );
+        for bad in ["s3=http://x", "sqs", "sqs=", "sqs=http://a,sqs=http://b"] {
+            let o = Options {
+                aws_service_endpoints: Some(bad.split(',').map(str::to_string).collect()),
+                ..dev()
+            };
+            assert!(Config::resolve(o).is_err(), "{bad} must be refused");
+        }
     }
 }

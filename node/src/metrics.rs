@@ -32,6 +32,90 @@ pub(crate) struct Metrics {
     pub(crate) recovery_duplicates: IntCounter,
     pub(crate) recovery_gap_fills: IntCounterVec,
     pub(crate) history_write_failures: IntCounter,
+    /// Routing start at the router -> payload handed to this node's
+    /// sockets, by path (`local`: at the router; `mesh`: on the receiver).
+    pub(crate) route_seconds: HistogramVec,
+    /// One hop of a notification request's path (see [`Hop`]).
+    pub(crate) route_hop_seconds: HistogramVec,
+}
+
+/// The hops of a notification request through the fleet, the labels of
+/// `sumu_route_hop_seconds` (README's metrics table says what each spans).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Hop {
+    /// SentTimestamp of the request -> received from the notifications queue.
+    QueueWait,
+    /// The Queries of the target users' connection rows.
+    Lookup,
+    /// One node's share sent to its inbox (SendMessage).
+    InboxSend,
+    /// A broadcast's publish to the mesh topic.
+    MeshPublish,
+    /// SentTimestamp of a mesh message -> received from this node's inbox.
+    InboxWait,
+    /// Handing the payload to the router's own sockets.
+    DeliverLocal,
+    /// Handing a mesh message's payload to this node's sockets.
+    DeliverMesh,
+}
+
+impl Hop {
+    fn label(self) -> &'static str {
+        match self {
+            Hop::QueueWait => "queue_wait",
+            Hop::Lookup => "lookup",
+            Hop::InboxSend => "inbox_send",
+            Hop::MeshPublish => "mesh_publish",
+            Hop::InboxWait => "inbox_wait",
+            Hop::DeliverLocal => "deliver_local",
+            Hop::DeliverMesh => "deliver_mesh",
+        }
+    }
+}
+
+/// The two paths a notification takes to a socket.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RoutePath {
+    /// Delivered by the node that routed the request.
+    Local,
+    /// Delivered by another node, from its inbox.
+    Mesh,
+}
+
+/// Buckets of the routing histograms: fine where one SQS hop sits (AWS:
+/// ~10 ms; the emulator: 0-100 ms), coarse up to a retried request.
+const ROUTE_BUCKETS: [f64; 21] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5,
+    2.0, 3.0, 5.0, 10.0, 20.0,
+];
+
+impl Metrics {
+    pub(crate) fn hop(&self, hop: Hop, took: std::time::Duration) {
+        self.route_hop_seconds
+            .with_label_values(&[hop.label()])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A hop measured between two wall-clock stamps in ms (SQS's
+    /// SentTimestamp, the router's `routed_at`); a clock step back counts 0.
+    pub(crate) fn hop_since_ms(&self, hop: Hop, since_ms: u64, now_ms: u64) {
+        self.hop(hop, ms_between(since_ms, now_ms));
+    }
+
+    pub(crate) fn route(&self, path: RoutePath, took: std::time::Duration) {
+        let label = match path {
+            RoutePath::Local => "local",
+            RoutePath::Mesh => "mesh",
+        };
+        self.route_seconds
+            .with_label_values(&[label])
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// `now_ms - since_ms`, 0 when the clocks disagree the other way.
+pub(crate) fn ms_between(since_ms: u64, now_ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(now_ms.saturating_sub(since_ms))
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -98,7 +182,33 @@ impl Metrics {
         registry
             .register(Box::new(history_write_failures.clone()))
             .expect("unique metric");
+        let route_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "sumu_route_seconds",
+                "Notification routing start at the router -> payload handed to this node's sockets, by path",
+            )
+            .buckets(ROUTE_BUCKETS.to_vec()),
+            &["path"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(route_seconds.clone()))
+            .expect("unique metric");
+        let route_hop_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "sumu_route_hop_seconds",
+                "One hop of a notification request through the fleet",
+            )
+            .buckets(ROUTE_BUCKETS.to_vec()),
+            &["hop"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(route_hop_seconds.clone()))
+            .expect("unique metric");
         Metrics {
+            route_seconds,
+            route_hop_seconds,
             recoveries: counter_vec(
                 &registry,
                 "sumu_recoveries_total",
@@ -205,5 +315,17 @@ mod tests {
         let text = METRICS.render();
         assert!(text.contains("sumu_auth_failures_total{reason=\"expired\"}"));
         assert!(text.contains("sumu_connections "));
+    }
+
+    #[test]
+    fn hops_and_paths_are_labelled_and_clamped() {
+        METRICS.hop_since_ms(Hop::InboxWait, 1_000, 1_040);
+        METRICS.hop_since_ms(Hop::QueueWait, 2_000, 1_000);
+        METRICS.route(RoutePath::Mesh, std::time::Duration::from_millis(3));
+        let text = METRICS.render();
+        assert!(text.contains("sumu_route_hop_seconds_bucket{hop=\"inbox_wait\",le=\"0.05\"} 1"));
+        assert!(text.contains("sumu_route_hop_seconds_bucket{hop=\"queue_wait\",le=\"0.001\"} 1"));
+        assert!(text.contains("sumu_route_seconds_count{path=\"mesh\"} 1"));
+        assert_eq!(ms_between(5, 3), std::time::Duration::ZERO);
     }
 }

@@ -19,6 +19,11 @@ pub struct MeshEnvelope {
     pub request_id: String,
     /// The node that routed the request.
     pub from_node: String,
+    /// When the router started routing the request, ms since the Unix epoch
+    /// by its clock: the receiver measures the mesh path's latency from it
+    /// (`sumu_route_seconds{path="mesh"}`). Absent from older routers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed_at: Option<u64>,
     /// Who receives `data`; flattened, so its `target` tag and fields sit
     /// at the top level of the envelope.
     #[serde(flatten)]
@@ -102,6 +107,7 @@ mod tests {
         let env = MeshEnvelope {
             request_id: "r1".into(),
             from_node: "n1".into(),
+            routed_at: Some(1_700_000_000_000),
             target: MeshTarget::Connections {
                 connections: vec![MeshConnection {
                     user_id: "u".into(),
@@ -119,6 +125,15 @@ mod tests {
         let back: MeshEnvelope = serde_json::from_str(&text).unwrap();
         assert_eq!(back.data.get(), r#"{"k": [1, 2]}"#);
         assert!(matches!(back.target, MeshTarget::Connections { .. }));
+        assert_eq!(back.routed_at, Some(1_700_000_000_000));
+    }
+
+    #[test]
+    fn reads_envelopes_without_a_routing_time() {
+        let text = r#"{"request_id":"r","from_node":"n","target":"broadcast","data":1}"#;
+        let env: MeshEnvelope = serde_json::from_str(text).unwrap();
+        assert_eq!(env.routed_at, None);
+        assert!(!serde_json::to_string(&env).unwrap().contains("routed_at"));
     }
 
     /// The history field is pinned, and an envelope with it is still read
@@ -152,6 +167,7 @@ mod tests {
         let env = MeshEnvelope {
             request_id: "join#n2#1".into(),
             from_node: "n2".into(),
+            routed_at: None,
             target: MeshTarget::Joined {
                 inbox_url: "https://sqs/q-r1".into(),
             },

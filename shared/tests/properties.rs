@@ -193,6 +193,7 @@ proptest! {
         let env = MeshEnvelope {
             request_id: request_id.clone(),
             from_node: from_node.clone(),
+            routed_at: None,
             target,
             data: serde_json::value::RawValue::from_string(data_text.clone()).unwrap(),
             history: None,

@@ -638,6 +638,30 @@ def test_asg_behind_target_group_with_drain_hook(tf):
     assert "${var.min_size<=var.max_size}" in conds
 
 
+def test_scaling_on_cpu_and_on_sockets_per_node(tf):
+    cpu = res(tf, "aws_autoscaling_policy", "cpu")
+    sockets = res(tf, "aws_autoscaling_policy", "sockets")
+    for policy in (cpu, sockets):
+        assert policy["autoscaling_group_name"] == "${aws_autoscaling_group.nodes.name}"
+        assert policy["policy_type"] == "TargetTrackingScaling"
+    assert squash(sockets["count"]) == "${var.target_sockets_per_node==null?0:1}"
+    tracking = block(sockets, "target_tracking_configuration")
+    assert tracking["target_value"] == "${var.target_sockets_per_node}"
+    metric = block(tracking, "customized_metric_specification")
+    # What the node publishes (node/src/engine/aws/sockets_metric.rs).
+    assert metric["metric_name"] == "Sockets"
+    assert metric["namespace"] == "${var.metrics_namespace}"
+    assert metric["statistic"] == "Average"
+    dim = block(metric, "metric_dimension")
+    assert dim["name"] == "Fleet" and dim["value"] == "${local.prefix}"
+    rust = (ROOT.parent.parent / "node/src/engine/aws/sockets_metric.rs").read_text()
+    assert 'METRIC_NAME: &str = "Sockets"' in rust and 'DIMENSION: &str = "Fleet"' in rust
+    # The node's dimension value is its name prefix, its namespace the same variable.
+    env = _node_env(tf)
+    assert env["SUMU_NAME_PREFIX"] == "local.prefix"
+    assert env["SUMU_METRICS_NAMESPACE"] == "var.metrics_namespace"
+
+
 def test_target_group_health_check_and_deregistration(tf):
     tg = res(tf, "aws_lb_target_group", "nodes")
     assert tg["protocol"] == "TCP"
@@ -923,6 +947,7 @@ VALIDATION_CASES = {
     "max_size": ([1, 1000], [0, 1001, 2.5]),
     "desired_capacity": ([None, 1, 4], [0, 2.5]),
     "target_cpu_utilization": ([None, 60, 100], [0, 101, -5]),
+    "target_sockets_per_node": ([None, 100, 40000, 1000000], [0, 99, 1000001, 2.5]),
     "node_port": ([8080, 1024, 65535], [80, 65536, 8080.5]),
     "drain_seconds": ([1, 60, 3600], [0, 3601, 1.5]),
     "recovery_window_seconds": ([0, 120, 604800], [-1, 604801, 1.5]),

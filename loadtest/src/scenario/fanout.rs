@@ -449,6 +449,7 @@ pub async fn run(
     let mut split: Vec<(String, LatencyHistogram)> = Vec::new();
     if let Some(mut fleet) = fleet_report {
         fleet.aws_calls = metrics_after.aws_calls_since(&metrics_before);
+        fleet.route = metrics_after.route_since(&metrics_before);
         let calls: u64 = fleet.aws_calls.values().sum();
         if accepted > 0 {
             fleet.aws_calls_per_request = calls as f64 / accepted as f64;

@@ -1,10 +1,12 @@
-//! The runs: [`connect`], [`fanout`] (also `churn`) and [`publish`], and what they share:
+//! The runs: [`connect`], [`fanout`] (also `churn`), [`publish`] and [`sqs_hop`] (no
+//! sockets: the bare SQS hop beside a fleet), and what they share:
 //! resolving the target, tokens, source addresses, the file limit, and turning a
 //! finished fleet into a [`RunReport`].
 
 pub mod connect;
 pub mod fanout;
 pub mod publish;
+pub mod sqs_hop;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +44,12 @@ pub enum ScenarioError {
     },
     #[error("{0}")]
     Config(String),
+    #[error("SQS {operation} failed: {source}")]
+    Sqs {
+        operation: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// What a scenario hands back to the binary.

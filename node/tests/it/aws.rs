@@ -741,6 +741,77 @@ async fn cluster_status_shows_nodes_sockets_leader_and_queues() {
     }
 }
 
+/// Item 4 of issue 19: every node publishes its open sockets to CloudWatch
+/// as one statistic set per period (dimension Fleet = the name prefix), the
+/// metric the fleet's target-tracking policy scales on.
+#[tokio::test]
+async fn every_node_publishes_its_sockets_to_cloudwatch_once_a_period() {
+    let c = Cluster::new("Scale", 5);
+    let cw = aws_sdk_cloudwatch::Client::new(&sdk(&c.emulator).await);
+    let flags = [
+        "--metrics-namespace",
+        "SumuScaleTest",
+        "--metrics-interval-secs",
+        "1",
+    ];
+    let a = c.named("node-a", &flags);
+    let b = c.named("node-b", &flags);
+    let _a1 = a.connect("u1").await;
+    let _a2 = a.connect("u2").await;
+    let _a3 = a.connect("u3").await;
+    let _b1 = b.connect("u4").await;
+    let calls = "sumu_aws_calls_total{operation=\"PutMetricData\",service=\"cloudwatch\"}";
+    let before = a.metric(calls).await;
+    let started = std::time::Instant::now();
+    eventually(
+        "Sockets with Fleet=Scale: a datum of node-a's 3 and node-b's 1",
+        Duration::from_secs(30),
+        || async {
+            let now = aws_sdk_cloudwatch::primitives::DateTime::from(std::time::SystemTime::now());
+            let out = cw
+                .get_metric_statistics()
+                .namespace("SumuScaleTest")
+                .metric_name("Sockets")
+                .dimensions(
+                    aws_sdk_cloudwatch::types::Dimension::builder()
+                        .name("Fleet")
+                        .value("Scale")
+                        .build(),
+                )
+                .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                    now.secs() - 600,
+                ))
+                .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                    now.secs() + 600,
+                ))
+                .period(3600)
+                .statistics(aws_sdk_cloudwatch::types::Statistic::Maximum)
+                .statistics(aws_sdk_cloudwatch::types::Statistic::Minimum)
+                .statistics(aws_sdk_cloudwatch::types::Statistic::SampleCount)
+                .send()
+                .await
+                .expect("GetMetricStatistics");
+            let points = out.datapoints();
+            points.iter().any(|p| p.maximum() == Some(3.0))
+                && points.iter().any(|p| p.minimum().is_some_and(|m| m <= 1.0))
+                // Each datum is a statistic set of 6 samples.
+                && points.iter().all(|p| {
+                    p.sample_count()
+                        .is_some_and(|n| n >= 6.0 && n % 6.0 == 0.0)
+                })
+        },
+    )
+    .await;
+    // One call per period, not per socket or sample (the leader's
+    // PresenceStreamIteratorAge adds one a minute).
+    let periods = started.elapsed().as_secs_f64() + 1.0;
+    let made = a.metric(calls).await - before;
+    assert!(
+        made >= 1.0 && made <= periods + 1.0,
+        "{made} PutMetricData calls in {periods:.1} periods"
+    );
+}
+
 /// Issue 17 item 5: the ids of `/api/notify` requests are unique across
 /// restarts with the same `--node-id`. They used to restart at 0, so the
 /// other nodes dropped the restarted node's mesh deliveries as duplicates

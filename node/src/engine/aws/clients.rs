@@ -52,6 +52,8 @@ impl Clients {
         loader = loader.region(Region::new(region));
         if let Some(endpoint) = &cfg.endpoint {
             loader = loader.endpoint_url(endpoint);
+        }
+        if cfg.endpoint.is_some() || cfg.service_endpoints != Default::default() {
             // A local emulator takes any credentials; spare local users the
             // ceremony when none are configured.
             if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
@@ -68,12 +70,24 @@ impl Clients {
             }
         }
         let sdk = loader.load().await;
+        // A per-service endpoint (`--aws-service-endpoints`) set in code wins
+        // over the shared one, as the SDK ranks code above environment.
+        let each = &cfg.service_endpoints;
+        macro_rules! client {
+            ($sdk:ident, $endpoint:expr) => {{
+                let mut builder = $sdk::config::Builder::from(&sdk);
+                if let Some(url) = $endpoint {
+                    builder = builder.endpoint_url(url);
+                }
+                $sdk::Client::from_conf(builder.build())
+            }};
+        }
         Clients {
-            cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
-            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
-            streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
-            sns: aws_sdk_sns::Client::new(&sdk),
-            sqs: aws_sdk_sqs::Client::new(&sdk),
+            cloudwatch: client!(aws_sdk_cloudwatch, &each.cloudwatch),
+            dynamodb: client!(aws_sdk_dynamodb, &each.dynamodb),
+            streams: client!(aws_sdk_dynamodbstreams, &each.dynamodbstreams),
+            sns: client!(aws_sdk_sns, &each.sns),
+            sqs: client!(aws_sdk_sqs, &each.sqs),
         }
     }
 }

@@ -26,14 +26,14 @@ use super::clients::{call, Clients};
 use super::cluster::{Cluster, NodeRow};
 use super::delivered::{request_of_share, Delivered};
 use super::periodic::pause;
-use super::queue::Poll;
+use super::queue::{sent_at, Poll};
 use super::resources::{create_queue, sns_to_sqs_policy};
 use super::store::DynamoStore;
 use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, ConnectionRecord, ConnectionStore, EngineError, Health};
 use crate::hub::{LocalDelivery, Stamp};
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::{ms_between, Hop, RoutePath, METRICS};
 
 /// Envelopes stay under SNS's and SQS's 256 KiB with room for attributes.
 pub(crate) const MAX_ENVELOPE: usize = 250 * 1024;
@@ -93,10 +93,11 @@ pub(crate) fn envelopes(
     from_node: &str,
     connections: Vec<MeshConnection>,
     data: &serde_json::value::RawValue,
+    routed_at: u64,
     max: usize,
     stamp: Option<&Stamp>,
 ) -> Vec<String> {
-    let overhead = request_id.len() + from_node.len() + data.get().len() + 128;
+    let overhead = request_id.len() + from_node.len() + data.get().len() + 160;
     let budget = max.saturating_sub(overhead).max(1);
     let mut out = Vec::new();
     let mut chunk: Vec<MeshConnection> = Vec::new();
@@ -119,6 +120,7 @@ pub(crate) fn envelopes(
         let env = MeshEnvelope {
             request_id: format!("{request_id}#{}", out.len()),
             from_node: from_node.to_string(),
+            routed_at: Some(routed_at),
             target: MeshTarget::Connections { connections },
             data: data.to_owned(),
             history,
@@ -234,6 +236,7 @@ impl Mesh {
         let env = MeshEnvelope {
             request_id: format!("join#{}#{}", row.node_id, row.heartbeat_at),
             from_node: self.settings.node_id.clone(),
+            routed_at: None,
             target: MeshTarget::Joined {
                 inbox_url: row.inbox_url.clone(),
             },
@@ -434,13 +437,16 @@ impl Mesh {
         request_id: &str,
         rows: Vec<MeshConnection>,
         data: &serde_json::value::RawValue,
+        routed_at: u64,
         stamp: Option<&Stamp>,
     ) -> Result<bool, EngineError> {
+        let started = std::time::Instant::now();
         let bodies = envelopes(
             request_id,
             &self.settings.node_id,
             rows.clone(),
             data,
+            routed_at,
             MAX_ENVELOPE,
             stamp,
         );
@@ -481,6 +487,7 @@ impl Mesh {
                     return Err(e.into());
                 }
             }
+            METRICS.hop(Hop::InboxSend, started.elapsed());
             return Ok(true);
         }
     }
@@ -494,10 +501,12 @@ impl Mesh {
         exclude_users: Vec<String>,
         data: &serde_json::value::RawValue,
         position: Option<Position>,
+        routed_at: u64,
     ) -> Result<(), EngineError> {
         let env = MeshEnvelope {
             request_id: request_id.to_string(),
             from_node: self.settings.node_id.clone(),
+            routed_at: Some(routed_at),
             target: MeshTarget::Broadcast { exclude_users },
             data: data.to_owned(),
             history: position.map(|p| MeshHistory {
@@ -552,6 +561,10 @@ impl Mesh {
                 };
                 let Some(messages) = next else { break };
                 let mut done = Vec::new();
+                let received_at = now_ms();
+                for sent in messages.iter().filter_map(sent_at) {
+                    METRICS.hop_since_ms(Hop::InboxWait, sent, received_at);
+                }
                 for m in &messages {
                     let ok =
                         match serde_json::from_str::<MeshEnvelope>(m.body().unwrap_or_default()) {
@@ -618,6 +631,7 @@ impl Mesh {
                     .collect(),
             })
         });
+        let delivering = std::time::Instant::now();
         let result = match env.target {
             MeshTarget::Joined { inbox_url } => {
                 tracing::debug!(node_id = %env.from_node, %inbox_url, "node joined: its inbox is looked up again");
@@ -666,6 +680,10 @@ impl Mesh {
         };
         match result {
             Ok(()) => {
+                METRICS.hop(Hop::DeliverMesh, delivering.elapsed());
+                if let Some(routed_at) = env.routed_at {
+                    METRICS.route(RoutePath::Mesh, ms_between(routed_at, now_ms()));
+                }
                 METRICS
                     .notifications
                     .with_label_values(&["mesh", "routed"])
@@ -702,7 +720,7 @@ mod tests {
                 connection_id: format!("{i:032}"),
             })
             .collect();
-        let out = envelopes("r", "n1", conns, &data, 64 * 1024, None);
+        let out = envelopes("r", "n1", conns, &data, 1_700_000_000_000, 64 * 1024, None);
         assert!(out.len() > 1);
         let mut total = 0;
         let mut ids = std::collections::HashSet::new();

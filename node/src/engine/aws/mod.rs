@@ -18,6 +18,7 @@ mod queue;
 mod reaper;
 mod resources;
 mod router;
+mod sockets_metric;
 mod status;
 mod store;
 mod sweeper;
@@ -43,6 +44,7 @@ use presence::{LagMetric, PresenceConsumer};
 use reaper::Reaper;
 pub(crate) use resources::Resources;
 use router::AwsRouter;
+use sockets_metric::SocketsMetric;
 use store::DynamoStore;
 use sweeper::Sweeper;
 
@@ -67,6 +69,8 @@ struct AwsBackground {
     /// The notification pollers: stopped first when the node drains.
     intake: TaskTracker,
     intake_stop: Mutex<Option<CancellationToken>>,
+    /// Taken by `start`; None when CloudWatch metrics are off.
+    sockets_metric: Mutex<Option<SocketsMetric>>,
 }
 
 /// How long the notification pollers may take to finish their last receive
@@ -102,6 +106,14 @@ impl Background for AwsBackground {
             every: SWEEP_EVERY,
         };
         tasks.spawn(sweeper.run(stop.clone()));
+        let sockets_metric = self
+            .sockets_metric
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(metric) = sockets_metric {
+            tasks.spawn(metric.run(stop.clone()));
+        }
         if let Some(leader) = self.leader.lock().unwrap_or_else(|e| e.into_inner()).take() {
             tasks.spawn(leader.run(stop));
         }
@@ -230,6 +242,15 @@ pub(crate) async fn engine(
             step_pause: cfg.reap_step_pause,
         }),
     };
+    let sockets_metric = cfg
+        .metrics_namespace
+        .clone()
+        .map(|namespace| SocketsMetric {
+            cloudwatch: clients.cloudwatch.clone(),
+            namespace,
+            fleet: cfg.name_prefix.clone(),
+            every: cfg.metrics_interval,
+        });
     let background = Arc::new(AwsBackground {
         clients,
         resources,
@@ -244,6 +265,7 @@ pub(crate) async fn engine(
         visibility: cfg.notification_visibility,
         intake: TaskTracker::new(),
         intake_stop: Mutex::new(None),
+        sockets_metric: Mutex::new(sockets_metric),
     });
     Ok(Engine {
         store: Arc::new(store),

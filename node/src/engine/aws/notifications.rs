@@ -20,10 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::clients::call;
 use super::delivered::Delivered;
-use super::queue::{set_visibility, Poll};
+use super::queue::{sent_at, set_visibility, Poll};
+use crate::clock::now_ms;
 use crate::engine::Router;
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::{Hop, METRICS};
 
 pub(crate) struct Poller {
     pub(crate) sqs: aws_sdk_sqs::Client,
@@ -77,6 +78,10 @@ impl Poller {
         while let Some(messages) = poll.next(&stop).await {
             if messages.is_empty() {
                 continue;
+            }
+            let received_at = now_ms();
+            for sent in messages.iter().filter_map(sent_at) {
+                METRICS.hop_since_ms(Hop::QueueWait, sent, received_at);
             }
             let handles: Vec<String> = messages
                 .iter()

@@ -103,6 +103,15 @@ pub(crate) async fn set_visibility(
     }
 }
 
+/// When SQS accepted `m` (its `SentTimestamp`, ms since the epoch), if the
+/// receive asked for it.
+pub(crate) fn sent_at(m: &Message) -> Option<u64> {
+    m.attributes()?
+        .get(&MessageSystemAttributeName::SentTimestamp)?
+        .parse()
+        .ok()
+}
+
 /// Long-polls one queue for batches of 10, backing off on errors.
 pub(crate) struct Poll {
     sqs: aws_sdk_sqs::Client,
@@ -164,6 +173,7 @@ impl Poll {
             .wait_time_seconds(WAIT.as_secs() as i32)
             .set_visibility_timeout(self.visibility.map(|v| v.as_secs() as i32))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .customize()
             .config_override(
                 aws_sdk_sqs::config::Builder::default().timeout_config(long_poll_timeouts(WAIT)),

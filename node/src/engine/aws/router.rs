@@ -12,9 +12,14 @@
 //! request routed again gets the positions it got the first time (the
 //! history claims each request once), so a recovering socket that had it
 //! live drops the second copy by position even where no record saw both.
+//!
+//! Each hop is timed (`sumu_route_hop_seconds`), and the local path end to
+//! end (`sumu_route_seconds{path="local"}`); mesh envelopes carry the
+//! routing start so the receiver times the mesh path.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytestring::ByteString;
@@ -24,10 +29,11 @@ use sumu_shared::NotificationRequest;
 use super::delivered::Delivered;
 use super::mesh::Mesh;
 use super::store::{DynamoStore, Row};
+use crate::clock::now_ms;
 use crate::engine::history::History;
 use crate::engine::{EngineError, RouteOutcome, Router};
 use crate::hub::LocalDelivery;
-use crate::metrics::METRICS;
+use crate::metrics::{Hop, RoutePath, METRICS};
 use sumu_shared::mesh::MeshConnection;
 
 /// Concurrent Queries per request.
@@ -84,6 +90,8 @@ impl Router for AwsRouter {
         request: NotificationRequest,
     ) -> Result<RouteOutcome, EngineError> {
         let local = &self.local;
+        let started = Instant::now();
+        let routed_at = now_ms();
         // Recorded before anything else: a request that cannot be recorded
         // is delivered nowhere (and retried), so a recovering socket never
         // gets a message its resume could not replay.
@@ -97,6 +105,9 @@ impl Router for AwsRouter {
             },
             None => None,
         };
+        // The hops are timed from here: the record is not one of them (it
+        // shows in the route's total).
+        let recorded = Instant::now();
         if request.is_broadcast() {
             // Other nodes first: if the publish fails nothing was delivered
             // and the request is retried whole.
@@ -107,8 +118,11 @@ impl Router for AwsRouter {
                     request.exclude_users.clone(),
                     &request.data,
                     position,
+                    routed_at,
                 )
                 .await?;
+            METRICS.hop(Hop::MeshPublish, recorded.elapsed());
+            let delivering = Instant::now();
             let mut n = 0;
             if self.delivered.claim_everyone(request_id) {
                 n = local
@@ -118,6 +132,8 @@ impl Router for AwsRouter {
                         self.delivered.release_everyone(request_id);
                     })?;
             }
+            METRICS.hop(Hop::DeliverLocal, delivering.elapsed());
+            METRICS.route(RoutePath::Local, started.elapsed());
             return Ok(RouteOutcome {
                 local_deliveries: n,
                 mesh_messages: 1,
@@ -125,6 +141,7 @@ impl Router for AwsRouter {
         }
         let users: Vec<String> = request.targets().cloned().collect();
         let rows = self.lookup(users).await?;
+        METRICS.hop(Hop::Lookup, recorded.elapsed());
         let mut by_node: HashMap<&str, Vec<&Row>> = HashMap::new();
         for row in &rows {
             by_node.entry(row.node_id.as_str()).or_default().push(row);
@@ -140,8 +157,14 @@ impl Router for AwsRouter {
                     connection_id: r.connection_id.clone(),
                 })
                 .collect();
-            self.mesh
-                .send_to(node, request_id, conns, &request.data, stamp.as_deref())
+            self.mesh.send_to(
+                node,
+                request_id,
+                conns,
+                &request.data,
+                routed_at,
+                stamp.as_deref(),
+            )
         });
         let sent = futures_util::future::try_join_all(sends).await?;
         let mut outcome = RouteOutcome {
@@ -152,6 +175,7 @@ impl Router for AwsRouter {
             let payload = ByteString::from(request.data.get());
             let ids = mine.iter().map(|r| r.connection_id.clone()).collect();
             let ids = self.delivered.claim(request_id, ids);
+            let delivering = Instant::now();
             let report = match local
                 .to_connections_stamped(ids.clone(), payload, stamp)
                 .await
@@ -162,6 +186,8 @@ impl Router for AwsRouter {
                     return Err(e.into());
                 }
             };
+            METRICS.hop(Hop::DeliverLocal, delivering.elapsed());
+            METRICS.route(RoutePath::Local, started.elapsed());
             outcome.local_deliveries = report.delivered;
             if !report.missing.is_empty() {
                 let missing: std::collections::HashSet<&str> =
