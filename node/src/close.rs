@@ -108,8 +108,8 @@ impl CloseReason {
     }
 
     /// Counts one close in `sumu_connections_closed_total{reason}`.
-    pub(crate) fn count(self) {
-        crate::metrics::METRICS
+    pub(crate) fn count(self, metrics: &crate::metrics::Metrics) {
+        metrics
             .connections_closed
             .with_label_values(&[self.label()])
             .inc();

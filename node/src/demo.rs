@@ -13,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::memory::Bus;
+use crate::engine::bus::Bus;
 use crate::engine::Router;
 use crate::hub::LocalDelivery;
 use crate::logging::chain;

@@ -33,7 +33,7 @@ use sumu_shared::NotificationRequest;
 use tokio::sync::watch;
 
 use crate::close::CloseReason;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::outbound::{mono_ms, FrozenRule, Outbound, SWEEP_PERIOD};
 
 /// What the hub tells a session.
@@ -106,9 +106,9 @@ pub(crate) struct SessionHandle {
 
 impl SessionHandle {
     /// Queues `payload` unless that would pass the socket's outbound cap,
-    /// in which case the slow reader is cut off.
-    fn deliver(&self, payload: &ByteString) -> bool {
-        if !self.outbound.reserve_message(payload.len()) {
+    /// in which case the slow reader is cut off (counted in `metrics`).
+    fn deliver(&self, payload: &ByteString, metrics: &Metrics) -> bool {
+        if !self.outbound.reserve_message(payload.len(), metrics) {
             return false;
         }
         self.recipient.do_send(ToSession::Deliver(payload.clone()));
@@ -123,17 +123,18 @@ impl SessionHandle {
         payload: Option<&ByteString>,
         stream: StreamKind,
         position: Option<Position>,
+        metrics: &Metrics,
     ) -> bool {
         let Some(position) = position else {
             return match payload {
-                Some(p) => self.deliver(p),
+                Some(p) => self.deliver(p, metrics),
                 None => true,
             };
         };
         let len = payload.map_or(0, |p| p.len());
         if !self
             .outbound
-            .reserve_message_with(len, POSITIONED_EXTRA_COST)
+            .reserve_message_with(len, POSITIONED_EXTRA_COST, metrics)
         {
             return false;
         }
@@ -162,16 +163,18 @@ pub(crate) struct Hub {
     draining: bool,
     /// The number of open sockets, for whoever waits for the node to empty.
     count: watch::Sender<usize>,
+    metrics: Arc<Metrics>,
 }
 
-impl Default for Hub {
-    fn default() -> Hub {
+impl Hub {
+    fn new(metrics: Arc<Metrics>) -> Hub {
         Hub {
             connections: HashMap::new(),
             recovering: HashMap::new(),
             users: HashMap::new(),
             draining: false,
             count: watch::channel(0).0,
+            metrics,
         }
     }
 }
@@ -283,7 +286,7 @@ impl Hub {
 
     fn counted(&self) {
         let n = self.connections.len() + self.recovering.len();
-        METRICS.connections.set(n as i64);
+        self.metrics.connections.set(n as i64);
         self.count.send_replace(n);
     }
 
@@ -297,12 +300,12 @@ impl Hub {
         let mut dead = Vec::new();
         for id in ids {
             let ok = if let Some(entry) = self.connections.get(id) {
-                entry.handle.deliver(payload)
+                entry.handle.deliver(payload, &self.metrics)
             } else if let Some(entry) = self.recovering.get(id) {
                 let position = stamp.and_then(|s| s.users.get(&*entry.user_id).copied());
                 entry
                     .handle
-                    .deliver_at(Some(payload), StreamKind::User, position)
+                    .deliver_at(Some(payload), StreamKind::User, position, &self.metrics)
             } else {
                 continue;
             };
@@ -313,7 +316,7 @@ impl Hub {
             }
         }
         self.forget_dead(dead);
-        METRICS.deliveries.inc_by(delivered as u64);
+        self.metrics.deliveries.inc_by(delivered as u64);
         delivered
     }
 
@@ -325,7 +328,7 @@ impl Hub {
         for (id, entry) in self.connections.iter().chain(&self.recovering) {
             if let Some(reason) = entry.handle.outbound.overdue(now, rule) {
                 tracing::debug!(connection_id = %id, reason = reason.label(), "frozen socket killed");
-                entry.handle.outbound.kill(reason);
+                entry.handle.outbound.kill(reason, &self.metrics);
                 dead.push(id.clone());
             }
         }
@@ -427,7 +430,7 @@ impl Handler<Broadcast> for Hub {
             if exclude.contains(&*entry.user_id) {
                 continue;
             }
-            if entry.handle.deliver(&msg.payload) {
+            if entry.handle.deliver(&msg.payload, &self.metrics) {
                 delivered += 1;
             } else {
                 dead.push(id.clone());
@@ -440,7 +443,7 @@ impl Handler<Broadcast> for Hub {
                 let payload = (!excluded).then_some(&msg.payload);
                 if entry
                     .handle
-                    .deliver_at(payload, StreamKind::Broadcast, position)
+                    .deliver_at(payload, StreamKind::Broadcast, position, &self.metrics)
                 {
                     delivered += usize::from(!excluded);
                 } else {
@@ -449,7 +452,7 @@ impl Handler<Broadcast> for Hub {
             }
         }
         self.forget_dead(dead);
-        METRICS.deliveries.inc_by(delivered as u64);
+        self.metrics.deliveries.inc_by(delivered as u64);
         delivered
     }
 }
@@ -538,9 +541,10 @@ pub(crate) struct LocalDelivery {
 }
 
 impl LocalDelivery {
-    /// Starts the node's hub.
-    pub(crate) fn start() -> LocalDelivery {
-        let hub = Hub::default();
+    /// Starts the node's hub, which keeps `metrics`' socket gauge and
+    /// delivery counter.
+    pub(crate) fn start(metrics: Arc<Metrics>) -> LocalDelivery {
+        let hub = Hub::new(metrics);
         let count = hub.count.subscribe();
         LocalDelivery {
             hub: hub.start(),
@@ -780,7 +784,7 @@ mod tests {
     #[test]
     fn recovering_sockets_get_positions_plain_ones_the_payload() {
         actix::System::new().block_on(async {
-            let local = LocalDelivery::start();
+            let local = LocalDelivery::start(Default::default());
             let mut logs = Vec::new();
             for (conn, user, recovering) in [
                 ("c1", "alice", false),

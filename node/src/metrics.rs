@@ -1,7 +1,9 @@
-//! Prometheus metrics, served at `/metrics`: one process-wide set, each
-//! registered once under the names README's metrics table lists.
-
-use std::sync::LazyLock;
+//! Prometheus metrics, served at `/metrics`: one set per node, each metric
+//! registered once in the node's own registry under the names README's
+//! metrics table lists. `serve` makes the set and hands it to whatever
+//! counts (hub, sessions, HTTP, engine): nothing reaches a process-wide
+//! registry, so nodes served in one process (the in-process tests) count
+//! apart, exactly as separate processes do.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -127,7 +129,8 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
 }
 
 impl Metrics {
-    fn new() -> Metrics {
+    /// A fresh set, all zero, in a registry of its own.
+    pub(crate) fn new() -> Metrics {
         let registry = Registry::new();
         let connections =
             IntGauge::new("sumu_connections", "Open WebSocket connections").expect("valid metric");
@@ -293,6 +296,7 @@ impl Metrics {
         }
     }
 
+    /// The node's metrics in Prometheus' text format.
     pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();
@@ -303,7 +307,11 @@ impl Metrics {
     }
 }
 
-pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -311,21 +319,34 @@ mod tests {
 
     #[test]
     fn renders_prometheus_text() {
-        METRICS.auth_failures.with_label_values(&["expired"]).inc();
-        let text = METRICS.render();
+        let metrics = Metrics::new();
+        metrics.auth_failures.with_label_values(&["expired"]).inc();
+        let text = metrics.render();
         assert!(text.contains("sumu_auth_failures_total{reason=\"expired\"}"));
         assert!(text.contains("sumu_connections "));
     }
 
     #[test]
     fn hops_and_paths_are_labelled_and_clamped() {
-        METRICS.hop_since_ms(Hop::InboxWait, 1_000, 1_040);
-        METRICS.hop_since_ms(Hop::QueueWait, 2_000, 1_000);
-        METRICS.route(RoutePath::Mesh, std::time::Duration::from_millis(3));
-        let text = METRICS.render();
+        let metrics = Metrics::new();
+        metrics.hop_since_ms(Hop::InboxWait, 1_000, 1_040);
+        metrics.hop_since_ms(Hop::QueueWait, 2_000, 1_000);
+        metrics.route(RoutePath::Mesh, std::time::Duration::from_millis(3));
+        let text = metrics.render();
         assert!(text.contains("sumu_route_hop_seconds_bucket{hop=\"inbox_wait\",le=\"0.05\"} 1"));
         assert!(text.contains("sumu_route_hop_seconds_bucket{hop=\"queue_wait\",le=\"0.001\"} 1"));
         assert!(text.contains("sumu_route_seconds_count{path=\"mesh\"} 1"));
         assert_eq!(ms_between(5, 3), std::time::Duration::ZERO);
+    }
+
+    #[test]
+    fn two_sets_count_apart() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.connections.set(3);
+        a.connections_closed.with_label_values(&["client"]).inc();
+        let (a, b) = (a.render(), b.render());
+        assert!(a.contains("sumu_connections 3"), "{a}");
+        assert!(b.contains("sumu_connections 0"), "{b}");
+        assert!(!b.contains("reason=\"client\""), "{b}");
     }
 }

@@ -33,6 +33,7 @@ use futures_util::Stream;
 
 use crate::close::CloseReason;
 use crate::config::Limits;
+use crate::metrics::Metrics;
 
 /// What one message waiting in a session's mailbox costs beyond its frame
 /// bytes (the payload itself is shared by every recipient). Measured from
@@ -100,36 +101,42 @@ impl Outbound {
     }
 
     /// Reserves room for a text frame of `payload` bytes (plus `extra`);
-    /// false (and the socket killed) when that would pass the cap.
-    fn reserve_with(&self, payload: usize, extra: usize) -> bool {
+    /// false (and the socket killed, counted in `metrics`) when that would
+    /// pass the cap.
+    fn reserve_with(&self, payload: usize, extra: usize, metrics: &Metrics) -> bool {
         if self.is_killed() {
             return false;
         }
         let n = frame_len(payload) + extra;
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
         if before + n > self.cap {
-            self.kill(CloseReason::SlowReader);
+            self.kill(CloseReason::SlowReader, metrics);
             return false;
         }
         true
     }
 
     /// Reserves a frame the session writes itself (no mailbox on the way).
-    pub(crate) fn reserve(&self, payload: usize) -> bool {
-        self.reserve_with(payload, 0)
+    pub(crate) fn reserve(&self, payload: usize, metrics: &Metrics) -> bool {
+        self.reserve_with(payload, 0, metrics)
     }
 
     /// Reserves a frame sent to the session through its mailbox; the
     /// session calls [`Outbound::taken`] when it handles the message.
-    pub(crate) fn reserve_message(&self, payload: usize) -> bool {
-        self.reserve_with(payload, MAILBOX_MESSAGE_COST)
+    pub(crate) fn reserve_message(&self, payload: usize, metrics: &Metrics) -> bool {
+        self.reserve_with(payload, MAILBOX_MESSAGE_COST, metrics)
     }
 
     /// Reserves a frame sent through a mailbox in a message that costs
     /// `extra` more than a plain one (a recovering socket's positioned
     /// delivery); released with [`Outbound::taken_with`].
-    pub(crate) fn reserve_message_with(&self, payload: usize, extra: usize) -> bool {
-        self.reserve_with(payload, MAILBOX_MESSAGE_COST + extra)
+    pub(crate) fn reserve_message_with(
+        &self,
+        payload: usize,
+        extra: usize,
+        metrics: &Metrics,
+    ) -> bool {
+        self.reserve_with(payload, MAILBOX_MESSAGE_COST + extra, metrics)
     }
 
     /// The session took a message from its mailbox.
@@ -161,13 +168,14 @@ impl Outbound {
     }
 
     /// Drops the connection now, discarding unsent data, and counts
-    /// `reason`. Idempotent (the first reason is the one counted); does
-    /// nothing to any other connection, even once this one is gone.
-    pub(crate) fn kill(&self, reason: CloseReason) {
+    /// `reason` in `metrics`. Idempotent (the first reason is the one
+    /// counted); does nothing to any other connection, even once this one
+    /// is gone.
+    pub(crate) fn kill(&self, reason: CloseReason, metrics: &Metrics) {
         if self.killed.swap(true, Ordering::AcqRel) {
             return;
         }
-        reason.count();
+        reason.count(metrics);
         if let Some(switch) = &self.switch {
             switch.kill();
         }
@@ -289,20 +297,26 @@ mod tests {
 
     #[test]
     fn reservation_over_cap_kills_and_release_frees() {
-        let o = Outbound::new(100, None);
-        assert!(o.reserve(50)); // 52
+        let (o, m) = (Outbound::new(100, None), Metrics::new());
+        assert!(o.reserve(50, &m)); // 52
         o.released(52);
         assert_eq!(o.queued(), 0);
-        assert!(o.reserve(90)); // 92
-        assert!(!o.reserve(10)); // 104 > 100
+        assert!(o.reserve(90, &m)); // 92
+        assert!(!o.reserve(10, &m)); // 104 > 100
         assert!(o.is_killed());
-        assert!(!o.reserve(1));
+        assert!(!o.reserve(1, &m));
+        assert_eq!(
+            m.connections_closed
+                .with_label_values(&["slow_reader"])
+                .get(),
+            1
+        );
     }
 
     #[test]
     fn a_queued_message_costs_its_mailbox_slot_until_taken() {
-        let o = Outbound::new(10_000, None);
-        assert!(o.reserve_message(1));
+        let (o, m) = (Outbound::new(10_000, None), Metrics::new());
+        assert!(o.reserve_message(1, &m));
         assert_eq!(o.queued(), 3 + MAILBOX_MESSAGE_COST);
         o.taken();
         assert_eq!(o.queued(), 3);
@@ -312,9 +326,9 @@ mod tests {
         let per = 3 + MAILBOX_MESSAGE_COST;
         let fits = 10_000 / per;
         for _ in 0..fits {
-            assert!(o.reserve_message(1));
+            assert!(o.reserve_message(1, &m));
         }
-        assert!(!o.reserve_message(1));
+        assert!(!o.reserve_message(1, &m));
         assert!(o.is_killed());
     }
 
@@ -323,7 +337,7 @@ mod tests {
         let switch = KillSwitch::new();
         let o = Outbound::new(100, Some(switch.clone()));
         assert!(!switch.is_killed());
-        o.kill(CloseReason::NoPong);
+        o.kill(CloseReason::NoPong, &Metrics::new());
         assert!(switch.is_killed());
         assert!(o.is_killed());
         assert_eq!(o.overdue(u64::MAX, &rule()), None);

@@ -27,6 +27,7 @@ use crate::http::{self, AppState};
 use crate::hub::LocalDelivery;
 use crate::limits::{Admission, Handshakes};
 use crate::logging::chain;
+use crate::metrics::Metrics;
 use crate::session::{RecoveryEnv, SessionEnv};
 use crate::tls::{self, CertResolver, TlsError, TlsFiles};
 
@@ -36,10 +37,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const TASKS_GRACE: Duration = Duration::from_secs(5);
 /// Pending connections the kernel keeps for a node under a connect storm.
 const BACKLOG: i32 = 4096;
-/// Connections a worker serves at once (the socket limits bound them).
-const MAX_CONNECTIONS: usize = 1_000_000;
-/// How long a new connection may take to send its request head.
-const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a node could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +65,6 @@ pub enum NodeError {
 
 /// Exit code of `sumu-node` when the TLS certificate or key is unusable at start.
 pub const EXIT_TLS: i32 = 3;
-
-/// How long a TLS client may take to complete its handshake once its
-/// ClientHello is in (actix's default): it holds a handshake slot this long.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The TLS listener of `tls`: the certificate is loaded first (the node refuses to
 /// start without a usable one), then the address is bound. Answers the bound
@@ -131,11 +124,13 @@ fn max_sockets(config: &Config) -> usize {
     })
 }
 
-/// The engine of `config`, delivering through `local`; `address` is where
-/// this node listens (written to its cluster row).
+/// The engine of `config`, delivering through `local` and counting in
+/// `metrics`; `address` is where this node listens (written to its cluster
+/// row).
 async fn build_engine(
     config: &Config,
     local: LocalDelivery,
+    metrics: &Arc<Metrics>,
     address: SocketAddr,
 ) -> Result<Engine, EngineError> {
     match config.engine {
@@ -143,8 +138,9 @@ async fn build_engine(
             config.presence_source,
             config.recovery,
             local,
+            metrics.clone(),
         )),
-        EngineKind::Aws => engine::aws::engine(config, local, address).await,
+        EngineKind::Aws => engine::aws::engine(config, local, metrics.clone(), address).await,
     }
 }
 
@@ -160,10 +156,12 @@ pub async fn serve(
     // The TLS files first: a node that cannot serve them must not have
     // joined the fleet (an inbox, a subscription and a row left behind).
     let tls = config.tls.as_ref().map(tls_listener).transpose()?;
-    let local = LocalDelivery::start();
+    // This node's own metrics: a process serving two nodes counts them apart.
+    let metrics = Arc::new(Metrics::new());
+    let local = LocalDelivery::start(metrics.clone());
     local.sweep(crate::outbound::FrozenRule::new(&config.limits));
     let listen = listener.local_addr().unwrap_or(config.listen);
-    let engine = build_engine(&config, local.clone(), listen)
+    let engine = build_engine(&config, local.clone(), &metrics, listen)
         .await
         .map_err(|e| NodeError::Engine(e.into()))?;
     let tasks = TaskTracker::new();
@@ -212,6 +210,7 @@ pub async fn serve(
         session_env: Arc::new(SessionEnv {
             limits: config.limits.clone(),
             output: engine.output.clone(),
+            metrics: metrics.clone(),
         }),
         recovery: Arc::new(RecoveryEnv::new(
             engine.history.clone(),
@@ -219,9 +218,11 @@ pub async fn serve(
                 positions: config.recovery.max_messages,
                 bytes: config.recovery.max_bytes,
             },
+            metrics.clone(),
         )),
         ready: ready.clone(),
         admission,
+        metrics: metrics.clone(),
     });
 
     let app_state = state.clone();
@@ -241,6 +242,7 @@ pub async fn serve(
         proxy_protocol: config.proxy_protocol,
         tls,
         handshakes: Handshakes::new(&config.sockets),
+        metrics: metrics.clone(),
     };
     let (server, addrs) =
         listeners::run(served, config.workers, app, on_connect).map_err(|source| {

@@ -6,14 +6,9 @@ use crate::common::*;
 
 #[test]
 fn dev_tokens_connect_and_broadcast() {
-    let node = workspace_binary("sumu-node");
-    let server = start_server(
-        &node,
-        &["--listen", "127.0.0.1:{port}", "--dev"],
-        "node-dev",
-    );
+    let server = Node::start(&["--dev"], "dev");
     let dir = scratch("node-dev");
-    let url = server.url();
+    let url = server.url("");
 
     let (code, report) = loadtest(
         &[
@@ -77,13 +72,9 @@ fn dev_tokens_connect_and_broadcast() {
 
 #[test]
 fn minted_rs256_tokens_are_accepted_and_multicast_reaches_only_targets() {
-    let node = workspace_binary("sumu-node");
     let public = fixture("rsa-public.pem");
-    let server = start_server(
-        &node,
+    let server = Node::start(
         &[
-            "--listen",
-            "127.0.0.1:{port}",
             "--jwks-file",
             &public,
             "--jwt-audiences",
@@ -91,7 +82,7 @@ fn minted_rs256_tokens_are_accepted_and_multicast_reaches_only_targets() {
             "--api-key",
             "e2e-key",
         ],
-        "node-rs256",
+        "e2e-key",
     );
     let dir = scratch("node-rs256");
     let private = fixture("rsa-private.pem");
@@ -99,7 +90,7 @@ fn minted_rs256_tokens_are_accepted_and_multicast_reaches_only_targets() {
         &[
             "fanout",
             "--url",
-            &server.url(),
+            &server.url(""),
             "--private-key",
             &private,
             "--aud",
@@ -138,7 +129,7 @@ fn minted_rs256_tokens_are_accepted_and_multicast_reaches_only_targets() {
         &[
             "connect",
             "--url",
-            &server.url(),
+            &server.url(""),
             "--private-key",
             &private,
             "--aud",

@@ -38,12 +38,11 @@ fn fanout_via_the_notifications_queue() {
             .filter(|(k, _)| !k.starts_with("SUMU_NOTIFICATIONS_TOPIC"))
             .map(|(k, v)| (k.clone(), v.clone())),
     );
-    let server = start_server_with_env(
-        &node,
-        &["--listen", "127.0.0.1:{port}", "--dev", "--node-id", "lt-a"],
-        &node_env,
-        "node-sqs",
-    );
+    let node_env: Vec<(&str, &str)> = node_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let server = Node::start_with_env(&["--dev", "--node-id", "lt-a"], "dev", &node_env);
     let dir = scratch("node-sqs");
     let aws_env = vec![
         ("AWS_ACCESS_KEY_ID".to_string(), "test".to_string()),
@@ -53,7 +52,7 @@ fn fanout_via_the_notifications_queue() {
         &[
             "fanout",
             "--url",
-            &server.url(),
+            &server.url(""),
             "--dev",
             "-n",
             "20",

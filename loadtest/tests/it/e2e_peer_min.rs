@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::common::*;
 
 fn peer() -> Server {
-    start_server(
+    Server::start(
         Path::new(env!("CARGO_BIN_EXE_sumu-peer-min")),
         &["--listen", "127.0.0.1:{port}", "--api-key", "k"],
         "peer-min",

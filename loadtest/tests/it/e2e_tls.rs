@@ -1,5 +1,5 @@
 //! End to end over wss: the Node `ws` peer (loadtest/bench/peers/ws-node) in its TLS mode
-//! with a test CA and an ECDSA P-256 certificate generated here (rcgen), and every scenario
+//! with a test CA and an ECDSA P-256 certificate (the testkit's run-time PKI), and every scenario
 //! of `sumu-loadtest` with `--tls --ca-file`. A client that trusts another CA, or asks for a
 //! name the certificate does not hold, fails the handshake quickly with `connect_tls`
 //! instead of hanging.
@@ -12,42 +12,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use sumu_testkit::tls::{KeyAlg, Pki};
 
-/// A CA, and a leaf for 127.0.0.1 only (so `localhost` is a wrong name) signed by it.
-struct TestPki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn ca_params(name: &str) -> rcgen::CertificateParams {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params
-}
-
-fn make_pki(dir: &Path, name: &str) -> TestPki {
-    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("CA key");
-    let ca_cert = ca_params(name).self_signed(&ca_key).expect("CA cert");
-    let issuer = rcgen::Issuer::new(ca_params(name), ca_key);
-    let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("leaf key");
-    let leaf_params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("leaf params");
-    let leaf = leaf_params
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf cert");
-    let pki = TestPki {
-        ca: dir.join(format!("{name}-ca.pem")),
-        cert: dir.join(format!("{name}-fullchain.pem")),
-        key: dir.join(format!("{name}-key.pem")),
-    };
-    std::fs::write(&pki.ca, ca_cert.pem()).unwrap();
-    std::fs::write(&pki.cert, format!("{}{}", leaf.pem(), ca_cert.pem())).unwrap();
-    std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
-    pki
+/// A CA, and a leaf for 127.0.0.1 only (so `localhost` is a wrong name) signed by it,
+/// as files under `dir/name`.
+fn make_pki(dir: &Path, name: &str) -> Pki {
+    Pki::generate(&dir.join(name), &["127.0.0.1"], KeyAlg::EcdsaP256)
 }
 
 fn ws_node_dir() -> PathBuf {
@@ -69,12 +39,12 @@ fn ensure_ws_node_installed() {
 }
 
 /// The ws-node peer with its plain listener (readiness, POST /api/notify) and a TLS one.
-fn ws_node_tls(pki: &TestPki, name: &str) -> (Server, u16) {
+fn ws_node_tls(pki: &Pki, name: &str) -> (Server, u16) {
     ensure_ws_node_installed();
     let tls_port = sumu_testkit::free_port();
     let server_js = ws_node_dir().join("server.js");
     let tls_listen = format!("127.0.0.1:{tls_port}");
-    let server = start_server(
+    let server = Server::start(
         Path::new("node"),
         &[
             server_js.to_str().unwrap(),

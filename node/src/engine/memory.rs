@@ -1,18 +1,16 @@
 //! The `memory` engine: one node, everything in-process. `publish`/`send`
-//! and presence events go to an in-process [`Bus`] that the HTTP API
+//! and presence events go to the in-process [`Bus`] that the HTTP API
 //! streams at `/api/events`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use serde::Serialize;
 use sumu_shared::{NotificationRequest, PresenceEvent, PresenceStatus};
-use tokio::sync::broadcast;
-
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::bus::{Bus, BusMessage};
 use super::history::History;
 use super::memory_history::MemoryHistory;
 use super::{
@@ -22,45 +20,6 @@ use super::{
 use crate::clock::now_ms;
 use crate::config::{PresenceSource, RecoveryConfig};
 use crate::hub::LocalDelivery;
-
-/// One message on the bus, shaped like what a SUMU backend receives from
-/// SNS/SQS: the body plus the message attributes.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct BusMessage {
-    /// `apigw.route.publish`, `apigw.route.send` or `lambda.presence.watchdog`.
-    pub(crate) source: &'static str,
-    /// `topic` (the SNS messages topic) or `queue` (the SQS messages queue).
-    pub(crate) destination: &'static str,
-    pub(crate) user_id: String,
-    pub(crate) timestamp: u64,
-    /// The message body (JSON text).
-    pub(crate) message: String,
-}
-
-/// In-process fan-out of [`BusMessage`]s to any number of subscribers. A
-/// subscriber that falls behind by more than the capacity loses the oldest
-/// messages (and is told how many).
-#[derive(Clone)]
-pub(crate) struct Bus {
-    tx: broadcast::Sender<Arc<BusMessage>>,
-}
-
-impl Bus {
-    pub(crate) fn new(capacity: usize) -> Bus {
-        Bus {
-            tx: broadcast::channel(capacity).0,
-        }
-    }
-
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<BusMessage>> {
-        self.tx.subscribe()
-    }
-
-    fn emit(&self, msg: BusMessage) {
-        // No subscriber is fine: like a topic nobody subscribed to.
-        let _ = self.tx.send(Arc::new(msg));
-    }
-}
 
 /// Counts live connections per user to produce ONLINE on 0→1 and OFFLINE
 /// on 1→0.
@@ -151,6 +110,7 @@ impl ClientOutput for MemoryOutput {
 pub(crate) struct MemoryRouter {
     local: LocalDelivery,
     history: Option<Arc<MemoryHistory>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[async_trait]
@@ -164,7 +124,7 @@ impl Router for MemoryRouter {
             Some(h) => match h.record(request_id, &request).await {
                 Ok(stamp) => Some(Arc::new(stamp)),
                 Err(e) => {
-                    crate::metrics::METRICS.history_write_failures.inc();
+                    self.metrics.history_write_failures.inc();
                     return Err(e);
                 }
             },
@@ -195,6 +155,7 @@ pub(crate) fn engine(
     presence: PresenceSource,
     recovery: RecoveryConfig,
     local: LocalDelivery,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Engine {
     let bus = Bus::new(4096);
     let history = recovery
@@ -210,6 +171,7 @@ pub(crate) fn engine(
         router: Arc::new(MemoryRouter {
             local,
             history: history.clone(),
+            metrics,
         }),
         background: Arc::new(NoBackground),
         bus: Some(bus),
@@ -241,7 +203,12 @@ mod tests {
 
     #[actix::test]
     async fn presence_on_first_and_last_connection_only() {
-        let e = engine(PresenceSource::Queue, RECOVERY_OFF, LocalDelivery::start());
+        let e = engine(
+            PresenceSource::Queue,
+            RECOVERY_OFF,
+            LocalDelivery::start(Default::default()),
+            Default::default(),
+        );
         let mut rx = e.bus.as_ref().unwrap().subscribe();
         e.store.register(&rec("u", "c1")).await.unwrap();
         e.store.register(&rec("u", "c2")).await.unwrap();
@@ -262,7 +229,12 @@ mod presence_off {
 
     #[actix::test]
     async fn no_presence_events_when_off() {
-        let e = engine(PresenceSource::None, RECOVERY_OFF, LocalDelivery::start());
+        let e = engine(
+            PresenceSource::None,
+            RECOVERY_OFF,
+            LocalDelivery::start(Default::default()),
+            Default::default(),
+        );
         let mut rx = e.bus.as_ref().unwrap().subscribe();
         let rec = ConnectionRecord {
             user_id: "u".into(),

@@ -3,6 +3,7 @@
 //! engines are interchangeable.
 
 pub(crate) mod aws;
+pub(crate) mod bus;
 mod error;
 mod health;
 pub(crate) mod history;
@@ -122,7 +123,7 @@ pub(crate) struct Engine {
     pub(crate) router: Arc<dyn Router>,
     pub(crate) background: Arc<dyn Background>,
     /// The memory engine's in-process bus (None for `aws`).
-    pub(crate) bus: Option<memory::Bus>,
+    pub(crate) bus: Option<bus::Bus>,
     /// Whether new sockets can be registered now (`/readyz`).
     pub(crate) health: Arc<Health>,
     /// The recovery window's history (`None`: recovery is off).

@@ -12,11 +12,14 @@ use bytes::Bytes;
 use serde::Serialize;
 use sumu_shared::NotificationRequest;
 
-use super::{error_body, AppState};
+use super::shared::{error_body, AppState};
 use crate::engine::EngineError;
 use crate::hub::HubError;
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
+
+/// The largest notification request body (SQS's message size limit).
+pub(super) const MAX_NOTIFY_BYTES: usize = 256 * 1024;
 
 /// Why an API call was refused.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +30,7 @@ pub(super) enum ApiError {
     BadKey,
     #[error("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs())]
     BodyTimeout,
-    #[error("the request body is over {} bytes", super::MAX_NOTIFY_BYTES)]
+    #[error("the request body is over {} bytes", MAX_NOTIFY_BYTES)]
     BodyTooLarge,
     #[error("the request body could not be read")]
     BodyRead(#[source] actix_web::Error),
@@ -56,14 +59,14 @@ impl ApiError {
         }
     }
 
-    fn record(&self) {
+    fn record(&self, metrics: &Metrics) {
         match self {
-            ApiError::InvalidRequest(_) => METRICS
+            ApiError::InvalidRequest(_) => metrics
                 .notifications
                 .with_label_values(&["http", "invalid"])
                 .inc(),
             ApiError::Routing(e) => {
-                METRICS
+                metrics
                     .notifications
                     .with_label_values(&["http", "failed"])
                     .inc();
@@ -93,7 +96,6 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        self.record();
         error_body(self.status_code(), &self.to_string(), self.reason())
     }
 }
@@ -157,12 +159,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// so no client without the key, and none trickling bytes, holds a
 /// connection.
 async fn read_body(payload: web::Payload) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(
-        BODY_TIMEOUT,
-        payload.to_bytes_limited(super::MAX_NOTIFY_BYTES),
-    )
-    .await
-    {
+    match tokio::time::timeout(BODY_TIMEOUT, payload.to_bytes_limited(MAX_NOTIFY_BYTES)).await {
         Err(_) => Err(ApiError::BodyTimeout),
         Ok(Err(_limit_exceeded)) => Err(ApiError::BodyTooLarge),
         Ok(Ok(Err(e))) => Err(ApiError::BodyRead(e)),
@@ -170,7 +167,20 @@ async fn read_body(payload: web::Payload) -> Result<Bytes, ApiError> {
     }
 }
 
+/// POST /api/notify; a refusal is counted and logged here, where the
+/// node's metrics are at hand.
 pub(super) async fn notify(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let metrics = state.metrics.clone();
+    route(req, payload, state)
+        .await
+        .inspect_err(|e| e.record(&metrics))
+}
+
+async fn route(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -185,7 +195,8 @@ pub(super) async fn notify(
         .route(&request_id, request)
         .await
         .map_err(ApiError::Routing)?;
-    METRICS
+    state
+        .metrics
         .notifications
         .with_label_values(&["http", "routed"])
         .inc();
@@ -206,7 +217,12 @@ pub(super) async fn users(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     require_key(&req, &state)?;
-    let users = state.local.connected_users().await.map_err(ApiError::Hub)?;
+    let users = state
+        .local
+        .connected_users()
+        .await
+        .map_err(ApiError::Hub)
+        .inspect_err(|e| e.record(&state.metrics))?;
     Ok(HttpResponse::Ok().json(Users { users }))
 }
 

@@ -7,7 +7,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 
-use super::{error_body, AppState};
+use super::shared::{error_body, AppState};
 use crate::auth::dev::DEV_TOKEN_TTL_SECS;
 use crate::config::DEV_API_KEY;
 use crate::logging::chain;

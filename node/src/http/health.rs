@@ -5,8 +5,7 @@ use std::sync::atomic::Ordering;
 
 use actix_web::{web, HttpResponse};
 
-use super::AppState;
-use crate::metrics::METRICS;
+use super::shared::AppState;
 
 /// The process is up.
 pub(super) async fn healthz() -> HttpResponse {
@@ -26,8 +25,8 @@ pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-pub(super) async fn metrics() -> HttpResponse {
+pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(METRICS.render())
+        .body(state.metrics.render())
 }

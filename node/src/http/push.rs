@@ -23,14 +23,14 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use actix_web_actors::ws;
 use futures_util::Stream;
 
-use super::{error_body, AppState};
+use super::shared::{error_body, AppState};
 use crate::auth::{token_from_request, AuthError};
 use crate::clock::now_ms;
 use crate::engine::{ConnectionRecord, EngineError};
 use crate::hub::{HubError, Register, SessionHandle};
 use crate::limits::{Permit, Refusal};
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::outbound::{Metered, Outbound};
 use crate::session::{Arm, Begin, Registration, Resumer, Session};
 
@@ -83,19 +83,19 @@ impl UpgradeError {
 
     /// Counts and logs the refusal: client errors as information, ours as
     /// warnings with their causes.
-    fn record(&self) {
+    fn record(&self, metrics: &Metrics) {
         match self {
             UpgradeError::Origin | UpgradeError::Auth(_) => {
                 let reason = self.reason().unwrap_or_default();
-                METRICS.auth_failures.with_label_values(&[reason]).inc();
+                metrics.auth_failures.with_label_values(&[reason]).inc();
                 tracing::info!(reason, "upgrade refused");
             }
             UpgradeError::Limited(r) => {
-                METRICS.limited.with_label_values(&[r.reason()]).inc();
+                metrics.limited.with_label_values(&[r.reason()]).inc();
                 tracing::info!(reason = r.reason(), "upgrade refused");
             }
             UpgradeError::RegisterFailed(e) => {
-                METRICS.errors.with_label_values(&["register"]).inc();
+                metrics.errors.with_label_values(&["register"]).inc();
                 tracing::warn!(error = %chain(e), "connection could not be recorded; refused");
             }
             UpgradeError::Hub(e) => tracing::info!(error = %chain(e), "upgrade refused"),
@@ -125,12 +125,24 @@ impl ResponseError for UpgradeError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        self.record();
         error_body(self.status_code(), &self.message(), self.reason())
     }
 }
 
+/// The WebSocket upgrade; a refusal is counted and logged here, where the
+/// node's metrics are at hand.
 pub(super) async fn upgrade(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, UpgradeError> {
+    let metrics = state.metrics.clone();
+    open(req, payload, state)
+        .await
+        .inspect_err(|e| e.record(&metrics))
+}
+
+async fn open(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,

@@ -6,7 +6,7 @@
 //!
 //! actix-web's `HttpServer` has no hook before HTTP, so the server is built
 //! from the parts it uses (actix-server, actix-http's `HttpService`, the
-//! app), with the settings `server.rs` states.
+//! app), with the settings stated here.
 //!
 //! The TLS step keeps a connection that has not sent its ClientHello from
 //! holding anything scarce (issue 17 item 11). It reads the ClientHello
@@ -35,10 +35,17 @@ use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
-use super::{CLIENT_REQUEST_TIMEOUT, MAX_CONNECTIONS, TLS_HANDSHAKE_TIMEOUT};
 use crate::limits::Handshakes;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::proxy_protocol::{self, Proxied, READ_TIMEOUT};
+
+/// Connections a worker serves at once (the socket limits bound them).
+const MAX_CONNECTIONS: usize = 1_000_000;
+/// How long a new connection may take to send its request head.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS client may take to complete its handshake once its
+/// ClientHello is in (actix's default): it holds a handshake slot this long.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a TLS connection may take to send its whole ClientHello. A
 /// client sends it right after the TCP handshake, in one or two packets;
@@ -60,6 +67,8 @@ pub(super) struct Listeners {
     pub(super) tls: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
     /// Unfinished TLS handshakes per client address.
     pub(super) handshakes: Arc<Handshakes>,
+    /// The node's metrics (refused PROXY headers and TLS handshakes).
+    pub(super) metrics: Arc<Metrics>,
 }
 
 /// Serves the app made by `factory` on `listeners` with `workers` threads;
@@ -88,6 +97,7 @@ where
         proxy_protocol,
         tls,
         handshakes,
+        metrics,
     } = listeners;
     let mut builder = Server::build()
         .workers(workers)
@@ -96,15 +106,19 @@ where
     let shutdown = builder.graceful_shutdown_signal();
     let plain_addr = plain.local_addr()?;
     let mut addrs = vec![(plain_addr, false)];
-    let (app, stop) = (factory.clone(), shutdown.clone());
+    let (app, stop, plain_metrics) = (factory.clone(), shutdown.clone(), metrics.clone());
     builder = builder.listen(format!("sumu-{plain_addr}"), plain, move || {
         let http = http(&app, plain_addr, stop.clone(), on_connect);
-        fn_service(move |io: TcpStream| async move {
-            if proxy_protocol {
-                read_proxy_header(io).await
-            } else {
-                let peer = io.peer_addr().ok();
-                Ok((io, Protocol::Http1, peer))
+        let metrics = plain_metrics.clone();
+        fn_service(move |io: TcpStream| {
+            let metrics = metrics.clone();
+            async move {
+                if proxy_protocol {
+                    read_proxy_header(io, &metrics).await
+                } else {
+                    let peer = io.peer_addr().ok();
+                    Ok((io, Protocol::Http1, peer))
+                }
             }
         })
         .and_then(http)
@@ -120,8 +134,15 @@ where
             // Per worker: the worker's own handshakes share its slots.
             let slots = Arc::new(Semaphore::new(HANDSHAKES_PER_WORKER));
             let (config, handshakes) = (config.clone(), handshakes.clone());
+            let metrics = metrics.clone();
             fn_service(move |io: TcpStream| {
-                tls_accept(io, config.clone(), slots.clone(), handshakes.clone())
+                let step = TlsStep {
+                    config: config.clone(),
+                    slots: slots.clone(),
+                    handshakes: handshakes.clone(),
+                    metrics: metrics.clone(),
+                };
+                tls_accept(io, step)
             })
             .and_then(http)
         })?;
@@ -179,6 +200,7 @@ where
 /// peer (`LOCAL`, the proxy's own health check, keeps the TCP peer).
 async fn read_proxy_header(
     mut io: TcpStream,
+    metrics: &Metrics,
 ) -> Result<(TcpStream, Protocol, Option<SocketAddr>), DispatchError> {
     match proxy_protocol::read(&mut io, READ_TIMEOUT).await {
         Ok(Proxied::Client(client)) => Ok((io, Protocol::Http1, Some(client))),
@@ -187,7 +209,7 @@ async fn read_proxy_header(
             Ok((io, Protocol::Http1, peer))
         }
         Err(e) => {
-            METRICS.errors.with_label_values(&["proxy_header"]).inc();
+            metrics.errors.with_label_values(&["proxy_header"]).inc();
             tracing::debug!(error = %crate::logging::chain(&e), peer = ?io.peer_addr().ok(), "connection without a valid PROXY v2 header closed");
             Err(DispatchError::Io(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -219,8 +241,8 @@ impl Refused {
     }
 
     /// Counts the refusal; the error ends the connection.
-    fn into_error(self) -> DispatchError {
-        METRICS
+    fn into_error(self, metrics: &Metrics) -> DispatchError {
+        metrics
             .tls_refused
             .with_label_values(&[self.reason()])
             .inc();
@@ -232,28 +254,41 @@ impl Refused {
     }
 }
 
-/// The TLS step: the address's cap, the ClientHello (no slot held), then
-/// the handshake in one of the worker's `slots`.
-async fn tls_accept(
-    io: TcpStream,
+/// What the TLS step of one connection uses.
+struct TlsStep {
     config: Arc<rustls::ServerConfig>,
+    /// The worker's handshake slots.
     slots: Arc<Semaphore>,
     handshakes: Arc<Handshakes>,
+    metrics: Arc<Metrics>,
+}
+
+/// The TLS step: the address's cap, the ClientHello (no slot held), then
+/// the handshake in one of the worker's slots.
+async fn tls_accept(
+    io: TcpStream,
+    step: TlsStep,
 ) -> Result<(TlsStream<TcpStream>, Protocol, Option<SocketAddr>), DispatchError> {
+    let TlsStep {
+        config,
+        slots,
+        handshakes,
+        metrics,
+    } = step;
     let peer = io.peer_addr().ok();
     // Held until the handshake is done (or the connection dropped).
     let _unfinished = match peer {
         Some(p) => Some(
             handshakes
                 .start(p.ip())
-                .ok_or_else(|| Refused::TooManyFromAddress.into_error())?,
+                .ok_or_else(|| Refused::TooManyFromAddress.into_error(&metrics))?,
         ),
         None => None,
     };
     let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
     let start = match tokio::time::timeout(CLIENT_HELLO_TIMEOUT, hello).await {
-        Err(_) => return Err(Refused::ClientHelloTimeout.into_error()),
-        Ok(Err(e)) => return Err(handshake_failed(e)),
+        Err(_) => return Err(Refused::ClientHelloTimeout.into_error(&metrics)),
+        Ok(Err(e)) => return Err(handshake_failed(e, &metrics)),
         Ok(Ok(start)) => start,
     };
     let handshake = async {
@@ -261,16 +296,16 @@ async fn tls_accept(
         start.into_stream(config).await
     };
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-        Err(_) => Err(Refused::HandshakeTimeout.into_error()),
-        Ok(Err(e)) => Err(handshake_failed(e)),
+        Err(_) => Err(Refused::HandshakeTimeout.into_error(&metrics)),
+        Ok(Err(e)) => Err(handshake_failed(e, &metrics)),
         Ok(Ok(tls)) => Ok((tls, Protocol::Http1, peer)),
     }
 }
 
 /// A handshake the client broke off or got wrong (a bad ClientHello, a
 /// certificate it refused): counted, not logged above debug.
-fn handshake_failed(e: io::Error) -> DispatchError {
-    METRICS
+fn handshake_failed(e: io::Error, metrics: &Metrics) -> DispatchError {
+    metrics
         .tls_refused
         .with_label_values(&["handshake_failed"])
         .inc();

@@ -25,7 +25,7 @@ use crate::config::Limits;
 use crate::engine::{ClientMessage, ClientOutput, EngineError, OutputRoute};
 use crate::hub::{ToSession, POSITIONED_EXTRA_COST};
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use rate::TokenBucket;
 pub(crate) use recovery::{Begin, RecoveryEnv, Resumer};
@@ -36,6 +36,8 @@ use timers::{Due, Lifetimes, Timers};
 pub(crate) struct SessionEnv {
     pub(crate) limits: Limits,
     pub(crate) output: Arc<dyn ClientOutput>,
+    /// The node's metrics.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl SessionEnv {
@@ -101,7 +103,7 @@ impl Session {
     }
 
     fn send(&self, ctx: &mut ws::WebsocketContext<Self>, text: String) {
-        if self.outbound.reserve(text.len()) {
+        if self.outbound.reserve(text.len(), &self.env.metrics) {
             ctx.text(text);
         } else {
             ctx.stop();
@@ -111,7 +113,7 @@ impl Session {
     /// Ends the socket: counts the reason, sends its close frame (if it has
     /// a code), stops the actor.
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, reason: CloseReason) {
-        reason.count();
+        reason.count(&self.env.metrics);
         if let Some(code) = self.env.close_code(reason) {
             ctx.close(Some(ws::CloseReason {
                 code,
@@ -137,7 +139,7 @@ impl Session {
         match self.timers.due(now, &life) {
             Due::Close(reason) => return self.close(ctx, reason),
             Due::Ping => {
-                if !self.outbound.reserve(0) {
+                if !self.outbound.reserve(0, &self.env.metrics) {
                     return ctx.stop();
                 }
                 ctx.ping(b"");
@@ -159,7 +161,11 @@ impl Session {
             return true;
         }
         self.strikes += 1;
-        METRICS.errors.with_label_values(&["rate_limited"]).inc();
+        self.env
+            .metrics
+            .errors
+            .with_label_values(&["rate_limited"])
+            .inc();
         if self.strikes >= self.env.limits.rate_strikes {
             self.close(ctx, CloseReason::RateLimitAbuse);
         } else {
@@ -179,7 +185,11 @@ impl Session {
         let frame = match ClientFrame::parse_within(text, self.env.limits.max_json_depth) {
             Ok(f) => f,
             Err(e) => {
-                METRICS.frames_in.with_label_values(&["invalid"]).inc();
+                self.env
+                    .metrics
+                    .frames_in
+                    .with_label_values(&["invalid"])
+                    .inc();
                 let id = ClientFrame::peek_id(text);
                 self.send(ctx, server::error(400, &e.to_string(), id.as_deref()));
                 return;
@@ -187,14 +197,19 @@ impl Session {
         };
         let route = match frame.action {
             ClientAction::Ping => {
-                METRICS.frames_in.with_label_values(&["ping"]).inc();
+                self.env
+                    .metrics
+                    .frames_in
+                    .with_label_values(&["ping"])
+                    .inc();
                 self.send(ctx, server::pong(&self.connection_id));
                 return;
             }
             ClientAction::Publish => OutputRoute::Publish,
             ClientAction::Send => OutputRoute::Send,
         };
-        METRICS
+        self.env
+            .metrics
             .frames_in
             .with_label_values(&[match route {
                 OutputRoute::Publish => "publish",
@@ -202,7 +217,8 @@ impl Session {
             }])
             .inc();
         if self.in_flight >= self.env.limits.max_messages_in_flight {
-            METRICS
+            self.env
+                .metrics
                 .client_refused
                 .with_label_values(&["too_many_in_flight"])
                 .inc();
@@ -245,11 +261,19 @@ impl Session {
                 ),
                 Err(e) => {
                     tracing::warn!(error = %chain(&e), "client output failed");
-                    METRICS.errors.with_label_values(&["client_output"]).inc();
+                    act.env
+                        .metrics
+                        .errors
+                        .with_label_values(&["client_output"])
+                        .inc();
                     (502, "message not accepted, try again", "failed")
                 }
             };
-            METRICS.client_refused.with_label_values(&[reason]).inc();
+            act.env
+                .metrics
+                .client_refused
+                .with_label_values(&[reason])
+                .inc();
             act.send(ctx, server::error(status, message, id.as_deref()));
         }));
     }
@@ -288,7 +312,11 @@ impl Session {
     }
 
     fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        METRICS.frames_in.with_label_values(&["binary"]).inc();
+        self.env
+            .metrics
+            .frames_in
+            .with_label_values(&["binary"])
+            .inc();
         self.send(
             ctx,
             server::error(400, "binary frames are not supported; send JSON text", None),
@@ -301,7 +329,7 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(usize::MAX);
-        METRICS.connections_opened.inc();
+        self.env.metrics.connections_opened.inc();
         self.schedule_tick(ctx);
     }
 }
@@ -352,13 +380,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             // A client's ping proves it is alive, not that it is in use: it
             // does not hold an idle socket open (only data frames do).
             ws::Message::Ping(p) => {
-                if self.outbound.reserve(p.len()) {
+                if self.outbound.reserve(p.len(), &self.env.metrics) {
                     ctx.pong(&p);
                 }
             }
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Close(reason) => {
-                CloseReason::Client.count();
+                CloseReason::Client.count(&self.env.metrics);
                 ctx.close(reason);
                 ctx.stop();
             }

@@ -37,7 +37,7 @@ use crate::engine::history::{
 };
 use crate::hub::{Positioned, ToSession, POSITIONED_EXTRA_COST};
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::outbound::{frame_len, Outbound, MAILBOX_MESSAGE_COST};
 
 /// How long a gap in a live stream may stay open before it is filled from
@@ -54,14 +54,21 @@ pub(crate) struct RecoveryEnv {
     pub(crate) history: Option<Arc<dyn History>>,
     pub(crate) budget: Budget,
     pub(crate) reads: Arc<Semaphore>,
+    /// The node's metrics (recoveries, replays, gap fills, duplicates).
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl RecoveryEnv {
-    pub(crate) fn new(history: Option<Arc<dyn History>>, budget: Budget) -> RecoveryEnv {
+    pub(crate) fn new(
+        history: Option<Arc<dyn History>>,
+        budget: Budget,
+        metrics: Arc<Metrics>,
+    ) -> RecoveryEnv {
         RecoveryEnv {
             history,
             budget,
             reads: Arc::new(Semaphore::new(MAX_CONCURRENT_READS)),
+            metrics,
         }
     }
 }
@@ -222,7 +229,9 @@ impl Resumer {
     /// Queues a frame for the session; false (and this actor stops) when
     /// the socket's outbound cap is passed (the slow reader is cut off).
     fn emit(&mut self, ctx: &mut Context<Self>, text: String) -> bool {
-        if self.phase == Phase::Closed || !self.outbound.reserve_message(text.len()) {
+        if self.phase == Phase::Closed
+            || !self.outbound.reserve_message(text.len(), &self.env.metrics)
+        {
             self.phase = Phase::Closed;
             ctx.stop();
             return false;
@@ -317,11 +326,13 @@ impl Resumer {
                 if !self.settle(ctx, r.heads) {
                     return;
                 }
-                METRICS
+                self.env
+                    .metrics
                     .recoveries
                     .with_label_values(&["recovered", "none"])
                     .inc();
-                METRICS
+                self.env
+                    .metrics
                     .recovery_replayed
                     .with_label_values(&["resume"])
                     .inc_by(replayed);
@@ -378,7 +389,7 @@ impl Resumer {
             match track.settle(Position { at_ms, ..head }) {
                 Some((bytes, dropped)) => {
                     self.outbound.released(bytes);
-                    METRICS.recovery_duplicates.inc_by(dropped);
+                    self.env.metrics.recovery_duplicates.inc_by(dropped);
                 }
                 None => {
                     self.interrupt(ctx, "stream reset during the resume");
@@ -390,7 +401,8 @@ impl Resumer {
     }
 
     fn report_failure(&mut self, ctx: &mut Context<Self>, code: RecoveryCode) {
-        METRICS
+        self.env
+            .metrics
             .recoveries
             .with_label_values(&["failed", code.as_str()])
             .inc();
@@ -459,14 +471,16 @@ impl Resumer {
             act.track(stream).filling = false;
             match result {
                 Ok(slots) => {
-                    METRICS
+                    act.env
+                        .metrics
                         .recovery_gap_fills
                         .with_label_values(&["filled"])
                         .inc();
                     act.apply(ctx, stream, after.epoch, slots, "gap");
                 }
                 Err(e) => {
-                    METRICS
+                    act.env
+                        .metrics
                         .recovery_gap_fills
                         .with_label_values(&["failed"])
                         .inc();
@@ -508,7 +522,8 @@ impl Resumer {
                 Offer::Reset => return self.interrupt(ctx, "stream reset"),
             }
         }
-        METRICS
+        self.env
+            .metrics
             .recovery_replayed
             .with_label_values(&[phase])
             .inc_by(replayed);
@@ -590,7 +605,7 @@ impl Resumer {
             Offer::Held => self.flush(ctx, p.stream),
             Offer::Duplicate(bytes) => {
                 self.outbound.released(bytes);
-                METRICS.recovery_duplicates.inc();
+                self.env.metrics.recovery_duplicates.inc();
             }
             Offer::Reset => self.interrupt(ctx, "stream reset"),
         }

@@ -1,8 +1,11 @@
 //! The import graph of `node/src`: no cycle between files, and no import
 //! that points up the layers `lib.rs` states (leaves → hub → engine →
 //! session → http → server). It reads the sources as text: every
-//! `crate::…` and `super::…` path and every `use` of a child module is an
-//! edge from the file that names it to the module file it names.
+//! `crate::…`, `super::…` and `self::…` path and every path through a child
+//! module (`memory::Bus`), in a `use` or written inline in code, is an edge
+//! from the file that names it to the module file it names. A parent that
+//! names its child inline while the child imports the parent is a loop like
+//! any other.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -148,16 +151,53 @@ fn paths_in(code: &str) -> Vec<String> {
         }
         rest = &after[end.min(after.len())..];
     }
-    for anchor in ["crate::", "super::"] {
-        let mut rest = code;
-        while let Some(i) = rest.find(anchor) {
-            let tail = &rest[i..];
-            let len = tail
-                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-                .unwrap_or(tail.len());
-            paths.push(tail[..len].trim_end_matches(':').to_string());
-            rest = &rest[i + anchor.len()..];
+    paths.extend(inline_paths(&without_uses(code)));
+    paths
+}
+
+/// The code without its `use` statements (their trees are read by
+/// [`expand`]; scanned inline, `use a::{b::c}` would look like a path `b::c`).
+fn without_uses(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut rest = code;
+    while let Some(i) = rest.find("use ") {
+        let before = rest[..i].chars().last();
+        if before.is_none_or(|c| !c.is_alphanumeric() && c != '_') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i..];
+            rest = &after[after.find(';').map_or(after.len(), |e| e + 1)..];
+        } else {
+            out.push_str(&rest[..i + 4]);
+            rest = &rest[i + 4..];
         }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every path written inline in code, `a::b::c`: `crate::…`, `super::…`,
+/// `self::…`, and paths through a child module (`memory::Bus`); the caller
+/// keeps those whose first segment names a module.
+fn inline_paths(code: &str) -> Vec<String> {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut paths = Vec::new();
+    let mut rest = code;
+    while let Some(i) = rest.find("::") {
+        // The start of the path this `::` belongs to.
+        let start = rest[..i]
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(ident(c) || c == ':'))
+            .map_or(0, |(j, c)| j + c.len_utf8());
+        let tail = &rest[start..];
+        let len = tail
+            .find(|c: char| !(ident(c) || c == ':'))
+            .unwrap_or(tail.len());
+        let path = tail[..len].trim_matches(':');
+        if path.contains("::") {
+            paths.push(path.to_string());
+        }
+        rest = &rest[start + len.max(i - start + 2)..];
     }
     paths
 }
@@ -194,6 +234,7 @@ fn node_src_imports_point_down_and_never_cycle() {
             let segs: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
             let mut base: Vec<&str> = match segs.first() {
                 Some(&"crate") => Vec::new(),
+                Some(&"self") => here.clone(),
                 Some(&"super") => {
                     let mut b = here.clone();
                     b.pop();
@@ -202,7 +243,10 @@ fn node_src_imports_point_down_and_never_cycle() {
                 Some(first) if children.contains(*first) => here.clone(),
                 _ => continue,
             };
-            let skip = usize::from(matches!(segs.first(), Some(&"crate") | Some(&"super")));
+            let skip = usize::from(matches!(
+                segs.first(),
+                Some(&"crate") | Some(&"super") | Some(&"self")
+            ));
             let mut target = None;
             for seg in &segs[skip..] {
                 if *seg == "super" {
@@ -245,45 +289,50 @@ fn node_src_imports_point_down_and_never_cycle() {
         upward.join("\n")
     );
 
-    // Depth-first search for a cycle among files.
-    fn visit(
-        m: &str,
-        edges: &BTreeMap<String, BTreeSet<String>>,
-        state: &mut BTreeMap<String, u8>,
-        stack: &mut Vec<String>,
-    ) -> Option<Vec<String>> {
-        match state.get(m) {
-            Some(1) => {
-                let start = stack.iter().position(|s| s == m).unwrap_or(0);
-                let mut cycle = stack[start..].to_vec();
-                cycle.push(m.to_string());
-                return Some(cycle);
-            }
-            Some(2) => return None,
-            _ => {}
-        }
-        state.insert(m.to_string(), 1);
-        stack.push(m.to_string());
-        for next in edges.get(m).into_iter().flatten() {
-            if let Some(c) = visit(next, edges, state, stack) {
-                return Some(c);
+    // Files that reach each other through imports are in a loop; name every
+    // loop (its files), so one run shows them all.
+    fn reach(m: &str, edges: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![m.to_string()];
+        while let Some(n) = todo.pop() {
+            for next in edges.get(&n).into_iter().flatten() {
+                if seen.insert(next.clone()) {
+                    todo.push(next.clone());
+                }
             }
         }
-        stack.pop();
-        state.insert(m.to_string(), 2);
-        None
+        seen
     }
-    let mut state = BTreeMap::new();
-    for m in modules.keys() {
-        let mut stack = Vec::new();
-        if let Some(cycle) = visit(m, &edges, &mut state, &mut stack) {
-            panic!("import cycle: {}", cycle.join(" -> "));
-        }
-    }
-    // The graph is not empty by accident: the hub is used by the engines.
+    let reaches: BTreeMap<&String, BTreeSet<String>> =
+        modules.keys().map(|m| (m, reach(m, &edges))).collect();
+    let loops: BTreeSet<Vec<&String>> = modules
+        .keys()
+        .filter(|m| reaches[m].contains(*m))
+        .map(|m| {
+            modules
+                .keys()
+                .filter(|n| reaches[m].contains(*n) && reaches[n].contains(m))
+                .collect()
+        })
+        .collect();
+    let loops: Vec<String> = loops
+        .iter()
+        .map(|l| l.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))
+        .collect();
+    assert!(
+        loops.is_empty(),
+        "import cycles (files that import each other):\n{}",
+        loops.join("\n")
+    );
+    // The graph is not empty by accident: the hub is used by the engines,
+    // and a path written inline counts (`engine` names `bus::Bus` only in a
+    // field's type).
     assert!(edges
         .get("engine::aws::router")
         .is_some_and(|t| t.contains("hub")));
+    assert!(edges
+        .get("engine")
+        .is_some_and(|t| t.contains("engine::bus")));
 }
 
 #[test]
@@ -291,5 +340,14 @@ fn use_trees_expand() {
     assert_eq!(
         expand("super::{a, b::{C, d as e}}"),
         vec!["super::a", "super::b::C", "super::b::d"]
+    );
+}
+
+#[test]
+fn inline_paths_are_found_outside_use_statements() {
+    let code = "use a::{b::c};\nlet bus: Option<memory::Bus> = crate::x::y(super::z::W);\nVec::<u8>::new()";
+    assert_eq!(
+        inline_paths(&without_uses(code)),
+        vec!["memory::Bus", "crate::x::y", "super::z::W"]
     );
 }

@@ -132,6 +132,7 @@ impl Cluster {
     }
 
     fn command(&self, args: &[String]) -> Command {
+        crate::may_start("the local fleet (infra/local/cluster)");
         let mut cmd = Command::new(script());
         cmd.args(args)
             .env("SUMU_CLUSTER_DIR", &self.dir)

@@ -1,21 +1,35 @@
 //! The one set of test helpers every sumu crate's integration tests use:
-//! a real `sumu-node` on a run-time port ([`node`]), a WebSocket client
-//! ([`ws`]), token signing ([`tokens`]), waiting for a condition with a
-//! deadline ([`eventually`]), a ministack AWS emulator (installed into
+//! a node on a run-time port, served in this process ([`in_process`], the
+//! fast tier's) or as a real `sumu-node` process ([`node`]), both reached
+//! through one client ([`client`]); a WebSocket client ([`ws`]), token
+//! signing ([`tokens`]), waiting for a condition with a deadline
+//! ([`eventually`]), a ministack AWS emulator (installed into
 //! `infra/local/.venv` by `infra/local/emulator install`, which
 //! `infra/local/test-all` runs) on a loopback port chosen at run time, and
 //! [`tls`], a run-time test PKI and a `wss://` client trusting one CA;
 //! [`cluster`], a local fleet (emulator, nodes, HAProxy) driven through
-//! `infra/local/cluster`. Every process a helper starts dies with its value.
+//! `infra/local/cluster`; [`server`], a reference peer process, and
+//! [`loadtest`], the load tester run as a process with its report read
+//! back. Every process a helper starts dies with its value.
+//!
+//! The fast tier (`infra/local/test-fast`) starts no process: it sets
+//! `SUMU_TEST_TIER=fast`, and every helper that would start one panics
+//! instead, naming it, so a test that needs a process cannot slip into it.
 
+pub mod client;
 pub mod cluster;
+pub mod in_process;
+pub mod loadtest;
 pub mod node;
 pub mod proxy;
+pub mod server;
 pub mod sys;
 pub mod tls;
 pub mod tokens;
 pub mod ws;
 
+pub use client::NodeClient;
+pub use in_process::InProcessNode;
 pub use node::{scratch, workspace_binary, Node};
 
 use std::io::{Read, Write};
@@ -23,6 +37,27 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The environment variable that names the test tier being run; `fast`
+/// forbids starting processes.
+pub const TIER_ENV: &str = "SUMU_TEST_TIER";
+
+/// Panics in the fast tier (`SUMU_TEST_TIER=fast`), which starts no
+/// process; every helper that starts `what` calls it first.
+pub(crate) fn may_start(what: &str) {
+    if starts_no_process(std::env::var(TIER_ENV).ok().as_deref()) {
+        panic!(
+            "the fast tier starts no process, and this test starts {what}: \
+             serve the node in process (sumu_testkit::InProcessNode), or move the \
+             test out of the fast set (node/tests/it/fast/)"
+        );
+    }
+}
+
+/// Whether the tier named by `SUMU_TEST_TIER` (if set) starts no process.
+fn starts_no_process(tier: Option<&str>) -> bool {
+    tier == Some("fast")
+}
 
 /// A free loopback TCP port (small race until it is bound again).
 pub fn free_port() -> u16 {
@@ -34,8 +69,15 @@ pub fn free_port() -> u16 {
 
 /// The status of `GET path` on a loopback port, if anything answered.
 pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_status_after(port, path, &[])
+}
+
+/// [`http_status`] with `preamble` sent first (a PROXY v2 header, for a
+/// node started with `--proxy-protocol`).
+pub fn http_status_after(port: u16, path: &str, preamble: &[u8]) -> Option<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(preamble).ok()?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
@@ -54,6 +96,7 @@ pub struct Emulator {
 
 impl Emulator {
     pub fn start() -> Emulator {
+        may_start("the ministack emulator");
         let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/ministack");
         assert!(
             exe.exists(),
@@ -156,4 +199,17 @@ pub async fn sdk(emulator: &Emulator) -> aws_config::SdkConfig {
         ))
         .load()
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_fast_tier_forbids_processes() {
+        assert!(starts_no_process(Some("fast")));
+        for other in [None, Some(""), Some("full"), Some("FAST ")] {
+            assert!(!starts_no_process(other), "{other:?}");
+        }
+    }
 }

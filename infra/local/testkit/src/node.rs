@@ -1,16 +1,18 @@
 //! A real `sumu-node` process on a loopback port chosen at run time (it
-//! binds `127.0.0.1:0` and prints the address), killed on drop; and the
-//! calls tests make to it. With `--tls-listen 127.0.0.1:0` among its
-//! arguments ([`Node::tls`]) it also waits for the TLS listener's line
-//! (`sumu-node listening on ADDR (tls)`) and keeps that address.
+//! binds `127.0.0.1:0` and prints the address), killed on drop; tests talk
+//! to it through [`NodeClient`] (it dereferences to one). With
+//! `--tls-listen 127.0.0.1:0` among its arguments ([`Node::tls`]) it also
+//! waits for the TLS listener's line (`sumu-node listening on ADDR (tls)`)
+//! and keeps that address. For what needs no process (no signal, exit
+//! code, RSS or TLS file), [`crate::in_process::InProcessNode`] is faster.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::ws::Ws;
+use crate::client::NodeClient;
 
 /// `<target>/release/<name>`, found from the running test binary
 /// (`<target>/release/deps/<test>`), or `SUMU_NODE_BIN` for `sumu-node`.
@@ -44,10 +46,15 @@ pub fn scratch(name: &str) -> PathBuf {
 /// A running node; killed on drop.
 pub struct Node {
     pub child: Child,
-    pub addr: SocketAddr,
-    /// The TLS listener's address, when the node was started with one.
-    pub tls_addr: Option<SocketAddr>,
-    pub api_key: String,
+    client: NodeClient,
+}
+
+impl Deref for Node {
+    type Target = NodeClient;
+
+    fn deref(&self) -> &NodeClient {
+        &self.client
+    }
 }
 
 /// How a node that was expected to fail at start ended: its exit code
@@ -86,6 +93,7 @@ impl Node {
     /// [`Node::run_to_exit`] with extra environment variables (e.g. an
     /// emulator's, for a node that must fail before it joins).
     pub fn run_to_exit_with_env(args: &[&str], env: &[(&str, &str)], within: Duration) -> Exited {
+        crate::may_start("a sumu-node process");
         let mut child = Command::new(workspace_binary("sumu-node"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
@@ -120,6 +128,7 @@ impl Node {
     }
 
     pub fn start_with_env(args: &[&str], api_key: &str, env: &[(&str, &str)]) -> Node {
+        crate::may_start("a sumu-node process");
         let mut cmd = Command::new(workspace_binary("sumu-node"));
         cmd.args(["--listen", "127.0.0.1:0"])
             .args(args)
@@ -151,112 +160,12 @@ impl Node {
         std::thread::spawn(move || for _ in lines {});
         Node {
             child,
-            addr,
-            tls_addr,
-            api_key: api_key.to_string(),
+            client: NodeClient {
+                addr,
+                tls_addr,
+                api_key: api_key.to_string(),
+            },
         }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn ws_url(&self, token: &str) -> String {
-        format!("ws://{}/push?authorization={}", self.addr, token)
-    }
-
-    pub async fn dev_token(&self, sub: &str) -> String {
-        let v: serde_json::Value = reqwest::get(self.url(&format!("/dev/token?sub={sub}")))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["token"].as_str().unwrap().to_string()
-    }
-
-    /// A `--dev` socket for `sub`.
-    pub async fn connect(&self, sub: &str) -> Ws {
-        let token = self.dev_token(sub).await;
-        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url(&token))
-            .await
-            .expect("connect");
-        ws
-    }
-
-    /// POST /api/notify; returns (status, body).
-    pub async fn notify(&self, body: &str) -> (u16, serde_json::Value) {
-        let r = reqwest::Client::new()
-            .post(self.url("/api/notify"))
-            .header("authorization", format!("Bearer {}", self.api_key))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
-    }
-
-    /// POST /api/notify `n` times with one HTTP client, `concurrency` at a
-    /// time; panics unless every one is accepted (202).
-    pub async fn notify_many(&self, body: &str, n: usize, concurrency: usize) {
-        use futures_util::StreamExt;
-        let client = reqwest::Client::new();
-        let url = self.url("/api/notify");
-        let auth = format!("Bearer {}", self.api_key);
-        let mut sent = futures_util::stream::iter(0..n)
-            .map(|_| {
-                client
-                    .post(&url)
-                    .header("authorization", &auth)
-                    .header("content-type", "application/json")
-                    .body(body.to_string())
-                    .send()
-            })
-            .buffer_unordered(concurrency.max(1));
-        while let Some(r) = sent.next().await {
-            assert_eq!(r.expect("notify").status().as_u16(), 202);
-        }
-    }
-
-    /// The users with a socket on this node (GET /api/users).
-    pub async fn users(&self) -> Vec<String> {
-        let v: serde_json::Value = reqwest::Client::new()
-            .get(self.url("/api/users"))
-            .header("authorization", format!("Bearer {}", self.api_key))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        serde_json::from_value(v["users"].clone()).expect("users")
-    }
-
-    /// The value of one metric sample (`name{labels}` exactly as exposed),
-    /// 0 when absent.
-    pub async fn metric(&self, sample: &str) -> f64 {
-        self.metrics()
-            .await
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(sample)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0.0)
-    }
-
-    pub async fn metrics(&self) -> String {
-        reqwest::get(self.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
     }
 
     /// Sends `sig` (e.g. `libc::SIGTERM`) to the node.

@@ -54,6 +54,7 @@ pub struct Haproxy {
 
 impl Haproxy {
     pub fn send_proxy_v2(backend: SocketAddr) -> Haproxy {
+        crate::may_start("HAProxy");
         let port = free_port();
         let dir = scratch(&format!("haproxy-{port}"));
         let cfg = dir.join("haproxy.cfg");

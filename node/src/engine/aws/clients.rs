@@ -6,6 +6,7 @@
 //! endpoint differs.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
@@ -15,7 +16,7 @@ use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 
 use crate::config::AwsConfig;
 use crate::engine::{AwsError, AwsErrorKind};
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 
 /// One attempt of an ordinary call (long polls override it).
 pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,10 +31,12 @@ pub(crate) struct Clients {
     pub(crate) streams: aws_sdk_dynamodbstreams::Client,
     pub(crate) sns: aws_sdk_sns::Client,
     pub(crate) sqs: aws_sdk_sqs::Client,
+    /// Where [`call`] meters the calls made with these clients.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Clients {
-    pub(crate) async fn new(cfg: &AwsConfig) -> Clients {
+    pub(crate) async fn new(cfg: &AwsConfig, metrics: Arc<Metrics>) -> Clients {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::standard().with_max_attempts(4))
             .timeout_config(
@@ -88,6 +91,7 @@ impl Clients {
             streams: client!(aws_sdk_dynamodbstreams, &each.dynamodbstreams),
             sns: client!(aws_sdk_sns, &each.sns),
             sqs: client!(aws_sdk_sqs, &each.sqs),
+            metrics,
         }
     }
 }
@@ -101,8 +105,10 @@ pub(crate) fn long_poll_timeouts(wait: Duration) -> TimeoutConfig {
         .build()
 }
 
-/// Runs one AWS call: counts it, times it, and classifies its failure.
+/// Runs one AWS call: counts it and times it in `metrics`, and classifies
+/// its failure.
 pub(crate) async fn call<T, E, R, F>(
+    metrics: &Metrics,
     service: &'static str,
     operation: &'static str,
     fut: F,
@@ -114,16 +120,16 @@ where
 {
     let start = Instant::now();
     let result = fut.await;
-    METRICS
+    metrics
         .aws_calls
         .with_label_values(&[service, operation])
         .inc();
-    METRICS
+    metrics
         .aws_latency
         .with_label_values(&[service, operation])
         .observe(start.elapsed().as_secs_f64());
     result.map_err(|e| {
-        METRICS
+        metrics
             .aws_errors
             .with_label_values(&[service, operation])
             .inc();

@@ -3,7 +3,7 @@
 //! (`reaper.rs`): no heartbeat lands on it, so its node rejoins.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::clients::call;
 use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, EngineError};
+use crate::metrics::Metrics;
 
 /// How long a looked-up inbox URL is trusted. A node that rejoins with a
 /// new inbox announces it on the mesh topic and the entry is dropped at
@@ -34,6 +35,7 @@ pub(crate) struct Cluster {
     client: aws_sdk_dynamodb::Client,
     table: String,
     inboxes: Mutex<HashMap<String, (String, Instant)>>,
+    metrics: Arc<Metrics>,
 }
 
 fn pk(node_id: &str) -> AttributeValue {
@@ -41,11 +43,16 @@ fn pk(node_id: &str) -> AttributeValue {
 }
 
 impl Cluster {
-    pub(crate) fn new(client: aws_sdk_dynamodb::Client, table: String) -> Cluster {
+    pub(crate) fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: String,
+        metrics: Arc<Metrics>,
+    ) -> Cluster {
         Cluster {
             client,
             table,
             inboxes: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 
@@ -73,7 +80,7 @@ impl Cluster {
                 AttributeValue::N((now / 1000 + 86_400).to_string()),
             )
             .send();
-        call("dynamodb", "PutItem", request).await?;
+        call(&self.metrics, "dynamodb", "PutItem", request).await?;
         Ok(())
     }
 
@@ -94,7 +101,7 @@ impl Cluster {
             .expression_attribute_values(":d", AttributeValue::N((now / 1000 + 86_400).to_string()))
             .expression_attribute_values(":inbox", AttributeValue::S(row.inbox_url.clone()))
             .send();
-        match call("dynamodb", "UpdateItem", request).await {
+        match call(&self.metrics, "dynamodb", "UpdateItem", request).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
             Err(e) => Err(e.into()),
@@ -108,7 +115,7 @@ impl Cluster {
             .table_name(&self.table)
             .key("pk", pk(node_id))
             .send();
-        call("dynamodb", "DeleteItem", request).await?;
+        call(&self.metrics, "dynamodb", "DeleteItem", request).await?;
         Ok(())
     }
 
@@ -131,7 +138,7 @@ impl Cluster {
             .key("pk", pk(node_id))
             .consistent_read(true)
             .send();
-        let out = call("dynamodb", "GetItem", request).await?;
+        let out = call(&self.metrics, "dynamodb", "GetItem", request).await?;
         let url = out
             .item()
             .and_then(|i| i.get("inbox_url"))

@@ -37,6 +37,7 @@
 //! TTL has run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,6 +54,7 @@ use crate::engine::history::{
 };
 use crate::engine::memory_history::random_epoch;
 use crate::engine::{AwsErrorKind, EngineError};
+use crate::metrics::Metrics;
 
 /// How long a stream's head lives after its last use (its epoch with it).
 const HEAD_TTL_SECS: u64 = 30 * 86_400;
@@ -77,6 +79,7 @@ const BATCH_ATTEMPTS: u32 = 5;
 
 pub(crate) struct AwsHistory {
     client: aws_sdk_dynamodb::Client,
+    metrics: Arc<Metrics>,
     table: String,
     window_ms: u64,
 }
@@ -196,11 +199,13 @@ fn stored(item: &HashMap<String, AttributeValue>) -> Option<(u64, Stored)> {
 impl AwsHistory {
     pub(crate) fn new(
         client: aws_sdk_dynamodb::Client,
+        metrics: Arc<Metrics>,
         table: String,
         window: Duration,
     ) -> AwsHistory {
         AwsHistory {
             client,
+            metrics,
             table,
             window_ms: window.as_millis() as u64,
         }
@@ -226,7 +231,7 @@ impl AwsHistory {
             .expression_attribute_values(":d", n(now_ms() / 1000 + HEAD_TTL_SECS))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send();
-        let out = call("dynamodb", "UpdateItem", request).await?;
+        let out = call(&self.metrics, "dynamodb", "UpdateItem", request).await?;
         let item = out.attributes().cloned().unwrap_or_default();
         match (num(&item, "epoch"), num(&item, "seq")) {
             (Some(e), Some(q)) => Ok((e, q)),
@@ -253,7 +258,7 @@ impl AwsHistory {
             .expression_attribute_values(":d", n(now_ms() / 1000 + HEAD_TTL_SECS))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send();
-        let out = call("dynamodb", "UpdateItem", request).await?;
+        let out = call(&self.metrics, "dynamodb", "UpdateItem", request).await?;
         let item = out.attributes().cloned().unwrap_or_default();
         match (num(&item, "epoch"), num(&item, "seq")) {
             (Some(e), Some(q)) => Ok((e, q)),
@@ -278,7 +283,7 @@ impl AwsHistory {
             .item("delete_at", n(exp / 1000 + 1))
             .condition_expression("attribute_not_exists(pk)")
             .send();
-        match call("dynamodb", "PutItem", request).await {
+        match call(&self.metrics, "dynamodb", "PutItem", request).await {
             Ok(_) => Ok(Stored::Void),
             Err(e) if e.kind == AwsErrorKind::ConditionFailed => self
                 .slot(stream, seq)
@@ -299,7 +304,7 @@ impl AwsHistory {
             .set_key(Some(key(format!("s#{stream}"), seq)))
             .consistent_read(true)
             .send();
-        let out = call("dynamodb", "GetItem", request).await?;
+        let out = call(&self.metrics, "dynamodb", "GetItem", request).await?;
         Ok(out.item().and_then(stored).map(|(_, s)| s))
     }
 
@@ -319,7 +324,7 @@ impl AwsHistory {
             .set_item(Some(item.clone()))
             .condition_expression("attribute_not_exists(pk)")
             .send();
-        match call("dynamodb", "PutItem", request).await {
+        match call(&self.metrics, "dynamodb", "PutItem", request).await {
             Ok(_) => Ok(item),
             Err(e) if e.kind == AwsErrorKind::ConditionFailed => {
                 let request = self
@@ -329,7 +334,7 @@ impl AwsHistory {
                     .set_key(Some(key(format!("r#{rq}"), part)))
                     .consistent_read(true)
                     .send();
-                let out = call("dynamodb", "GetItem", request).await?;
+                let out = call(&self.metrics, "dynamodb", "GetItem", request).await?;
                 out.item().cloned().ok_or_else(|| EngineError::Missing {
                     what: "history claim",
                     name: format!("{rq}/{part}"),
@@ -363,7 +368,7 @@ impl AwsHistory {
                 .item("delete_at", n(exp / 1000 + 1))
                 .condition_expression("attribute_not_exists(pk)")
                 .send();
-            match call("dynamodb", "PutItem", request).await {
+            match call(&self.metrics, "dynamodb", "PutItem", request).await {
                 Ok(_) => {
                     return Ok(Position {
                         epoch,
@@ -398,7 +403,7 @@ impl AwsHistory {
                 .expression_attribute_values(":new", n(new_seq))
                 .expression_attribute_values(":old", n(seq))
                 .send();
-            match call("dynamodb", "UpdateItem", request).await {
+            match call(&self.metrics, "dynamodb", "UpdateItem", request).await {
                 Ok(_) => (epoch, seq, at) = (new_epoch, new_seq, new_at),
                 Err(e) if e.kind == AwsErrorKind::ConditionFailed => {
                     // Another router swapped first: use its position (taken
@@ -432,7 +437,7 @@ impl AwsHistory {
             .set_key(Some(key(format!("r#{rq}"), part)))
             .consistent_read(true)
             .send();
-        let out = call("dynamodb", "GetItem", request).await?;
+        let out = call(&self.metrics, "dynamodb", "GetItem", request).await?;
         out.item().cloned().ok_or_else(|| EngineError::Missing {
             what: "history claim",
             name: format!("{rq}/{part}"),
@@ -460,7 +465,7 @@ impl AwsHistory {
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send();
-            let page = call("dynamodb", "Query", request).await?;
+            let page = call(&self.metrics, "dynamodb", "Query", request).await?;
             out.extend(page.items().iter().filter_map(stored));
             start = page.last_evaluated_key().cloned();
             if start.is_none() {
@@ -501,7 +506,7 @@ impl AwsHistory {
                     .batch_get_item()
                     .request_items(&self.table, ka)
                     .send();
-                let out = call("dynamodb", "BatchGetItem", request).await?;
+                let out = call(&self.metrics, "dynamodb", "BatchGetItem", request).await?;
                 if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
                     found.extend(items.iter().cloned());
                 }
@@ -811,11 +816,16 @@ mod emulator_tests {
             ..Options::default()
         })
         .unwrap();
-        let clients = Clients::new(&config.aws).await;
+        let clients = Clients::new(&config.aws, Default::default()).await;
         create_history_table(&clients, "TestHistory").await.unwrap();
         Fixture {
             _emulator: emulator,
-            history: AwsHistory::new(clients.dynamodb.clone(), "TestHistory".into(), window),
+            history: AwsHistory::new(
+                clients.dynamodb.clone(),
+                clients.metrics.clone(),
+                "TestHistory".into(),
+                window,
+            ),
             client: clients.dynamodb,
         }
     }

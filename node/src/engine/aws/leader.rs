@@ -17,6 +17,7 @@ use super::reaper::Reaper;
 use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, EngineError};
 use crate::logging::chain;
+use crate::metrics::Metrics;
 
 /// How long stopping duties may take before they are abandoned.
 const DUTIES_GRACE: Duration = Duration::from_secs(5);
@@ -27,6 +28,7 @@ pub(crate) struct Lease {
     pub(crate) node_id: String,
     /// A lease lasts this long unless renewed (`--leader-lease-secs`).
     pub(crate) length: Duration,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Lease {
@@ -48,7 +50,7 @@ impl Lease {
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .expression_attribute_values(":me", AttributeValue::S(self.node_id.clone()))
             .send();
-        match call("dynamodb", "PutItem", request).await {
+        match call(&self.metrics, "dynamodb", "PutItem", request).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
             Err(e) => Err(e.into()),
@@ -66,7 +68,7 @@ impl Lease {
             .expression_attribute_names("#o", "owner")
             .expression_attribute_values(":me", AttributeValue::S(self.node_id.clone()))
             .send();
-        match call("dynamodb", "DeleteItem", request).await {
+        match call(&self.metrics, "dynamodb", "DeleteItem", request).await {
             Ok(_) => {}
             Err(e) if e.kind == AwsErrorKind::ConditionFailed => {}
             Err(e) => {

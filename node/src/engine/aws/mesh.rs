@@ -33,7 +33,7 @@ use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, ConnectionRecord, ConnectionStore, EngineError, Health};
 use crate::hub::{LocalDelivery, Stamp};
 use crate::logging::chain;
-use crate::metrics::{ms_between, Hop, RoutePath, METRICS};
+use crate::metrics::{ms_between, Hop, Metrics, RoutePath};
 
 /// Envelopes stay under SNS's and SQS's 256 KiB with room for attributes.
 pub(crate) const MAX_ENVELOPE: usize = 250 * 1024;
@@ -84,6 +84,7 @@ pub(crate) struct Mesh {
     /// Rejoins so far (each gets a fresh inbox name: SQS refuses to create
     /// a queue with the name of one deleted less than 60 s ago).
     rejoins: AtomicU32,
+    metrics: Arc<Metrics>,
 }
 
 /// Splits a multicast for one node into envelopes under `max` bytes; each
@@ -164,6 +165,7 @@ impl Mesh {
             reaped: tokio::sync::Notify::new(),
             inbox_changed: tokio::sync::Notify::new(),
             rejoins: AtomicU32::new(0),
+            metrics: clients.metrics.clone(),
         }
     }
 
@@ -175,6 +177,7 @@ impl Mesh {
 
     async fn join_as(&self, inbox_name: &str, started_at: u64) -> Result<NodeRow, EngineError> {
         let (url, arn) = create_queue(
+            &self.metrics,
             &self.sqs,
             inbox_name,
             HashMap::from([
@@ -195,7 +198,7 @@ impl Mesh {
                 sns_to_sqs_policy(&arn, &self.settings.topic_arn),
             )
             .send();
-        call("sqs", "SetQueueAttributes", request).await?;
+        call(&self.metrics, "sqs", "SetQueueAttributes", request).await?;
         let request = self
             .sns
             .subscribe()
@@ -205,7 +208,7 @@ impl Mesh {
             .attributes("RawMessageDelivery", "true")
             .return_subscription_arn(true)
             .send();
-        let subscription_arn = call("sns", "Subscribe", request)
+        let subscription_arn = call(&self.metrics, "sns", "Subscribe", request)
             .await?
             .subscription_arn()
             .unwrap_or_default()
@@ -249,7 +252,7 @@ impl Mesh {
             .topic_arn(&self.settings.topic_arn)
             .message(serde_json::to_string(&env).unwrap_or_default())
             .send();
-        if let Err(e) = call("sns", "Publish", request).await {
+        if let Err(e) = call(&self.metrics, "sns", "Publish", request).await {
             tracing::warn!(error = %chain(&e), "new inbox not announced; routers find it when their cache expires");
         }
     }
@@ -285,11 +288,11 @@ impl Mesh {
             .unsubscribe()
             .subscription_arn(&row.subscription_arn)
             .send();
-        if let Err(e) = call("sns", "Unsubscribe", request).await {
+        if let Err(e) = call(&self.metrics, "sns", "Unsubscribe", request).await {
             log("unsubscribing the inbox", &e);
         }
         let request = self.sqs.delete_queue().queue_url(&row.inbox_url).send();
-        if let Err(e) = call("sqs", "DeleteQueue", request).await {
+        if let Err(e) = call(&self.metrics, "sqs", "DeleteQueue", request).await {
             log("deleting the inbox", &e);
         }
     }
@@ -342,7 +345,10 @@ impl Mesh {
     /// node stops); not ready meanwhile.
     async fn rejoin(&self, stop: &CancellationToken, why: &'static str) {
         self.health.set_in_mesh(false);
-        METRICS.errors.with_label_values(&["node_rejoin"]).inc();
+        self.metrics
+            .errors
+            .with_label_values(&["node_rejoin"])
+            .inc();
         tracing::warn!(
             why,
             "this node is out of the mesh: the leader reaped it (frozen or cut off from AWS \
@@ -478,7 +484,7 @@ impl Mesh {
                     .queue_url(&inbox)
                     .message_body(body.clone())
                     .send();
-                if let Err(e) = call("sqs", "SendMessage", request).await {
+                if let Err(e) = call(&self.metrics, "sqs", "SendMessage", request).await {
                     self.cluster.forget(node_id);
                     if e.kind == AwsErrorKind::NotFound {
                         tried = Some(inbox);
@@ -487,7 +493,7 @@ impl Mesh {
                     return Err(e.into());
                 }
             }
-            METRICS.hop(Hop::InboxSend, started.elapsed());
+            self.metrics.hop(Hop::InboxSend, started.elapsed());
             return Ok(true);
         }
     }
@@ -521,7 +527,7 @@ impl Mesh {
             .topic_arn(&self.settings.topic_arn)
             .message(body)
             .send();
-        call("sns", "Publish", request).await?;
+        call(&self.metrics, "sns", "Publish", request).await?;
         Ok(())
     }
 
@@ -544,7 +550,7 @@ impl Mesh {
         stop: CancellationToken,
     ) {
         while let Some(url) = self.inbox_url() {
-            let mut poll = Poll::new(self.sqs.clone(), url.clone())
+            let mut poll = Poll::new(self.sqs.clone(), url.clone(), self.metrics.clone())
                 .with_visibility(self.settings.receive_visibility);
             loop {
                 let next = tokio::select! {
@@ -563,7 +569,7 @@ impl Mesh {
                 let mut done = Vec::new();
                 let received_at = now_ms();
                 for sent in messages.iter().filter_map(sent_at) {
-                    METRICS.hop_since_ms(Hop::InboxWait, sent, received_at);
+                    self.metrics.hop_since_ms(Hop::InboxWait, sent, received_at);
                 }
                 for m in &messages {
                     let ok =
@@ -571,7 +577,10 @@ impl Mesh {
                             Ok(env) => self.deliver(&local, &delivered, env).await,
                             Err(e) => {
                                 tracing::warn!(error = %e, "unreadable mesh message dropped");
-                                METRICS.errors.with_label_values(&["mesh_unreadable"]).inc();
+                                self.metrics
+                                    .errors
+                                    .with_label_values(&["mesh_unreadable"])
+                                    .inc();
                                 true
                             }
                         };
@@ -640,7 +649,7 @@ impl Mesh {
             }
             MeshTarget::Broadcast { exclude_users } => {
                 if !delivered.claim_everyone(&env.request_id) {
-                    return Self::duplicate();
+                    return self.duplicate();
                 }
                 let sent = local.broadcast_stamped(exclude_users, payload, stamp).await;
                 if sent.is_err() {
@@ -656,7 +665,7 @@ impl Mesh {
                     .collect();
                 let ids = delivered.claim(request, by_id.keys().cloned().collect());
                 if ids.is_empty() {
-                    return Self::duplicate();
+                    return self.duplicate();
                 }
                 match local
                     .to_connections_stamped(ids.clone(), payload, stamp)
@@ -680,11 +689,12 @@ impl Mesh {
         };
         match result {
             Ok(()) => {
-                METRICS.hop(Hop::DeliverMesh, delivering.elapsed());
+                self.metrics.hop(Hop::DeliverMesh, delivering.elapsed());
                 if let Some(routed_at) = env.routed_at {
-                    METRICS.route(RoutePath::Mesh, ms_between(routed_at, now_ms()));
+                    self.metrics
+                        .route(RoutePath::Mesh, ms_between(routed_at, now_ms()));
                 }
-                METRICS
+                self.metrics
                     .notifications
                     .with_label_values(&["mesh", "routed"])
                     .inc();
@@ -698,8 +708,8 @@ impl Mesh {
     }
 
     /// An envelope whose every socket here already had its request.
-    fn duplicate() -> bool {
-        METRICS
+    fn duplicate(&self) -> bool {
+        self.metrics
             .notifications
             .with_label_values(&["mesh", "duplicate"])
             .inc();

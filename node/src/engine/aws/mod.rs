@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use super::{Background, ClientOutput, Engine, EngineError, Health};
 use crate::config::Config;
 use crate::hub::LocalDelivery;
+use crate::metrics::Metrics;
 use clients::Clients;
 use cluster::Cluster;
 use delivered::Delivered;
@@ -89,6 +90,7 @@ impl Background for AwsBackground {
                 router: self.router.clone(),
                 delivered: self.delivered.clone(),
                 visibility: self.visibility,
+                metrics: self.clients.metrics.clone(),
             };
             self.intake.spawn(poller.run(intake_stop.clone()));
         }
@@ -146,21 +148,24 @@ impl Background for AwsBackground {
     }
 }
 
-/// The aws engine of node `config.node_id`, delivering through `local`;
-/// `address` is where the node listens (for operators, in its row).
+/// The aws engine of node `config.node_id`, delivering through `local` and
+/// counting in the node's `metrics`; `address` is where the node listens
+/// (for operators, in its row).
 pub(crate) async fn engine(
     config: &Config,
     local: LocalDelivery,
+    metrics: Arc<Metrics>,
     address: std::net::SocketAddr,
 ) -> Result<Engine, EngineError> {
     let cfg = &config.aws;
-    let clients = Clients::new(cfg).await;
+    let clients = Clients::new(cfg, metrics).await;
     let resources = resources::resolve(&clients, cfg, config.recovery.enabled()).await?;
     tracing::info!(?resources, "aws resources");
     let store = DynamoStore::new(
         clients.dynamodb.clone(),
         resources.connections_table.clone(),
         cfg.batch_linger,
+        clients.metrics.clone(),
     );
     let output: Arc<dyn ClientOutput> = Arc::new(SnsSqsOutput::new(
         clients.sns.clone(),
@@ -169,12 +174,14 @@ pub(crate) async fn engine(
         resources.messages_queue_url.clone(),
         cfg.batch_linger,
         cfg.max_output_bytes_in_flight,
+        clients.metrics.clone(),
     ));
     let health = Arc::new(Health::default());
     let history: Option<Arc<dyn crate::engine::history::History>> =
         config.recovery.enabled().then(|| {
             Arc::new(history::AwsHistory::new(
                 clients.dynamodb.clone(),
+                clients.metrics.clone(),
                 resources.history_table.clone(),
                 config.recovery.window,
             )) as Arc<dyn crate::engine::history::History>
@@ -182,6 +189,7 @@ pub(crate) async fn engine(
     let cluster = Arc::new(Cluster::new(
         clients.dynamodb.clone(),
         resources.cluster_table.clone(),
+        clients.metrics.clone(),
     ));
     let mesh = Arc::new(Mesh::new(
         MeshSettings {
@@ -208,6 +216,7 @@ pub(crate) async fn engine(
         local.clone(),
         delivered.clone(),
         history.clone(),
+        clients.metrics.clone(),
     ));
     let leader = Leader {
         lease: Lease {
@@ -215,6 +224,7 @@ pub(crate) async fn engine(
             table: resources.cluster_table.clone(),
             node_id: config.node_id.clone(),
             length: cfg.leader_lease,
+            metrics: clients.metrics.clone(),
         },
         renew_every: cfg.leader_renew,
         presence: Arc::new(PresenceConsumer {
@@ -228,7 +238,9 @@ pub(crate) async fn engine(
             lag_metric: cfg.metrics_namespace.clone().map(|namespace| LagMetric {
                 cloudwatch: clients.cloudwatch.clone(),
                 namespace,
+                metrics: clients.metrics.clone(),
             }),
+            metrics: clients.metrics.clone(),
         }),
         reaper: Arc::new(Reaper {
             ddb: clients.dynamodb.clone(),
@@ -239,6 +251,7 @@ pub(crate) async fn engine(
             node_id: config.node_id.clone(),
             timeout: cfg.node_timeout,
             every: cfg.heartbeat,
+            metrics: clients.metrics.clone(),
             step_pause: cfg.reap_step_pause,
         }),
     };
@@ -247,6 +260,7 @@ pub(crate) async fn engine(
         .clone()
         .map(|namespace| SocketsMetric {
             cloudwatch: clients.cloudwatch.clone(),
+            metrics: clients.metrics.clone(),
             namespace,
             fleet: cfg.name_prefix.clone(),
             every: cfg.metrics_interval,
@@ -280,7 +294,8 @@ pub(crate) async fn engine(
 
 /// `sumu-node cluster status`: the fleet as AWS sees it, as a table or JSON.
 pub(crate) async fn cluster_status(config: &Config, json: bool) -> Result<String, EngineError> {
-    let clients = Clients::new(&config.aws).await;
+    // A command, not a node: its calls are metered where nobody reads them.
+    let clients = Clients::new(&config.aws, Arc::default()).await;
     let status = status::status(&clients, &config.aws).await?;
     Ok(if json {
         serde_json::to_string_pretty(&status).unwrap_or_default() + "\n"
@@ -291,6 +306,6 @@ pub(crate) async fn cluster_status(config: &Config, json: bool) -> Result<String
 
 /// `sumu-node bootstrap`: create everything, print where it is.
 pub(crate) async fn bootstrap(config: &Config) -> Result<Resources, EngineError> {
-    let clients = Clients::new(&config.aws).await;
+    let clients = Clients::new(&config.aws, Arc::default()).await;
     resources::bootstrap(&clients, &config.aws).await
 }

@@ -24,7 +24,7 @@ use super::queue::{sent_at, set_visibility, Poll};
 use crate::clock::now_ms;
 use crate::engine::Router;
 use crate::logging::chain;
-use crate::metrics::{Hop, METRICS};
+use crate::metrics::{Hop, Metrics};
 
 pub(crate) struct Poller {
     pub(crate) sqs: aws_sdk_sqs::Client,
@@ -36,6 +36,7 @@ pub(crate) struct Poller {
     /// How long a received request stays invisible to others (extended
     /// while it is routed).
     pub(crate) visibility: Duration,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// How long a request whose routing failed waits before it is retried.
@@ -70,9 +71,13 @@ pub(crate) fn request_text(body: &str) -> std::borrow::Cow<'_, str> {
 
 impl Poller {
     pub(crate) async fn run(self, stop: CancellationToken) {
-        let mut poll = Poll::new(self.sqs.clone(), self.queue_url.clone())
-            .with_visibility(self.visibility)
-            .finishing_on_stop();
+        let mut poll = Poll::new(
+            self.sqs.clone(),
+            self.queue_url.clone(),
+            self.metrics.clone(),
+        )
+        .with_visibility(self.visibility)
+        .finishing_on_stop();
         // The final batch of a stop is routed like any other: the node still
         // serves its sockets while it drains.
         while let Some(messages) = poll.next(&stop).await {
@@ -81,7 +86,7 @@ impl Poller {
             }
             let received_at = now_ms();
             for sent in messages.iter().filter_map(sent_at) {
-                METRICS.hop_since_ms(Hop::QueueWait, sent, received_at);
+                self.metrics.hop_since_ms(Hop::QueueWait, sent, received_at);
             }
             let handles: Vec<String> = messages
                 .iter()
@@ -101,7 +106,14 @@ impl Poller {
                     Outcome::Retry => retry.push(handle.to_string()),
                 }
             }
-            set_visibility(&self.sqs, &self.queue_url, &retry, RETRY_AFTER).await;
+            set_visibility(
+                &self.metrics,
+                &self.sqs,
+                &self.queue_url,
+                &retry,
+                RETRY_AFTER,
+            )
+            .await;
             poll.delete(done).await;
         }
     }
@@ -119,7 +131,13 @@ impl Poller {
                 out = &mut work => return out,
                 () = tokio::time::sleep(self.visibility / 2) => {}
             }
-            let extend = set_visibility(&self.sqs, &self.queue_url, handles, self.visibility);
+            let extend = set_visibility(
+                &self.metrics,
+                &self.sqs,
+                &self.queue_url,
+                handles,
+                self.visibility,
+            );
             tokio::select! {
                 out = &mut work => return out,
                 () = extend => {}
@@ -138,7 +156,7 @@ impl Poller {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .map(String::as_str)
                     .unwrap_or("?");
-                METRICS
+                self.metrics
                     .notifications
                     .with_label_values(&["sqs", "invalid"])
                     .inc();
@@ -147,7 +165,7 @@ impl Poller {
             }
         };
         if self.delivered.was_routed(&id) {
-            METRICS
+            self.metrics
                 .notifications
                 .with_label_values(&["sqs", "duplicate"])
                 .inc();
@@ -156,14 +174,14 @@ impl Poller {
         match self.router.route(&id, request).await {
             Ok(_) => {
                 self.delivered.routed(&id);
-                METRICS
+                self.metrics
                     .notifications
                     .with_label_values(&["sqs", "routed"])
                     .inc();
                 Outcome::Done
             }
             Err(e) => {
-                METRICS
+                self.metrics
                     .notifications
                     .with_label_values(&["sqs", "failed"])
                     .inc();
@@ -181,7 +199,7 @@ impl Poller {
             .receipt_handle(handle)
             .visibility_timeout(0)
             .send();
-        if let Err(e) = call("sqs", "ChangeMessageVisibility", request).await {
+        if let Err(e) = call(&self.metrics, "sqs", "ChangeMessageVisibility", request).await {
             tracing::debug!(error = %chain(&e), "release failed; the visibility timeout will do");
         }
     }

@@ -13,6 +13,7 @@ use sumu_shared::attributes::{SOURCE, TIMESTAMP, USER_ID};
 use super::batcher::{BatchLimits, Batcher, Budget};
 use super::clients::call;
 use crate::engine::{AwsError, ClientMessage, ClientOutput, EngineError, OutputRoute};
+use crate::metrics::Metrics;
 
 /// SNS `PublishBatch`: 10 entries and 256 KiB in all, bodies and attributes
 /// counted (the topic's default `MaximumMessageSize`).
@@ -92,6 +93,7 @@ fn batch_results(
 }
 
 async fn publish_batch(
+    metrics: &Metrics,
     sns: &aws_sdk_sns::Client,
     topic_arn: &str,
     messages: Vec<ClientMessage>,
@@ -116,19 +118,22 @@ async fn publish_batch(
         .topic_arn(topic_arn)
         .set_publish_batch_request_entries(Some(entries.collect()))
         .send();
-    let outcome = call("sns", "PublishBatch", request).await.map(|out| {
-        out.failed()
-            .iter()
-            .map(|f| {
-                let message = f.message().unwrap_or_default().to_string();
-                (f.id().to_string(), f.code().to_string(), message)
-            })
-            .collect()
-    });
+    let outcome = call(metrics, "sns", "PublishBatch", request)
+        .await
+        .map(|out| {
+            out.failed()
+                .iter()
+                .map(|f| {
+                    let message = f.message().unwrap_or_default().to_string();
+                    (f.id().to_string(), f.code().to_string(), message)
+                })
+                .collect()
+        });
     batch_results(messages.len(), "sns", "PublishBatch", outcome)
 }
 
 async fn send_batch(
+    metrics: &Metrics,
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     messages: Vec<ClientMessage>,
@@ -153,15 +158,17 @@ async fn send_batch(
         .queue_url(queue_url)
         .set_entries(Some(entries.collect()))
         .send();
-    let outcome = call("sqs", "SendMessageBatch", request).await.map(|out| {
-        out.failed()
-            .iter()
-            .map(|f| {
-                let message = f.message().unwrap_or_default().to_string();
-                (f.id().to_string(), f.code().to_string(), message)
-            })
-            .collect()
-    });
+    let outcome = call(metrics, "sqs", "SendMessageBatch", request)
+        .await
+        .map(|out| {
+            out.failed()
+                .iter()
+                .map(|f| {
+                    let message = f.message().unwrap_or_default().to_string();
+                    (f.id().to_string(), f.code().to_string(), message)
+                })
+                .collect()
+        });
     batch_results(messages.len(), "sqs", "SendMessageBatch", outcome)
 }
 
@@ -175,8 +182,10 @@ impl SnsSqsOutput {
         queue_url: String,
         linger: Duration,
         max_bytes_in_flight: usize,
+        metrics: Arc<Metrics>,
     ) -> SnsSqsOutput {
         let budget = Budget::new(max_bytes_in_flight);
+        let publish_metrics = metrics.clone();
         let publishes = Batcher::spawn_sized(
             "publishes",
             SNS_BATCH,
@@ -185,13 +194,15 @@ impl SnsSqsOutput {
             aws_size,
             move |batch| {
                 let (sns, topic_arn) = (sns.clone(), topic_arn.clone());
-                async move { publish_batch(&sns, &topic_arn, batch).await }
+                let metrics = publish_metrics.clone();
+                async move { publish_batch(&metrics, &sns, &topic_arn, batch).await }
             },
         );
         let sends =
             Batcher::spawn_sized("sends", SQS_BATCH, linger, budget, aws_size, move |batch| {
                 let (sqs, queue_url) = (sqs.clone(), queue_url.clone());
-                async move { send_batch(&sqs, &queue_url, batch).await }
+                let metrics = metrics.clone();
+                async move { send_batch(&metrics, &sqs, &queue_url, batch).await }
             });
         SnsSqsOutput { publishes, sends }
     }

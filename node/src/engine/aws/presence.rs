@@ -22,7 +22,7 @@ use crate::clock::now_ms;
 use crate::config::PresenceSource;
 use crate::engine::{ClientMessage, ClientOutput, EngineError, OutputRoute};
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 
 /// Users whose records are handled at once.
 const USER_CONCURRENCY: usize = 32;
@@ -39,6 +39,7 @@ pub(crate) struct PresenceConsumer {
     pub(crate) source: PresenceSource,
     /// Where the lag metric goes (None: Prometheus only).
     pub(crate) lag_metric: Option<LagMetric>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The CloudWatch metric the stream-lag alarm watches
@@ -46,6 +47,7 @@ pub(crate) struct PresenceConsumer {
 pub(crate) struct LagMetric {
     pub(crate) cloudwatch: aws_sdk_cloudwatch::Client,
     pub(crate) namespace: String,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 const PUBLISH_LAG_EVERY: Duration = Duration::from_secs(60);
@@ -65,8 +67,9 @@ impl LagMetric {
             .namespace(&self.namespace)
             .metric_data(datum)
             .send();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            if let Err(e) = call("cloudwatch", "PutMetricData", request).await {
+            if let Err(e) = call(&metrics, "cloudwatch", "PutMetricData", request).await {
                 tracing::warn!(error = %chain(&e), "stream lag metric not published");
             }
         });
@@ -159,6 +162,7 @@ pub(crate) struct StreamReader<'a> {
     pub(crate) streams: &'a aws_sdk_dynamodbstreams::Client,
     pub(crate) connections_table: &'a str,
     pub(crate) cluster_table: &'a str,
+    pub(crate) metrics: &'a Metrics,
 }
 
 impl StreamReader<'_> {
@@ -168,7 +172,7 @@ impl StreamReader<'_> {
             .describe_table()
             .table_name(self.connections_table)
             .send();
-        let out = call("dynamodb", "DescribeTable", request).await?;
+        let out = call(self.metrics, "dynamodb", "DescribeTable", request).await?;
         out.table()
             .and_then(|t| t.latest_stream_arn())
             .map(str::to_string)
@@ -192,7 +196,7 @@ impl StreamReader<'_> {
                 .stream_arn(stream_arn)
                 .set_exclusive_start_shard_id(start)
                 .send();
-            let d = call("dynamodbstreams", "DescribeStream", request).await?;
+            let d = call(self.metrics, "dynamodbstreams", "DescribeStream", request).await?;
             let Some(desc) = d.stream_description() else {
                 return Ok(out);
             };
@@ -225,7 +229,7 @@ impl StreamReader<'_> {
             .key("pk", Self::checkpoint_key(stream_arn, shard))
             .consistent_read(true)
             .send();
-        let out = call("dynamodb", "GetItem", request).await?;
+        let out = call(self.metrics, "dynamodb", "GetItem", request).await?;
         Ok(out
             .item()
             .and_then(|i| i.get("sequence_number"))
@@ -250,7 +254,7 @@ impl StreamReader<'_> {
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .sequence_number(seq)
                 .send();
-            match call("dynamodbstreams", "GetShardIterator", request).await {
+            match call(self.metrics, "dynamodbstreams", "GetShardIterator", request).await {
                 Ok(out) => return Ok(out.shard_iterator().map(str::to_string)),
                 // Trimmed (older than 24 h) or from another stream: start over.
                 Err(e) => {
@@ -265,7 +269,7 @@ impl StreamReader<'_> {
             .shard_id(shard)
             .shard_iterator_type(ShardIteratorType::TrimHorizon)
             .send();
-        let out = call("dynamodbstreams", "GetShardIterator", request).await?;
+        let out = call(self.metrics, "dynamodbstreams", "GetShardIterator", request).await?;
         Ok(out.shard_iterator().map(str::to_string))
     }
 
@@ -282,7 +286,7 @@ impl StreamReader<'_> {
             .item("pk", Self::checkpoint_key(stream_arn, shard))
             .item("sequence_number", AttributeValue::S(seq.to_string()))
             .send();
-        call("dynamodb", "PutItem", request).await?;
+        call(self.metrics, "dynamodb", "PutItem", request).await?;
         Ok(())
     }
 }
@@ -294,6 +298,7 @@ impl PresenceConsumer {
             streams: &self.streams,
             connections_table: &self.connections_table,
             cluster_table: &self.cluster_table,
+            metrics: &self.metrics,
         }
     }
 
@@ -355,7 +360,7 @@ impl PresenceConsumer {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .sent(&user, status);
-                        METRICS
+                        self.metrics
                             .notifications
                             .with_label_values(&[
                                 "presence",
@@ -439,7 +444,8 @@ impl PresenceConsumer {
                     .shard_iterator(iterator)
                     .limit(1000)
                     .send();
-                let out = match call("dynamodbstreams", "GetRecords", request).await {
+                let out = match call(&self.metrics, "dynamodbstreams", "GetRecords", request).await
+                {
                     Ok(out) => out,
                     Err(e) => {
                         // An expired iterator: get a fresh one from the checkpoint.
@@ -466,7 +472,7 @@ impl PresenceConsumer {
                     finished.insert(shard.clone());
                 }
             }
-            METRICS.presence_lag_ms.set(lag_ms as i64);
+            self.metrics.presence_lag_ms.set(lag_ms as i64);
             if lag_published.elapsed() >= PUBLISH_LAG_EVERY {
                 if let Some(metric) = &self.lag_metric {
                     metric.publish(&self.connections_table, lag_ms);

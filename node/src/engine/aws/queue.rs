@@ -8,6 +8,7 @@
 //! (`finish_on_stop`) lets its in-flight receive finish on stop and hands
 //! back what it brought.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{
@@ -20,6 +21,7 @@ use super::clients::{call, long_poll_timeouts};
 use super::periodic::pause;
 use crate::engine::AwsErrorKind;
 use crate::logging::chain;
+use crate::metrics::Metrics;
 
 /// How long one receive waits for messages.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
@@ -28,6 +30,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Deletes handled messages (one call for up to 10); a failure is logged,
 /// since redeliveries are deduplicated by the receivers.
 pub(crate) async fn delete_handled(
+    metrics: &Metrics,
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     handles: Vec<String>,
@@ -51,7 +54,7 @@ pub(crate) async fn delete_handled(
         .queue_url(queue_url)
         .set_entries(Some(entries))
         .send();
-    match call("sqs", "DeleteMessageBatch", request).await {
+    match call(metrics, "sqs", "DeleteMessageBatch", request).await {
         Ok(out) if out.failed().is_empty() => {}
         Ok(out) => tracing::warn!(
             queue_url,
@@ -68,6 +71,7 @@ pub(crate) async fn delete_handled(
 /// once); one call per 10. A failure is logged: the queue's own timeout
 /// then applies.
 pub(crate) async fn set_visibility(
+    metrics: &Metrics,
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     handles: &[String],
@@ -91,7 +95,7 @@ pub(crate) async fn set_visibility(
             .queue_url(queue_url)
             .set_entries(Some(entries))
             .send();
-        match call("sqs", "ChangeMessageVisibilityBatch", request).await {
+        match call(metrics, "sqs", "ChangeMessageVisibilityBatch", request).await {
             Ok(out) if out.failed().is_empty() => {}
             Ok(out) => tracing::debug!(
                 queue_url,
@@ -125,10 +129,11 @@ pub(crate) struct Poll {
     finished: bool,
     /// The queue does not exist (deleted under us).
     gone: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Poll {
-    pub(crate) fn new(sqs: aws_sdk_sqs::Client, queue_url: String) -> Poll {
+    pub(crate) fn new(sqs: aws_sdk_sqs::Client, queue_url: String, metrics: Arc<Metrics>) -> Poll {
         Poll {
             sqs,
             queue_url,
@@ -137,6 +142,7 @@ impl Poll {
             finish_on_stop: false,
             finished: false,
             gone: false,
+            metrics,
         }
     }
 
@@ -179,7 +185,7 @@ impl Poll {
                 aws_sdk_sqs::config::Builder::default().timeout_config(long_poll_timeouts(WAIT)),
             )
             .send();
-        let receive = call("sqs", "ReceiveMessage", receive);
+        let receive = call(&self.metrics, "sqs", "ReceiveMessage", receive);
         tokio::pin!(receive);
         let received = tokio::select! {
             r = &mut receive => r,
@@ -214,6 +220,6 @@ impl Poll {
     }
 
     pub(crate) async fn delete(&self, handles: Vec<String>) {
-        delete_handled(&self.sqs, &self.queue_url, handles).await;
+        delete_handled(&self.metrics, &self.sqs, &self.queue_url, handles).await;
     }
 }

@@ -28,7 +28,7 @@ use super::store::DynamoStore;
 use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, EngineError};
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 
 pub(crate) struct Reaper {
     pub(crate) ddb: aws_sdk_dynamodb::Client,
@@ -40,6 +40,7 @@ pub(crate) struct Reaper {
     /// A heartbeat that did not advance for this long means the node is dead.
     pub(crate) timeout: Duration,
     pub(crate) every: Duration,
+    pub(crate) metrics: Arc<Metrics>,
     /// Drills only (`--reap-step-pause-ms`): a pause between the steps of
     /// a reap, so a drill can resume the node in the middle of one.
     pub(crate) step_pause: Duration,
@@ -147,7 +148,7 @@ impl Reaper {
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send();
-            let out = call("dynamodb", "Scan", request).await?;
+            let out = call(&self.metrics, "dynamodb", "Scan", request).await?;
             for item in out.items() {
                 let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
                 let Some(node_id) = s("node_id") else {
@@ -219,14 +220,14 @@ impl Reaper {
         self.between_steps().await;
         if let Some(arn) = &node.subscription_arn {
             let request = self.sns.unsubscribe().subscription_arn(arn).send();
-            if let Err(e) = call("sns", "Unsubscribe", request).await {
+            if let Err(e) = call(&self.metrics, "sns", "Unsubscribe", request).await {
                 tracing::warn!(error = %chain(&e), "dead node's subscription not removed");
             }
         }
         self.between_steps().await;
         if let Some(url) = &node.inbox_url {
             let request = self.sqs.delete_queue().queue_url(url).send();
-            if let Err(e) = call("sqs", "DeleteQueue", request).await {
+            if let Err(e) = call(&self.metrics, "sqs", "DeleteQueue", request).await {
                 tracing::warn!(error = %chain(&e), "dead node's inbox not deleted");
             }
         }
@@ -241,7 +242,7 @@ impl Reaper {
             .condition_expression(condition)
             .set_expression_attribute_values(Some(values))
             .send();
-        match call("dynamodb", "DeleteItem", request).await {
+        match call(&self.metrics, "dynamodb", "DeleteItem", request).await {
             Ok(_) => {}
             Err(e) if e.kind == AwsErrorKind::ConditionFailed => {
                 tracing::info!(node_id = %id, "node rejoined at the end of its reap: its new row kept");
@@ -249,7 +250,10 @@ impl Reaper {
             }
             Err(e) => return Err(e.into()),
         }
-        METRICS.errors.with_label_values(&["node_reaped"]).inc();
+        self.metrics
+            .errors
+            .with_label_values(&["node_reaped"])
+            .inc();
         tracing::info!(node_id = %id, rows = n, "dead node reaped");
         Ok(true)
     }
@@ -276,7 +280,7 @@ impl Reaper {
             .expression_attribute_names("#status", "status")
             .set_expression_attribute_values(Some(values))
             .send();
-        match call("dynamodb", "UpdateItem", request).await {
+        match call(&self.metrics, "dynamodb", "UpdateItem", request).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
             Err(e) => Err(e.into()),
@@ -315,7 +319,7 @@ impl Reaper {
             .key("pk", node_key(&node.node_id))
             .consistent_read(true)
             .send();
-        let out = call("dynamodb", "GetItem", request).await?;
+        let out = call(&self.metrics, "dynamodb", "GetItem", request).await?;
         let s = |k: &str| {
             out.item()
                 .and_then(|i| i.get(k))

@@ -14,6 +14,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use super::clients::{call, Clients};
 use crate::config::AwsConfig;
 use crate::engine::{AwsErrorKind, EngineError};
+use crate::metrics::Metrics;
 
 /// Where a node's inputs and outputs are.
 #[derive(Debug, Clone)]
@@ -133,7 +134,7 @@ async fn create_table(
                 .map_err(build_error("CreateTable"))?,
         );
     }
-    match call("dynamodb", "CreateTable", req.send()).await {
+    match call(&c.metrics, "dynamodb", "CreateTable", req.send()).await {
         Ok(_) => tracing::info!(table = name, "created table"),
         Err(e) if e.kind == AwsErrorKind::AlreadyExists => {
             tracing::info!(table = name, "table exists")
@@ -151,7 +152,7 @@ async fn create_table(
         .table_name(name)
         .time_to_live_specification(ttl)
         .send();
-    match call("dynamodb", "UpdateTimeToLive", request).await {
+    match call(&c.metrics, "dynamodb", "UpdateTimeToLive", request).await {
         Ok(_) => Ok(()),
         // "TimeToLive is already enabled"
         Err(e) if e.kind == AwsErrorKind::Invalid => Ok(()),
@@ -160,7 +161,13 @@ async fn create_table(
 }
 
 async fn create_topic(c: &Clients, name: &str) -> Result<String, EngineError> {
-    let out = call("sns", "CreateTopic", c.sns.create_topic().name(name).send()).await?;
+    let out = call(
+        &c.metrics,
+        "sns",
+        "CreateTopic",
+        c.sns.create_topic().name(name).send(),
+    )
+    .await?;
     out.topic_arn()
         .map(str::to_string)
         .ok_or_else(|| EngineError::Missing {
@@ -170,6 +177,7 @@ async fn create_topic(c: &Clients, name: &str) -> Result<String, EngineError> {
 }
 
 pub(crate) async fn create_queue(
+    metrics: &Metrics,
     sqs: &aws_sdk_sqs::Client,
     name: &str,
     attributes: HashMap<QueueAttributeName, String>,
@@ -179,17 +187,17 @@ pub(crate) async fn create_queue(
         .queue_name(name)
         .set_attributes(Some(attributes.clone()))
         .send();
-    let url = match call("sqs", "CreateQueue", request).await {
+    let url = match call(metrics, "sqs", "CreateQueue", request).await {
         Ok(out) => out.queue_url().unwrap_or_default().to_string(),
         Err(e) if e.kind == AwsErrorKind::AlreadyExists => {
             // Exists with other attributes: converge them.
-            let url = queue_url(sqs, name).await?;
+            let url = queue_url(metrics, sqs, name).await?;
             let request = sqs
                 .set_queue_attributes()
                 .queue_url(&url)
                 .set_attributes(Some(attributes))
                 .send();
-            call("sqs", "SetQueueAttributes", request).await?;
+            call(metrics, "sqs", "SetQueueAttributes", request).await?;
             url
         }
         Err(e) => return Err(e.into()),
@@ -199,7 +207,7 @@ pub(crate) async fn create_queue(
         .queue_url(&url)
         .attribute_names(QueueAttributeName::QueueArn)
         .send();
-    let arn = call("sqs", "GetQueueAttributes", request)
+    let arn = call(metrics, "sqs", "GetQueueAttributes", request)
         .await?
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::QueueArn))
@@ -212,10 +220,12 @@ pub(crate) async fn create_queue(
 }
 
 pub(crate) async fn queue_url(
+    metrics: &Metrics,
     sqs: &aws_sdk_sqs::Client,
     name: &str,
 ) -> Result<String, EngineError> {
     let out = match call(
+        metrics,
         "sqs",
         "GetQueueUrl",
         sqs.get_queue_url().queue_name(name).send(),
@@ -237,7 +247,7 @@ pub(crate) async fn topic_arn(c: &Clients, name: &str) -> Result<String, EngineE
     let mut token = None;
     loop {
         let request = c.sns.list_topics().set_next_token(token).send();
-        let out = call("sns", "ListTopics", request).await?;
+        let out = call(&c.metrics, "sns", "ListTopics", request).await?;
         if let Some(arn) = out
             .topics()
             .iter()
@@ -318,14 +328,16 @@ pub(crate) async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources,
     let messages_topic_arn = create_topic(c, &messages).await?;
     let notifications_topic_arn = create_topic(c, &notifications).await?;
     let mesh_topic_arn = create_topic(c, &mesh).await?;
-    let (_, messages_dlq_arn) = create_queue(&c.sqs, &messages_dlq, HashMap::new()).await?;
+    let (_, messages_dlq_arn) =
+        create_queue(&c.metrics, &c.sqs, &messages_dlq, HashMap::new()).await?;
     let (_, notifications_dlq_arn) =
-        create_queue(&c.sqs, &notifications_dlq, HashMap::new()).await?;
+        create_queue(&c.metrics, &c.sqs, &notifications_dlq, HashMap::new()).await?;
     let redrive = |dlq: &str| {
         serde_json::json!({"deadLetterTargetArn": dlq, "maxReceiveCount": cfg.max_receive_count.to_string()})
             .to_string()
     };
     let (messages_queue_url, _) = create_queue(
+        &c.metrics,
         &c.sqs,
         &messages,
         HashMap::from([(
@@ -335,6 +347,7 @@ pub(crate) async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources,
     )
     .await?;
     let (notifications_queue_url, notifications_queue_arn) = create_queue(
+        &c.metrics,
         &c.sqs,
         &notifications,
         HashMap::from([
@@ -355,7 +368,7 @@ pub(crate) async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources,
             sns_to_sqs_policy(&notifications_queue_arn, &notifications_topic_arn),
         )
         .send();
-    call("sqs", "SetQueueAttributes", request).await?;
+    call(&c.metrics, "sqs", "SetQueueAttributes", request).await?;
     let request = c
         .sns
         .subscribe()
@@ -365,7 +378,7 @@ pub(crate) async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources,
         .attributes("RawMessageDelivery", "true")
         .return_subscription_arn(true)
         .send();
-    call("sns", "Subscribe", request).await?;
+    call(&c.metrics, "sns", "Subscribe", request).await?;
     Ok(Resources {
         connections_table: cfg.connections_table.clone(),
         cluster_table: cfg.cluster_table.clone(),
@@ -397,25 +410,25 @@ pub(crate) async fn resolve(
     };
     let messages_queue_url = match &cfg.messages_queue_url {
         Some(u) => u.clone(),
-        None => queue_url(&c.sqs, &messages).await?,
+        None => queue_url(&c.metrics, &c.sqs, &messages).await?,
     };
     let notifications_queue_url = match &cfg.notifications_queue_url {
         Some(u) => u.clone(),
-        None => queue_url(&c.sqs, &notifications).await?,
+        None => queue_url(&c.metrics, &c.sqs, &notifications).await?,
     };
     let request = c
         .dynamodb
         .describe_table()
         .table_name(&cfg.connections_table)
         .send();
-    call("dynamodb", "DescribeTable", request).await?;
+    call(&c.metrics, "dynamodb", "DescribeTable", request).await?;
     if recovery {
         let request = c
             .dynamodb
             .describe_table()
             .table_name(&cfg.history_table)
             .send();
-        match call("dynamodb", "DescribeTable", request).await {
+        match call(&c.metrics, "dynamodb", "DescribeTable", request).await {
             Err(e) if e.kind == AwsErrorKind::NotFound => {
                 return Err(EngineError::Missing {
                     what: "history table (--recovery-window-secs is on)",

@@ -33,7 +33,7 @@ use crate::clock::now_ms;
 use crate::engine::history::History;
 use crate::engine::{EngineError, RouteOutcome, Router};
 use crate::hub::LocalDelivery;
-use crate::metrics::{Hop, RoutePath, METRICS};
+use crate::metrics::{Hop, Metrics, RoutePath};
 use sumu_shared::mesh::MeshConnection;
 
 /// Concurrent Queries per request.
@@ -46,6 +46,7 @@ pub(crate) struct AwsRouter {
     local: LocalDelivery,
     delivered: Arc<Delivered>,
     history: Option<Arc<dyn History>>,
+    metrics: Arc<Metrics>,
 }
 
 impl AwsRouter {
@@ -56,6 +57,7 @@ impl AwsRouter {
         local: LocalDelivery,
         delivered: Arc<Delivered>,
         history: Option<Arc<dyn History>>,
+        metrics: Arc<Metrics>,
     ) -> AwsRouter {
         AwsRouter {
             node_id,
@@ -64,6 +66,7 @@ impl AwsRouter {
             local,
             delivered,
             history,
+            metrics,
         }
     }
 
@@ -99,7 +102,7 @@ impl Router for AwsRouter {
             Some(h) => match h.record(request_id, &request).await {
                 Ok(stamp) => Some(Arc::new(stamp)),
                 Err(e) => {
-                    METRICS.history_write_failures.inc();
+                    self.metrics.history_write_failures.inc();
                     return Err(e);
                 }
             },
@@ -121,7 +124,7 @@ impl Router for AwsRouter {
                     routed_at,
                 )
                 .await?;
-            METRICS.hop(Hop::MeshPublish, recorded.elapsed());
+            self.metrics.hop(Hop::MeshPublish, recorded.elapsed());
             let delivering = Instant::now();
             let mut n = 0;
             if self.delivered.claim_everyone(request_id) {
@@ -132,8 +135,8 @@ impl Router for AwsRouter {
                         self.delivered.release_everyone(request_id);
                     })?;
             }
-            METRICS.hop(Hop::DeliverLocal, delivering.elapsed());
-            METRICS.route(RoutePath::Local, started.elapsed());
+            self.metrics.hop(Hop::DeliverLocal, delivering.elapsed());
+            self.metrics.route(RoutePath::Local, started.elapsed());
             return Ok(RouteOutcome {
                 local_deliveries: n,
                 mesh_messages: 1,
@@ -141,7 +144,7 @@ impl Router for AwsRouter {
         }
         let users: Vec<String> = request.targets().cloned().collect();
         let rows = self.lookup(users).await?;
-        METRICS.hop(Hop::Lookup, recorded.elapsed());
+        self.metrics.hop(Hop::Lookup, recorded.elapsed());
         let mut by_node: HashMap<&str, Vec<&Row>> = HashMap::new();
         for row in &rows {
             by_node.entry(row.node_id.as_str()).or_default().push(row);
@@ -186,8 +189,8 @@ impl Router for AwsRouter {
                     return Err(e.into());
                 }
             };
-            METRICS.hop(Hop::DeliverLocal, delivering.elapsed());
-            METRICS.route(RoutePath::Local, started.elapsed());
+            self.metrics.hop(Hop::DeliverLocal, delivering.elapsed());
+            self.metrics.route(RoutePath::Local, started.elapsed());
             outcome.local_deliveries = report.delivered;
             if !report.missing.is_empty() {
                 let missing: std::collections::HashSet<&str> =

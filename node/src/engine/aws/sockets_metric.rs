@@ -7,6 +7,7 @@
 //! (`Fleet` = the name prefix), so the metric's `Average` over a period is
 //! the mean number of sockets per node, which is what target tracking needs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::clients::call;
 use super::periodic::pause;
 use crate::logging::chain;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 
 /// The metric's name (Terraform's policy names it too).
 pub(crate) const METRIC_NAME: &str = "Sockets";
@@ -63,6 +64,8 @@ impl Samples {
 
 pub(crate) struct SocketsMetric {
     pub(crate) cloudwatch: aws_sdk_cloudwatch::Client,
+    /// The node's metrics: its open sockets are sampled from them.
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) namespace: String,
     /// The `Fleet` dimension's value: the name prefix.
     pub(crate) fleet: String,
@@ -79,7 +82,7 @@ impl SocketsMetric {
                 if !pause(&stop, step).await {
                     return;
                 }
-                samples.add(METRICS.connections.get() as f64);
+                samples.add(self.metrics.connections.get() as f64);
             }
             if let Some(set) = samples.take() {
                 self.publish(set).await;
@@ -107,7 +110,7 @@ impl SocketsMetric {
             .namespace(&self.namespace)
             .metric_data(datum)
             .send();
-        if let Err(e) = call("cloudwatch", "PutMetricData", request).await {
+        if let Err(e) = call(&self.metrics, "cloudwatch", "PutMetricData", request).await {
             tracing::warn!(error = %chain(&e), "sockets metric not published");
         }
     }

@@ -94,7 +94,7 @@ pub(crate) async fn status(
             .consistent_read(true)
             .set_exclusive_start_key(start)
             .send();
-        let out = call("dynamodb", "Scan", request).await?;
+        let out = call(&clients.metrics, "dynamodb", "Scan", request).await?;
         for item in out.items() {
             let pk = s(item, "pk");
             if pk.starts_with("node#") {
@@ -148,7 +148,7 @@ async fn count_rows(clients: &Clients, table: &str, node_id: &str) -> Result<u64
             .select(Select::Count)
             .set_exclusive_start_key(start)
             .send();
-        let out = call("dynamodb", "Query", request).await?;
+        let out = call(&clients.metrics, "dynamodb", "Query", request).await?;
         total += out.count().max(0) as u64;
         start = out.last_evaluated_key().cloned();
         if start.is_none() {
@@ -169,6 +169,7 @@ async fn presence_lag(
         streams: &clients.streams,
         connections_table: &cfg.connections_table,
         cluster_table: &cfg.cluster_table,
+        metrics: &clients.metrics,
     };
     let arn = reader.stream_arn().await?;
     let shards = reader.shards(&arn).await?;
@@ -183,7 +184,7 @@ async fn presence_lag(
             .shard_iterator(iterator)
             .limit(1)
             .send();
-        let out = call("dynamodbstreams", "GetRecords", request).await?;
+        let out = call(&clients.metrics, "dynamodbstreams", "GetRecords", request).await?;
         if let Some(first) = out.records().first() {
             lag = lag.max(now.saturating_sub(millis_of(first)));
         }
@@ -206,7 +207,7 @@ async fn queues(clients: &Clients, cfg: &AwsConfig) -> Result<Vec<QueueStatus>, 
     ] {
         let url = match configured {
             Some(url) => url,
-            None => queue_url(&clients.sqs, &name).await?,
+            None => queue_url(&clients.metrics, &clients.sqs, &name).await?,
         };
         let request = clients
             .sqs
@@ -215,7 +216,7 @@ async fn queues(clients: &Clients, cfg: &AwsConfig) -> Result<Vec<QueueStatus>, 
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
             .send();
-        let attrs = call("sqs", "GetQueueAttributes", request).await?;
+        let attrs = call(&clients.metrics, "sqs", "GetQueueAttributes", request).await?;
         let get = |k: &QueueAttributeName| {
             attrs
                 .attributes()

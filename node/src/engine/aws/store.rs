@@ -2,6 +2,7 @@
 //! socket is announced open, removed when it closes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 use super::batcher::Batcher;
 use super::clients::call;
 use crate::engine::{ConnectionRecord, ConnectionStore, EngineError};
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 
 /// BatchWriteItem takes at most 25 requests.
 const BATCH_MAX: usize = 25;
@@ -38,6 +39,7 @@ pub(crate) struct DynamoStore {
     table: String,
     puts: Batcher<ConnectionRecord, ()>,
     deletes: Batcher<(String, String), ()>,
+    metrics: Arc<Metrics>,
 }
 
 fn item(r: &ConnectionRecord) -> HashMap<String, AttributeValue> {
@@ -101,6 +103,7 @@ fn row(map: &HashMap<String, AttributeValue>) -> Option<Row> {
 /// Writes `requests` with BatchWriteItem, retrying unprocessed items with
 /// backoff; answers per request whether it was written.
 async fn batch_write(
+    metrics: &Metrics,
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     requests: Vec<WriteRequest>,
@@ -119,7 +122,7 @@ async fn batch_write(
             .batch_write_item()
             .request_items(table, pending.clone())
             .send();
-        match call("dynamodb", "BatchWriteItem", request).await {
+        match call(metrics, "dynamodb", "BatchWriteItem", request).await {
             Ok(out) => {
                 pending = out
                     .unprocessed_items()
@@ -153,14 +156,15 @@ impl DynamoStore {
         client: aws_sdk_dynamodb::Client,
         table: String,
         linger: Duration,
+        metrics: Arc<Metrics>,
     ) -> DynamoStore {
-        let (c, t) = (client.clone(), table.clone());
+        let (c, t, m) = (client.clone(), table.clone(), metrics.clone());
         let puts = Batcher::spawn(
             "connection puts",
             BATCH_MAX,
             linger,
             move |records: Vec<ConnectionRecord>| {
-                let (c, t) = (c.clone(), t.clone());
+                let (c, t, m) = (c.clone(), t.clone(), m.clone());
                 async move {
                     let requests = records
                         .iter()
@@ -169,17 +173,17 @@ impl DynamoStore {
                             Some(WriteRequest::builder().put_request(put).build())
                         })
                         .collect();
-                    batch_write(&c, &t, requests).await
+                    batch_write(&m, &c, &t, requests).await
                 }
             },
         );
-        let (c, t) = (client.clone(), table.clone());
+        let (c, t, m) = (client.clone(), table.clone(), metrics.clone());
         let deletes = Batcher::spawn(
             "connection deletes",
             BATCH_MAX,
             linger,
             move |keys: Vec<(String, String)>| {
-                let (c, t) = (c.clone(), t.clone());
+                let (c, t, m) = (c.clone(), t.clone(), m.clone());
                 async move {
                     // A batch may not name one key twice.
                     let mut unique: Vec<(String, String)> = Vec::with_capacity(keys.len());
@@ -198,7 +202,7 @@ impl DynamoStore {
                             Some(WriteRequest::builder().delete_request(del).build())
                         })
                         .collect();
-                    let results = batch_write(&c, &t, requests).await;
+                    let results = batch_write(&m, &c, &t, requests).await;
                     let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
                     let mut results: Vec<Option<Result<(), EngineError>>> =
                         results.into_iter().map(Some).collect();
@@ -222,6 +226,7 @@ impl DynamoStore {
             table,
             puts,
             deletes,
+            metrics,
         }
     }
 
@@ -256,7 +261,7 @@ impl DynamoStore {
                 .consistent_read(index.is_none())
                 .set_exclusive_start_key(start)
                 .send();
-            let out = call("dynamodb", "Query", request).await?;
+            let out = call(&self.metrics, "dynamodb", "Query", request).await?;
             rows.extend(out.items().iter().filter_map(row));
             start = out.last_evaluated_key().cloned();
             if start.is_none() {
@@ -305,7 +310,7 @@ impl DynamoStore {
                 .transact_write_items()
                 .set_transact_items(Some(items))
                 .send();
-            call("dynamodb", "TransactWriteItems", request).await?;
+            call(&self.metrics, "dynamodb", "TransactWriteItems", request).await?;
         }
         Ok(())
     }
@@ -316,7 +321,7 @@ impl DynamoStore {
         if stale.is_empty() {
             return;
         }
-        METRICS
+        self.metrics
             .errors
             .with_label_values(&["stale_rows"])
             .inc_by(stale.len() as u64);

@@ -13,7 +13,7 @@ fn claims(aud: &str, exp_offset: i64) -> serde_json::Value {
     json!({"sub": "alice", "aud": aud, "exp": (now_secs() as i64 + exp_offset)})
 }
 
-async fn expect_refused(node: &Node, token: &str, reason: &str) {
+async fn expect_refused(node: &NodeClient, token: &str, reason: &str) {
     let (status, body) = refused(&node.ws_url(token)).await;
     assert_eq!(status, 401, "token for {reason}: {body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -25,7 +25,7 @@ async fn jwks_uri_every_failure_class_is_401() {
     let jwks = std::fs::read_to_string(fixture("jwks.json")).unwrap();
     let jwks_addr = serve_file(jwks, "public, max-age=600");
     let uri = format!("http://{jwks_addr}/jwks.json");
-    let node = Node::start(
+    let node = InProcessNode::start(
         &[
             "--jwks-uri",
             &uri,
@@ -95,7 +95,7 @@ async fn firebase_x509_uri_and_client_id_audience() {
     let map = std::fs::read_to_string(fixture("firebase_x509.json")).unwrap();
     let addr = serve_file(map, "public, max-age=19000, must-revalidate");
     let uri = format!("http://{addr}/x509");
-    let node = Node::start(&["--jwks-uri", &uri, "--jwt-audiences", "app"], "");
+    let node = InProcessNode::start(&["--jwks-uri", &uri, "--jwt-audiences", "app"], "");
     let token = sign(
         Algorithm::RS256,
         &rsa(),
@@ -110,7 +110,7 @@ async fn firebase_x509_uri_and_client_id_audience() {
 
 #[tokio::test]
 async fn local_pem_file_and_hs256_secret_and_switchable_expiry() {
-    let node = Node::start(
+    let node = InProcessNode::start(
         &[
             "--jwks-file",
             &fixture("ec_public.pem"),
@@ -143,7 +143,7 @@ async fn local_pem_file_and_hs256_secret_and_switchable_expiry() {
 
 #[tokio::test]
 async fn jwks_file_with_kids() {
-    let node = Node::start(
+    let node = InProcessNode::start(
         &[
             "--jwks-file",
             &fixture("jwks.json"),
@@ -171,7 +171,7 @@ async fn jwks_file_with_kids() {
 /// Issue 12 item 2: with `--jwt-issuer`, a token without `iss` is refused.
 #[tokio::test]
 async fn required_issuer_must_be_present() {
-    let node = Node::start(
+    let node = InProcessNode::start(
         &[
             "--jwks-file",
             &fixture("jwks.json"),
@@ -193,7 +193,7 @@ async fn required_issuer_must_be_present() {
 /// characters) is refused at the door with its own reason.
 #[tokio::test]
 async fn unusable_subjects_are_refused() {
-    let node = Node::start(&["--hs256-secret", "s3cret"], "");
+    let node = InProcessNode::start(&["--hs256-secret", "s3cret"], "");
     let token = |sub: String| {
         sign(
             Algorithm::HS256,
@@ -213,7 +213,7 @@ async fn unusable_subjects_are_refused() {
 /// header wins, as in SUMU's authorizer.
 #[tokio::test]
 async fn header_token_wins_over_query_token() {
-    let node = Node::start(&["--hs256-secret", "s3cret", "--api-key", "k"], "k");
+    let node = InProcessNode::start(&["--hs256-secret", "s3cret", "--api-key", "k"], "k");
     let token = |sub: &str| {
         sign(
             Algorithm::HS256,
@@ -246,7 +246,7 @@ async fn header_token_wins_over_query_token() {
 /// Issue 12 item 8: two `?authorization=` parameters get a reason of their own.
 #[tokio::test]
 async fn two_query_tokens_are_refused_as_duplicate() {
-    let node = Node::start(&["--hs256-secret", "s3cret"], "");
+    let node = InProcessNode::start(&["--hs256-secret", "s3cret"], "");
     let t = sign(
         Algorithm::HS256,
         b"s3cret",
@@ -270,7 +270,7 @@ async fn jwks_max_age_zero_does_not_fetch_per_handshake() {
     let jwks = std::fs::read_to_string(fixture("jwks.json")).unwrap();
     let (jwks_addr, fetches) = serve_file_counted(jwks, "max-age=0");
     let uri = format!("http://{jwks_addr}/jwks.json");
-    let node = Node::start(&["--jwks-uri", &uri], "");
+    let node = InProcessNode::start(&["--jwks-uri", &uri], "");
     let good = sign(
         Algorithm::RS256,
         &rsa(),
@@ -292,7 +292,7 @@ async fn jwks_with_a_huge_max_age_is_served_not_a_panic() {
     let jwks = std::fs::read_to_string(fixture("jwks.json")).unwrap();
     let addr = serve_file(jwks, "public, max-age=18446744073709551615");
     let uri = format!("http://{addr}/jwks.json");
-    let node = Node::start(&["--jwks-uri", &uri], "");
+    let node = InProcessNode::start(&["--jwks-uri", &uri], "");
     let good = sign(
         Algorithm::RS256,
         &rsa(),
@@ -313,7 +313,7 @@ async fn an_oversized_jwks_body_is_refused() {
     assert!(serde_json::from_str::<serde_json::Value>(&padded).is_ok());
     let addr = serve_file(padded, "max-age=600");
     let uri = format!("http://{addr}/jwks.json");
-    let node = Node::start(&["--jwks-uri", &uri], "");
+    let node = InProcessNode::start(&["--jwks-uri", &uri], "");
     let good = sign(
         Algorithm::RS256,
         &rsa(),
