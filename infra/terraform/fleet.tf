@@ -25,6 +25,8 @@ locals {
     SUMU_NAME_PREFIX              = local.prefix
     SUMU_CONNECTIONS_TABLE        = aws_dynamodb_table.connections.name
     SUMU_CLUSTER_TABLE            = aws_dynamodb_table.cluster.name
+    SUMU_HISTORY_TABLE            = aws_dynamodb_table.history.name
+    SUMU_RECOVERY_WINDOW_SECS     = tostring(var.recovery_window_seconds)
     SUMU_MESSAGES_TOPIC_ARN       = aws_sns_topic.messages.arn
     SUMU_MESSAGES_QUEUE_URL       = aws_sqs_queue.messages.url
     SUMU_NOTIFICATIONS_QUEUE_URL  = aws_sqs_queue.notifications.url

@@ -49,6 +49,22 @@ data "aws_iam_policy_document" "node" {
     ]
   }
 
+  # The recovery window's history: exactly the calls engine/aws/history.rs
+  # makes (and DescribeTable at start when the window is on).
+  statement {
+    sid    = "History"
+    effect = "Allow"
+    actions = [
+      "dynamodb:GetItem",
+      "dynamodb:PutItem",
+      "dynamodb:UpdateItem",
+      "dynamodb:Query",
+      "dynamodb:BatchGetItem",
+      "dynamodb:DescribeTable",
+    ]
+    resources = [aws_dynamodb_table.history.arn]
+  }
+
   # The leader's reaper scans the (small) cluster table for node rows with a
   # stale heartbeat.
   statement {

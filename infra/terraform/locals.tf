@@ -11,6 +11,7 @@ locals {
   # Resource names the nodes derive from SUMU_NAME_PREFIX (DESIGN.md).
   connections_table_name   = "${local.prefix}Connections"
   cluster_table_name       = "${local.prefix}Cluster"
+  history_table_name       = "${local.prefix}History"
   messages_topic_name      = "${local.prefix}Messages"
   notifications_topic_name = "${local.prefix}Notifications"
   mesh_topic_name          = "${local.prefix}Mesh"

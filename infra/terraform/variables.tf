@@ -304,6 +304,17 @@ variable "drain_seconds" {
   }
 }
 
+variable "recovery_window_seconds" {
+  type        = number
+  default     = 0
+  description = "Recovery window (SUMU_RECOVERY_WINDOW_SECS): recover=1 sockets get what they missed within it, exactly once. 0 = off. On, it costs DynamoDB writes per routed request: 3 for a unicast or broadcast, 2n+1 for a multicast to n users (README, Recovery window). The history table exists either way."
+
+  validation {
+    condition     = var.recovery_window_seconds >= 0 && var.recovery_window_seconds <= 604800 && floor(var.recovery_window_seconds) == var.recovery_window_seconds
+    error_message = "recovery_window_seconds must be an integer between 0 (off) and 604800 (7 days)."
+  }
+}
+
 variable "enable_ssm_session_manager" {
   type        = bool
   default     = true

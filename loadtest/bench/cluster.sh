@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # loadtest/bench/cluster.sh — the fleet benchmark: the local 3-node cluster
-# (infra/local/cluster: ministack, aws-engine nodes, HAProxy) and, in the same
-# run, 1 aws-engine node behind the same balancer. For each it measures:
+# (infra/local/cluster: ministack, aws-engine nodes, HAProxy), in the same
+# run 1 aws-engine node behind the same balancer, and the 3-node cluster again
+# with the recovery window on (--recovery-window-secs 120: every request is
+# recorded in DynamoDB before it is delivered). For each it measures:
 #   - notification requests through the notifications queue (SendMessage ->
 #     socket): unicast, multicast of K users spread over the nodes, broadcast
 #     to every socket, at offered rates, and a saturating unicast run; delivery
@@ -140,12 +142,13 @@ sqs_hop() {
 run_fleet() {
   LABEL="$1"
   local nodes="$2"
+  shift 2   # the rest: extra node flags
   DIR="$OUT/$LABEL"
   mkdir -p "$DIR"
   CURRENT="$DIR/state"
   log "$LABEL: infra/local/cluster up --nodes $nodes --emulators $EMULATORS"
   SUMU_CLUSTER_DIR="$CURRENT" infra/local/cluster up --nodes "$nodes" --emulators "$EMULATORS" -- \
-    --rate-limit-per-sec 1000 --rate-limit-burst 1000 >"$DIR/cluster.env"
+    --rate-limit-per-sec 1000 --rate-limit-burst 1000 "$@" >"$DIR/cluster.env"
   set -a
   # shellcheck disable=SC1091
   . "$DIR/cluster.env"
@@ -178,6 +181,7 @@ run_fleet() {
 
 run_fleet three 3
 run_fleet one 1
+run_fleet recovery 3 --recovery-window-secs 120
 
 ms() { jq -r "(.latencies.$2.$3 // empty) / 1000 | . * 10 | round / 10" "$1" 2>/dev/null || true; }
 val() { jq -r "$2 // empty" "$1" 2>/dev/null || true; }
@@ -220,12 +224,35 @@ calls_row() {
 # Inputs of the cost model: the 3-node run.
 jq -n --slurpfile bg "$OUT/three/background.json" --slurpfile cc "$OUT/three/connect-calls.json" \
   --slurpfile uni "$OUT/three/unicast.json" --slurpfile sat "$OUT/three/saturate.json" \
+  --slurpfile runi "$OUT/recovery/unicast.json" \
   '{nodes: 3, background_calls_per_node_s: $bg[0], calls_per_connect: $cc[0],
     calls_per_request: ($uni[0].fleet.aws_calls | with_entries(.value = .value / $uni[0].counters.notifications_accepted)),
     request_rate: $uni[0].config.rate_per_s,
     calls_per_request_high_rate: ($sat[0].fleet.aws_calls | with_entries(.value = .value / $sat[0].counters.notifications_accepted)),
-    high_rate: $sat[0].config.rate_per_s}' \
+    high_rate: $sat[0].config.rate_per_s,
+    calls_per_request_recovery: ($runi[0].fleet.aws_calls | with_entries(.value = .value / $runi[0].counters.notifications_accepted))}' \
   >"$OUT/measured.json"
+
+# history_calls RUN: the recovery fleet's history calls per request of RUN, next to the same
+# run without recovery (DynamoDB UpdateItem/PutItem/GetItem/BatchGetItem/Query), as "op a -> b".
+history_calls() {
+  local on="$OUT/recovery/$1.json" off="$OUT/three/$1.json"
+  jq -r -n --slurpfile on "$on" --slurpfile off "$off" '
+    def per($f): $f.fleet.aws_calls | with_entries(select(.key | startswith("dynamodb."))
+      | .value = (.value / $f.counters.notifications_accepted));
+    (per($off[0])) as $a | (per($on[0])) as $b
+    | ([$a, $b] | map(keys) | add | unique)
+    | map("\(.)=\(($a[.] // 0) * 100 | round / 100) -> \(($b[.] // 0) * 100 | round / 100)")
+    | join(", ")' 2>/dev/null || echo "-"
+}
+recovery_row() {
+  local name="$1" off="$OUT/three/$2.json" on="$OUT/recovery/$2.json"
+  printf '| %s | %s / %s | %s / %s | %s / %s | %s |\n' "$name" \
+    "$(ms "$off" delivery p50_us)" "$(ms "$on" delivery p50_us)" \
+    "$(ms "$off" delivery p99_us)" "$(ms "$on" delivery p99_us)" \
+    "$(printf '%.1f' "$(val "$off" .rates.notifications_per_s)")" "$(printf '%.1f' "$(val "$on" .rates.notifications_per_s)")" \
+    "$(history_calls "$2")"
+}
 
 S3="$OUT/three/http-split.json"
 {
@@ -331,6 +358,19 @@ S3="$OUT/three/http-split.json"
   done
   echo
   echo "Sockets per node after the ramp (3 nodes, unicast run): $(jq -c .fleet.sockets_per_node "$OUT/three/unicast.json")"
+  echo
+  echo "## The recovery window: routing with recovery off vs on (3 nodes, same emulator)"
+  echo
+  echo "The same runs on a 3-node fleet with \`--recovery-window-secs 120\`: every request is recorded in"
+  echo "\`<prefix>History\` (positions, claim, slots: three DynamoDB round trips) before it is delivered."
+  echo "The sockets are plain ones: this is the routing cost every request pays once the window is on."
+  echo
+  echo "| run | p50 ms off / on | p99 ms off / on | achieved req/s off / on | DynamoDB calls per request, off -> on |"
+  echo "|---|---:|---:|---:|---|"
+  recovery_row "unicast" unicast
+  recovery_row "multicast of $K users" multicast
+  recovery_row "broadcast to $N sockets" broadcast
+  recovery_row "unicast, saturating" saturate
   echo
   SIZING="${SIZING:-$ROOT/loadtest/bench/out/sizing/sizing.json}"
   if [ -f "$SIZING" ]; then

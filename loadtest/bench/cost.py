@@ -10,7 +10,8 @@ section. Standard library only (Python 3.11+).
 measured.json: {"nodes": 3,
                 "background_calls_per_node_s": {"sqs.ReceiveMessage": 0.1, ...},
                 "calls_per_connect": {"dynamodb.BatchWriteItem": 0.08, ...},
-                "calls_per_request": {"sqs.ReceiveMessage": 0.1, ...}}
+                "calls_per_request": {"sqs.ReceiveMessage": 0.1, ...},
+                "calls_per_request_recovery": {...}}   # optional: the same, recovery window on
 sizing.json: {"sockets": 19000, "node_rss_per_socket_bytes": 5900,
               "kernel_bytes_per_socket": 3500, "node_cpu_cores": 0.02, ...}
 Every figure it prints is derived from those inputs; nothing is hard-coded here
@@ -46,7 +47,10 @@ def unit_price(op, p):
             # Connection rows are priced per item below (2 WRU per connect); a batch
             # call itself has no price of its own.
             return 0.0, "per item, see connects"
-        if name in ("GetItem", "Query", "Scan"):
+        if name in ("GetItem", "Query", "Scan", "BatchGetItem"):
+            # Small items (history heads, slots, claims of small messages): one
+            # read unit each; a BatchGetItem is priced as one (its items are few
+            # and small on the routing path; a resume reads more, per resume).
             return p["dynamodb"]["read_request_units_per_million"] / 1e6, "1 RRU"
         return 0.0, "control call (free)"
     return 0.0, "not modelled"
@@ -185,11 +189,18 @@ def main():
             out.append(f"| {d:,} deliveries (unicast, {a['message_bytes']} B), on top: AWS calls "
                        f"per request as measured at {rate} requests/s, plus {how} | "
                        f"**{sd:,.0f}** | **{gd:,.0f}** (messages) | **{gd / sd:.2f}x** |")
+    if "calls_per_request_recovery" in measured:
+        sd = sumu_deliveries(d, measured["calls_per_request_recovery"])
+        out.append(f"| the same deliveries, recovery on (measured with `--recovery-window-secs 120` "
+                   f"at {measured.get('request_rate', '?')} requests/s: each unicast also recorded "
+                   f"in the history, about 3 writes), plus the backend's SendMessage per request | "
+                   f"**{sd:,.0f}** | API Gateway has no recovery | - |")
     out.append("")
     out.append("Price per operation used (calls priced individually; BatchWriteItem of "
                "connection rows priced per item as 2 WRU per connect):\n")
     ops = sorted(set(measured["background_calls_per_node_s"]) | set(measured["calls_per_connect"])
-                 | set(measured["calls_per_request"]))
+                 | set(measured["calls_per_request"])
+                 | set(measured.get("calls_per_request_recovery", {})))
     out.append("| operation | priced as | USD per million calls |")
     out.append("|---|---|---:|")
     for op in ops:

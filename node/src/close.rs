@@ -32,12 +32,16 @@ pub(crate) enum CloseReason {
     InvalidUtf8,
     /// A continuation frame with no message to continue.
     UnexpectedContinuation,
+    /// A recovering socket's stream could not be kept exact (history
+    /// unreadable, a gap not fillable, the stream reset): 1013, so the
+    /// client resumes from its last cursor and is told honestly.
+    RecoveryInterrupted,
 }
 
 impl CloseReason {
     /// Every reason, for tests and documentation.
     #[cfg(test)]
-    pub(crate) const ALL: [CloseReason; 12] = [
+    pub(crate) const ALL: [CloseReason; 13] = [
         CloseReason::Client,
         CloseReason::IdleTimeout,
         CloseReason::MaxDuration,
@@ -50,6 +54,7 @@ impl CloseReason {
         CloseReason::ProtocolError,
         CloseReason::InvalidUtf8,
         CloseReason::UnexpectedContinuation,
+        CloseReason::RecoveryInterrupted,
     ];
 
     /// The `reason` label of `sumu_connections_closed_total`.
@@ -67,6 +72,7 @@ impl CloseReason {
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::UnexpectedContinuation => "unexpected_continuation",
+            CloseReason::RecoveryInterrupted => "recovery_interrupted",
         }
     }
 
@@ -92,6 +98,7 @@ impl CloseReason {
                 Some(CloseCode::Protocol)
             }
             CloseReason::InvalidUtf8 => Some(CloseCode::Invalid),
+            CloseReason::RecoveryInterrupted => Some(CloseCode::Again),
         }
     }
 

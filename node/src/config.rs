@@ -342,6 +342,19 @@ pub struct Options {
     /// How often the leader renews its lease and the others try to take it, seconds; less than half the lease [default: 5]
     #[arg(long, env = "SUMU_LEADER_RENEW_SECS", global = true)]
     pub leader_renew_secs: Option<u64>,
+
+    /// Recovery window: every routed notification request is kept at least this long, so `recover=1` sockets get what they missed; 0 = off [default: 120 on the memory engine, 0 on aws]
+    #[arg(long, env = "SUMU_RECOVERY_WINDOW_SECS", global = true)]
+    pub recovery_window_secs: Option<u64>,
+    /// Most positions one resume (or gap fill) catches up; beyond it, `recovery_failed` `too_far_behind` [default: 1000]
+    #[arg(long, env = "SUMU_RECOVERY_MAX_MESSAGES", global = true)]
+    pub recovery_max_messages: Option<usize>,
+    /// Most bytes of `data` one resume (or gap fill) replays; beyond it, `too_far_behind`; at most half of --outbound-buffer-bytes [default: 1048576]
+    #[arg(long, env = "SUMU_RECOVERY_MAX_BYTES", global = true)]
+    pub recovery_max_bytes: Option<usize>,
+    /// History table of the recovery window (aws engine) [default: <prefix>History]
+    #[arg(long, env = "SUMU_HISTORY_TABLE", global = true)]
+    pub history_table: Option<String>,
     /// For fault drills only: the leader pauses this long between the steps of reaping a node (mark, rows, subscription, inbox, row), so a drill can resume the node in the middle of its reap, milliseconds [default: 0]
     #[arg(long, env = "SUMU_REAP_STEP_PAUSE_MS", global = true)]
     pub reap_step_pause_ms: Option<u64>,
@@ -373,7 +386,8 @@ impl Options {
             node_timeout_secs, metrics_namespace, metrics_interval_secs, presence_source,
             notification_pollers, max_receive_count, batch_linger_ms,
             register_timeout_ms, notification_visibility_secs, leader_lease_secs,
-            leader_renew_secs, reap_step_pause_ms,
+            leader_renew_secs, reap_step_pause_ms, recovery_window_secs, recovery_max_messages,
+            recovery_max_bytes, history_table,
         )
     }
 
@@ -647,8 +661,34 @@ pub struct AwsConfig {
     /// The leader lease's length and renewal period.
     pub leader_lease: Duration,
     pub leader_renew: Duration,
+    /// The recovery window's history table.
+    pub history_table: String,
     /// Drills only: the pause between the steps of a reap.
     pub reap_step_pause: Duration,
+}
+
+/// The recovery window's defaults, each written once.
+pub const DEFAULT_RECOVERY_WINDOW_MEMORY: Duration = Duration::from_secs(120);
+/// Off on aws: recording costs DynamoDB writes (README states how many).
+pub const DEFAULT_RECOVERY_WINDOW_AWS: Duration = Duration::ZERO;
+pub const DEFAULT_RECOVERY_MAX_MESSAGES: usize = 1000;
+pub const DEFAULT_RECOVERY_MAX_BYTES: usize = 1024 * 1024;
+
+/// The recovery window (`--recovery-window-secs` and its limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryConfig {
+    /// How long a routed request is kept at least; zero: recovery is off.
+    pub window: Duration,
+    /// Most positions one resume or gap fill catches up.
+    pub max_messages: usize,
+    /// Most bytes of `data` one resume or gap fill replays.
+    pub max_bytes: usize,
+}
+
+impl RecoveryConfig {
+    pub fn enabled(&self) -> bool {
+        !self.window.is_zero()
+    }
 }
 
 /// The resolved configuration of a node.
@@ -675,6 +715,7 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub drain: Duration,
     pub presence_source: PresenceSource,
+    pub recovery: RecoveryConfig,
     pub aws: AwsConfig,
 }
 
@@ -930,6 +971,9 @@ impl Config {
             cluster_table: o
                 .cluster_table
                 .unwrap_or_else(|| format!("{prefix}Cluster")),
+            history_table: o
+                .history_table
+                .unwrap_or_else(|| format!("{prefix}History")),
             name_prefix: prefix,
             messages_topic_arn: o.messages_topic_arn,
             messages_queue_url: o.messages_queue_url,
@@ -987,6 +1031,32 @@ impl Config {
             );
         }
         let engine = o.engine.unwrap_or(EngineKind::Memory);
+        let recovery = RecoveryConfig {
+            window: o.recovery_window_secs.map_or(
+                match engine {
+                    EngineKind::Memory => DEFAULT_RECOVERY_WINDOW_MEMORY,
+                    EngineKind::Aws => DEFAULT_RECOVERY_WINDOW_AWS,
+                },
+                Duration::from_secs,
+            ),
+            max_messages: o
+                .recovery_max_messages
+                .unwrap_or(DEFAULT_RECOVERY_MAX_MESSAGES),
+            max_bytes: o.recovery_max_bytes.unwrap_or(DEFAULT_RECOVERY_MAX_BYTES),
+        };
+        if recovery.window > Duration::from_secs(7 * 24 * 3600) {
+            return invalid("--recovery-window-secs must be at most 604800 (7 days)".into());
+        }
+        if recovery.max_messages == 0 || recovery.max_bytes == 0 {
+            return invalid("--recovery-max-messages and --recovery-max-bytes must be >= 1".into());
+        }
+        if recovery.max_bytes > limits.outbound_buffer_bytes / 2 {
+            return invalid(
+                "--recovery-max-bytes must be at most half of --outbound-buffer-bytes (a replay must \
+                 fit beside live traffic under the socket's outbound cap)"
+                    .into(),
+            );
+        }
         Ok(Config {
             listen,
             tls,
@@ -1009,6 +1079,7 @@ impl Config {
             allowed_origins: clean_list(o.allowed_origins),
             drain: secs(o.drain_secs, Duration::from_secs(10)),
             presence_source: o.presence_source.unwrap_or(PresenceSource::Topic),
+            recovery,
             aws,
         })
     }
@@ -1106,6 +1177,39 @@ mod tests {
             Config::resolve(o).unwrap().limits.max_duration_close_code,
             1001
         );
+    }
+
+    #[test]
+    fn recovery_defaults_depend_on_the_engine_and_limits_are_checked() {
+        let c = Config::resolve(dev()).unwrap();
+        assert_eq!(c.recovery.window, DEFAULT_RECOVERY_WINDOW_MEMORY);
+        assert!(c.recovery.enabled());
+        assert_eq!(c.aws.history_table, "SumuHistory");
+        let aws = Options {
+            engine: Some(EngineKind::Aws),
+            ..dev()
+        };
+        assert!(!Config::resolve(aws.clone()).unwrap().recovery.enabled());
+        let on = Options {
+            recovery_window_secs: Some(30),
+            ..aws
+        };
+        assert_eq!(
+            Config::resolve(on).unwrap().recovery.window,
+            Duration::from_secs(30)
+        );
+        for bad in [
+            Options {
+                recovery_max_bytes: Some(3 * 1024 * 1024),
+                ..dev()
+            },
+            Options {
+                recovery_max_messages: Some(0),
+                ..dev()
+            },
+        ] {
+            assert!(Config::resolve(bad).is_err());
+        }
     }
 
     #[test]

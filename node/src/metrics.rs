@@ -29,6 +29,11 @@ pub(crate) struct Metrics {
     pub(crate) aws_errors: IntCounterVec,
     pub(crate) aws_latency: HistogramVec,
     pub(crate) presence_lag_ms: IntGauge,
+    pub(crate) recoveries: IntCounterVec,
+    pub(crate) recovery_replayed: IntCounterVec,
+    pub(crate) recovery_duplicates: IntCounter,
+    pub(crate) recovery_gap_fills: IntCounterVec,
+    pub(crate) history_write_failures: IntCounter,
     /// Routing start at the router -> payload handed to this node's
     /// sockets, by path (`local`: at the router; `mesh`: on the receiver).
     pub(crate) route_seconds: HistogramVec,
@@ -164,6 +169,22 @@ impl Metrics {
         registry
             .register(Box::new(presence_lag_ms.clone()))
             .expect("unique metric");
+        let recovery_duplicates = IntCounter::new(
+            "sumu_recovery_duplicates_dropped_total",
+            "Live copies a recovering socket already had (a request routed twice), dropped by position",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(recovery_duplicates.clone()))
+            .expect("unique metric");
+        let history_write_failures = IntCounter::new(
+            "sumu_history_write_failures_total",
+            "Notification requests whose recording in the recovery history failed (their routing failed and is retried)",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(history_write_failures.clone()))
+            .expect("unique metric");
         let route_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "sumu_route_seconds",
@@ -191,6 +212,26 @@ impl Metrics {
         Metrics {
             route_seconds,
             route_hop_seconds,
+            recoveries: counter_vec(
+                &registry,
+                "sumu_recoveries_total",
+                "Recovering sockets' resumes, by outcome and failure code",
+                &["outcome", "code"],
+            ),
+            recovery_replayed: counter_vec(
+                &registry,
+                "sumu_recovery_replayed_total",
+                "Notifications replayed from history, by phase",
+                &["phase"],
+            ),
+            recovery_duplicates,
+            recovery_gap_fills: counter_vec(
+                &registry,
+                "sumu_recovery_gap_fills_total",
+                "Gaps in a recovering socket's live stream filled from history, by outcome",
+                &["outcome"],
+            ),
+            history_write_failures,
             presence_lag_ms,
             connections,
             connections_opened,

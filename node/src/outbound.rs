@@ -127,9 +127,26 @@ impl Outbound {
         self.reserve_with(payload, MAILBOX_MESSAGE_COST, metrics)
     }
 
+    /// Reserves a frame sent through a mailbox in a message that costs
+    /// `extra` more than a plain one (a recovering socket's positioned
+    /// delivery); released with [`Outbound::taken_with`].
+    pub(crate) fn reserve_message_with(
+        &self,
+        payload: usize,
+        extra: usize,
+        metrics: &Metrics,
+    ) -> bool {
+        self.reserve_with(payload, MAILBOX_MESSAGE_COST + extra, metrics)
+    }
+
     /// The session took a message from its mailbox.
     pub(crate) fn taken(&self) {
         self.released(MAILBOX_MESSAGE_COST);
+    }
+
+    /// A message reserved with [`Outbound::reserve_message_with`] was taken.
+    pub(crate) fn taken_with(&self, extra: usize) {
+        self.released(MAILBOX_MESSAGE_COST + extra);
     }
 
     /// Bytes the HTTP layer took.

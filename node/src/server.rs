@@ -23,13 +23,14 @@ use crate::auth::dev::{DevIssuer, DEV_KID};
 use crate::auth::Authenticator;
 use crate::close::CloseReason;
 use crate::config::{Config, EngineKind, TlsListen, TlsSource};
+use crate::engine::history::Budget;
 use crate::engine::{self, Engine, EngineError};
 use crate::http::{self, AppState};
 use crate::hub::LocalDelivery;
 use crate::limits::{Admission, Handshakes};
 use crate::logging::chain;
 use crate::metrics::Metrics;
-use crate::session::SessionEnv;
+use crate::session::{RecoveryEnv, SessionEnv};
 use crate::tls::{self, CertResolver, TlsError, TlsFiles};
 
 /// How long sockets told to close may take to go, after the drain waves.
@@ -135,7 +136,12 @@ async fn build_engine(
     address: SocketAddr,
 ) -> Result<Engine, EngineError> {
     match config.engine {
-        EngineKind::Memory => Ok(engine::memory::engine(config.presence_source, local)),
+        EngineKind::Memory => Ok(engine::memory::engine(
+            config.presence_source,
+            config.recovery,
+            local,
+            metrics.clone(),
+        )),
         EngineKind::Aws => engine::aws::engine(config, local, metrics.clone(), address).await,
     }
 }
@@ -225,6 +231,14 @@ async fn wire(config: Config, listen: SocketAddr) -> Result<Wired, NodeError> {
             output: engine.output.clone(),
             metrics: metrics.clone(),
         }),
+        recovery: Arc::new(RecoveryEnv::new(
+            engine.history.clone(),
+            Budget {
+                positions: config.recovery.max_messages,
+                bytes: config.recovery.max_bytes,
+            },
+            metrics.clone(),
+        )),
         ready: ready.clone(),
         admission,
         metrics: metrics.clone(),

@@ -10,6 +10,10 @@
 //   {"type":"message","message":{"text","push_mode","users"?}}
 //   {"type":"get_connected_users"}
 // and receives `message`, `presence` and `connected_users` data.
+//
+// It opts into the recovery window (`recover: true`): after a reconnect,
+// what was sent meanwhile is replayed (marked "recovered" in the feed) and
+// the page says "N missed messages recovered", or why it could not.
 import { SumuClient } from '/sumu.js';
 
 const $ = (id) => document.getElementById(id);
@@ -24,6 +28,8 @@ const online = new Map();
 /** users ticked for MULTICAST */
 const chosen = new Set();
 let countdown = null;
+/** The socket was lost since the page joined: a resume can have missed something. */
+let wasAway = false;
 
 const devConfig = fetch('/dev/config')
   .then((r) => (r.ok ? r.json() : null))
@@ -112,13 +118,16 @@ function start(url, token) {
   online.set(me, { since: Date.now() });
   renderUsers();
 
-  client = new SumuClient({ url, token, pingIntervalMs: 10000, maxFailedConnects: 12 });
+  wasAway = false;
+  client = new SumuClient({ url, token, pingIntervalMs: 10000, maxFailedConnects: 12, recover: true });
   client.on('state', onState);
+  client.on('recovered', onRecovered);
+  client.on('recovery_failed', onRecoveryFailed);
   client.on('open', () => askForUsers(0));
   client.on('pong', (e) => {
     $('latency').textContent = `${e.rttMs} ms`;
   });
-  client.on('data', (e) => onData(e.data));
+  client.on('data', (e) => onData(e.data, e.replayed === true));
   client.on('error', (e) => system(`The node refused a frame: ${e.message} (${e.statusCode})`, 'warn'));
   client.on('frame', (f) => frameLog(f.direction, f.text));
   client.connect();
@@ -159,6 +168,7 @@ function onState(e) {
       banner.hidden = true;
       break;
     case 'reconnecting': {
+      wasAway = true;
       const until = Date.now() + e.delayMs;
       const tick = () => {
         const left = Math.max(0, until - Date.now());
@@ -204,19 +214,37 @@ function describe(e) {
   return e.code ? `${r}, code ${e.code}` : r;
 }
 
+function onRecovered(e) {
+  if (!wasAway) return; // the first connect: nothing could be missed
+  const n = e.replayed;
+  system(n === 1 ? '1 missed message recovered' : `${n} missed messages recovered`, 'ok recovered');
+}
+
+function onRecoveryFailed(e) {
+  const why = {
+    position_expired: 'you were away longer than the node keeps history',
+    too_far_behind: 'more was sent than the node replays at once',
+    invalid_cursor: 'the saved position was not valid',
+    unavailable: 'history could not be read; trying again',
+    disabled: 'this node keeps no history',
+  };
+  if (!wasAway && e.code === 'disabled') return;
+  system(`Missed messages could not be recovered (${why[e.code] ?? e.code}).`, 'warn');
+}
+
 $('latency').addEventListener('click', () => {
   client?.ping().catch(() => {});
 });
 
 // ---- incoming data ---------------------------------------------------------
 
-function onData(d) {
+function onData(d, replayed) {
   if (!d || typeof d !== 'object') return;
   const m = d.message ?? {};
   switch (d.type) {
     case 'message':
       if (typeof m.text === 'string' && typeof m.user_id === 'string') {
-        chat({ from: m.user_id, text: m.text, at: m.timestamp, incoming: true });
+        chat({ from: m.user_id, text: m.text, at: m.timestamp, incoming: true, replayed });
       }
       break;
     case 'presence':
@@ -335,9 +363,9 @@ $('composer').addEventListener('submit', async (ev) => {
 
 // ---- the feed ----------------------------------------------------------------
 
-function chat({ from, text: body, at, incoming, push, to }) {
+function chat({ from, text: body, at, incoming, push, to, replayed }) {
   const li = document.createElement('li');
-  li.className = `msg ${incoming ? 'in' : 'out'}${from === me ? ' mine' : ''}`;
+  li.className = `msg ${incoming ? 'in' : 'out'}${from === me ? ' mine' : ''}${replayed ? ' replayed' : ''}`;
   li.dataset.from = from;
   if (push) li.dataset.mode = push;
   const head = document.createElement('div');
@@ -349,6 +377,7 @@ function chat({ from, text: body, at, incoming, push, to }) {
   } else if (from === me) {
     head.append(text('span', 'echo', 'mode'));
   }
+  if (replayed) head.append(text('span', 'recovered', 'mode'));
   li.append(head, text('p', body, 'body'));
   append(li);
   return li;

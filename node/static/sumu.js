@@ -36,6 +36,12 @@
 //   frame with the same id, by `ackTimeoutMs`, or when its socket is lost.
 // - All time goes through the `clock` option, so timing is testable with a
 //   fake clock.
+// - With `recover: true` the client opts into the node's recovery window:
+//   every socket asks `recover=1`, every reconnect resumes `since` the last
+//   cursor the node gave (from a notification, `recovered` or
+//   `recovery_failed`), so what was sent while it was away is replayed,
+//   exactly once, before live notifications; `recovered` / `recovery_failed`
+//   tell the app (on `recovery_failed`, refetch from your backend).
 
 /** @typedef {'connecting' | 'open' | 'reconnecting' | 'closed'} SumuState */
 
@@ -74,6 +80,9 @@
  * @property {number} [pongTimeoutMs=10000] a ping unanswered this long means a dead connection.
  * @property {number} [ackTimeoutMs=10000] a publish/send unanswered this long is rejected.
  * @property {number} [connectTimeoutMs=15000] an attempt not open after this long is a failed connect.
+ * @property {boolean} [recover=false] opt into the recovery window (`recover=1`, resume `since` the last cursor).
+ * @property {string} [cursor] a cursor to resume from on the first connect (e.g. one the app kept in
+ *   sessionStorage from `client.cursor`); later connects use the newest one.
  * @property {Clock} [clock] timers (default: the global ones and `Date.now`).
  * @property {() => number} [random] uniform in [0, 1) (default `Math.random`).
  * @property {any} [WebSocket] WebSocket constructor (default `globalThis.WebSocket`).
@@ -95,7 +104,27 @@
  * Emitted for every frame from the backend (a notification's `data`).
  * @typedef {object} DataEvent
  * @property {any} data the parsed JSON (undefined when it was not JSON)
- * @property {string} raw the frame's text
+ * @property {string} raw the frame's text (with `recover`: the envelope's)
+ * @property {boolean} [replayed] with `recover`: true for what the node replays
+ *   before `recovered` (sent while the client was away)
+ * @property {string} [cursor] with `recover`: the cursor after this notification
+ */
+
+/**
+ * With `recover`: the node replayed what was missed (`replayed` notifications,
+ * each already emitted as `data`), and live notifications follow.
+ * @typedef {object} RecoveredEvent
+ * @property {number} replayed
+ * @property {string} cursor
+ */
+
+/**
+ * With `recover`: the node could not prove what was missed, so it replayed
+ * nothing; refetch from your backend. Live notifications follow (after
+ * `unavailable` the node closes the socket and the client resumes later).
+ * @typedef {object} RecoveryFailedEvent
+ * @property {'position_expired' | 'too_far_behind' | 'invalid_cursor' | 'unavailable' | 'disabled'} code
+ * @property {string} cursor
  */
 
 /**
@@ -128,7 +157,8 @@
  * @typedef {{
  *   state: StateEvent, open: {},
  *   data: DataEvent, presence: PresenceEvent, pong: PongEvent,
- *   error: ServerErrorEvent, frame: FrameEvent
+ *   error: ServerErrorEvent, frame: FrameEvent,
+ *   recovered: RecoveredEvent, recovery_failed: RecoveryFailedEvent
  * }} SumuEvents
  */
 
@@ -190,7 +220,16 @@ export class SumuClient {
       pongTimeoutMs: o.pongTimeoutMs ?? 10000,
       ackTimeoutMs: o.ackTimeoutMs ?? 10000,
       connectTimeoutMs: o.connectTimeoutMs ?? 15000,
+      recover: o.recover ?? false,
     };
+    /**
+     * With `recover`: the newest cursor the node gave (null before the first);
+     * keep it (e.g. in sessionStorage) to resume after a page reload.
+     * @type {string | null}
+     */
+    this.cursor = typeof o.cursor === 'string' && o.cursor !== '' ? o.cursor : null;
+    /** With `recover`: true from a socket's open until its `recovered`/`recovery_failed`. */
+    this.resuming = false;
     this._token = o.token;
     this._clock = o.clock ?? REAL_CLOCK;
     this._random = o.random ?? Math.random;
@@ -349,7 +388,11 @@ export class SumuClient {
       return;
     }
     const sep = this.url.includes('?') ? '&' : '?';
-    const url = `${this.url}${sep}${encodeURIComponent(this.options.tokenParam)}=${encodeURIComponent(token)}`;
+    let url = `${this.url}${sep}${encodeURIComponent(this.options.tokenParam)}=${encodeURIComponent(token)}`;
+    if (this.options.recover) {
+      url += '&recover=1';
+      if (this.cursor) url += `&since=${encodeURIComponent(this.cursor)}`;
+    }
     let ws;
     try {
       ws = new this._WebSocket(url);
@@ -365,6 +408,7 @@ export class SumuClient {
     ws.onopen = () => {
       if (gen !== this._gen) return;
       opened = true;
+      this.resuming = this.options.recover;
       this._cancel(connectTimer);
       this._failedConnects = 0;
       this._setState('open', {});
@@ -478,7 +522,30 @@ export class SumuClient {
         return; // an ack nobody waits for any more (timed out)
       }
     }
-    this._emit('data', { data: f, raw: text });
+    if (this.options.recover && isObj && typeof f.cursor === 'string') {
+      // A recovering socket: the backend's data is inside the envelope.
+      if (f.type === 'notification') {
+        this.cursor = f.cursor;
+        this._onData(f.data, text, { replayed: this.resuming, cursor: f.cursor });
+        return;
+      }
+      if (f.type === 'recovered' || f.type === 'recovery_failed') {
+        this.cursor = f.cursor;
+        this.resuming = false;
+        if (f.type === 'recovered') {
+          this._emit('recovered', { replayed: Number(f.replayed) || 0, cursor: f.cursor });
+        } else {
+          this._emit('recovery_failed', { code: f.code, cursor: f.cursor });
+        }
+        return;
+      }
+    }
+    this._onData(f, text, {});
+  }
+
+  _onData(f, text, extra) {
+    this._emit('data', { data: f, raw: text, ...extra });
+    const isObj = f !== null && typeof f === 'object' && !Array.isArray(f);
     if (isObj && f.type === 'presence' && f.message && typeof f.message.user_id === 'string') {
       this._emit('presence', {
         user_id: f.message.user_id,
@@ -514,6 +581,7 @@ export class SumuClient {
       }
     }
     this.connectionId = null;
+    this.resuming = false;
     this._stableTimer = this._cancel(this._stableTimer);
     this._pingTimer = this._cancel(this._pingTimer);
     this._pongTimer = this._cancel(this._pongTimer);

@@ -3,7 +3,8 @@
 //! Everything that crosses a process boundary lives here so that the node,
 //! the load tester and the tests agree on one definition: client frames,
 //! server frames, notification requests, presence events, mesh envelopes,
-//! message attributes and JWT claims.
+//! message attributes, JWT claims, and the recovery window's frames and
+//! cursor.
 
 pub mod attributes;
 pub mod claims;
@@ -14,6 +15,7 @@ pub mod mesh;
 pub mod notification;
 pub mod presence;
 mod raw;
+pub mod recovery;
 pub mod server;
 
 pub use client::{ClientAction, ClientFrame, FrameError};

@@ -1,8 +1,16 @@
 //! Node ↔ node envelopes carried by the per-node SQS inboxes and the mesh
 //! SNS topic.
+//!
+//! An envelope of a request recorded in the recovery history carries its
+//! positions (`history`); a node of an older build ignores the field, and an
+//! envelope without it is delivered as before.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+use crate::recovery::Position;
 
 /// What a router asks another node (or every node) to deliver.
 #[derive(Debug, Serialize, Deserialize)]
@@ -22,6 +30,38 @@ pub struct MeshEnvelope {
     pub target: MeshTarget,
     /// The notification `data` as raw JSON, delivered byte-for-byte.
     pub data: Box<RawValue>,
+    /// Where the request sits in the recovery history, when it was
+    /// recorded; absent otherwise (and from nodes without recovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<MeshHistory>,
+}
+
+/// The positions of a recorded request: in the broadcast stream, or in the
+/// streams of the users of this envelope. Each is `[epoch, seq, at_ms]`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshHistory {
+    /// The broadcast stream's position (a broadcast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<[u64; 3]>,
+    /// Each user's stream position (a multicast), by user id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users: BTreeMap<String, [u64; 3]>,
+}
+
+impl MeshHistory {
+    /// `[epoch, seq, at_ms]` of a position.
+    pub fn pack(p: Position) -> [u64; 3] {
+        [p.epoch, p.seq, p.at_ms]
+    }
+
+    /// The position of `[epoch, seq, at_ms]`.
+    pub fn unpack(v: [u64; 3]) -> Position {
+        Position {
+            epoch: v[0],
+            seq: v[1],
+            at_ms: v[2],
+        }
+    }
 }
 
 /// The recipients of a [`MeshEnvelope`], tagged `"target": "connections"`
@@ -75,8 +115,13 @@ mod tests {
                 }],
             },
             data: RawValue::from_string(r#"{"k": [1, 2]}"#.into()).unwrap(),
+            history: None,
         };
         let text = serde_json::to_string(&env).unwrap();
+        assert!(
+            !text.contains("history"),
+            "no field when nothing was recorded"
+        );
         let back: MeshEnvelope = serde_json::from_str(&text).unwrap();
         assert_eq!(back.data.get(), r#"{"k": [1, 2]}"#);
         assert!(matches!(back.target, MeshTarget::Connections { .. }));
@@ -91,6 +136,32 @@ mod tests {
         assert!(!serde_json::to_string(&env).unwrap().contains("routed_at"));
     }
 
+    /// The history field is pinned, and an envelope with it is still read
+    /// by the fields older nodes know.
+    #[test]
+    fn history_positions_ride_along_and_are_optional() {
+        let text = r#"{"request_id":"r","from_node":"n1","target":"broadcast","exclude_users":[],"data":1,"history":{"broadcast":[7,42,1700000000000]}}"#;
+        let env: MeshEnvelope = serde_json::from_str(text).unwrap();
+        let h = env.history.clone().unwrap();
+        assert_eq!(
+            MeshHistory::unpack(h.broadcast.unwrap()),
+            Position {
+                epoch: 7,
+                seq: 42,
+                at_ms: 1_700_000_000_000
+            }
+        );
+        assert_eq!(serde_json::to_string(&env).unwrap(), text);
+        let users = MeshHistory {
+            broadcast: None,
+            users: BTreeMap::from([("u".to_string(), [1, 2, 3])]),
+        };
+        assert_eq!(
+            serde_json::to_string(&users).unwrap(),
+            r#"{"users":{"u":[1,2,3]}}"#
+        );
+    }
+
     #[test]
     fn a_join_notice_is_one_flat_object() {
         let env = MeshEnvelope {
@@ -101,6 +172,7 @@ mod tests {
                 inbox_url: "https://sqs/q-r1".into(),
             },
             data: RawValue::from_string("null".into()).unwrap(),
+            history: None,
         };
         assert_eq!(
             serde_json::to_string(&env).unwrap(),

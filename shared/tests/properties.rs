@@ -196,6 +196,7 @@ proptest! {
             routed_at: None,
             target,
             data: serde_json::value::RawValue::from_string(data_text.clone()).unwrap(),
+            history: None,
         };
         let text = serde_json::to_string(&env).unwrap();
         let back: MeshEnvelope = serde_json::from_str(&text).unwrap();

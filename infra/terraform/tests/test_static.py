@@ -163,6 +163,7 @@ def test_default_resource_names(tf):
         "messages_queue_name": "${local.prefix}Messages",
         "notifications_queue_name": "${local.prefix}Notifications",
         "messages_dlq_name": "${local.prefix}MessagesDLQ",
+        "history_table_name": "${local.prefix}History",
         "notifications_dlq_name": "${local.prefix}NotificationsDLQ",
     }
     for name, value in expected.items():
@@ -170,6 +171,7 @@ def test_default_resource_names(tf):
     assert expr(loc["prefix"]) == "var.name_prefix"
     assert res(tf, "aws_dynamodb_table", "connections")["name"] == "${local.connections_table_name}"
     assert res(tf, "aws_dynamodb_table", "cluster")["name"] == "${local.cluster_table_name}"
+    assert res(tf, "aws_dynamodb_table", "history")["name"] == "${local.history_table_name}"
     assert res(tf, "aws_sns_topic", "messages")["name"] == "${local.messages_topic_name}"
     assert res(tf, "aws_sns_topic", "notifications")["name"] == "${local.notifications_topic_name}"
     assert res(tf, "aws_sns_topic", "mesh")["name"] == "${local.mesh_topic_name}"
@@ -243,6 +245,21 @@ def test_cluster_table(tf):
     assert ttl["enabled"] is True and ttl["attribute_name"] == "delete_at"
     assert block(t, "point_in_time_recovery")["enabled"] is True
     assert block(t, "server_side_encryption")["kms_key_arn"] == "${aws_kms_key.sumu.arn}"
+
+
+def test_history_table(tf):
+    t = res(tf, "aws_dynamodb_table", "history")
+    assert t["hash_key"] == "pk"
+    assert t["range_key"] == "sk"
+    assert _attributes(t) == {"pk": "S", "sk": "N"}
+    assert t["billing_mode"] == "PAY_PER_REQUEST"
+    ttl = block(t, "ttl")
+    assert ttl == {"attribute_name": "delete_at", "enabled": True}
+    assert "stream_enabled" not in t, "history is not presence: no stream"
+    sse = block(t, "server_side_encryption")
+    assert sse["enabled"] is True
+    assert sse["kms_key_arn"] == "${aws_kms_key.sumu.arn}"
+    assert t["deletion_protection_enabled"] == "${var.deletion_protection}"
 
 
 # ---------------------------------------------------------------------------
@@ -371,7 +388,7 @@ def test_node_dynamodb_access(tf):
     needed = {"dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query",
               "dynamodb:BatchWriteItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem",
               "dynamodb:DescribeTable"}
-    [s] = _statements_with(tf, "dynamodb:Query")
+    [s] = [s for s in _statements_with(tf, "dynamodb:Query") if s.get("sid") == "Tables"]
     assert set(s["actions"]) == needed
     assert set(s["resources"]) == {
         "${aws_dynamodb_table.connections.arn}",
@@ -382,6 +399,15 @@ def test_node_dynamodb_access(tf):
     assert set(streams["actions"]) == {"dynamodb:DescribeStream", "dynamodb:GetShardIterator", "dynamodb:GetRecords"}
     assert streams["resources"] == ["${aws_dynamodb_table.connections.arn}/stream/*"]
     assert _statements_with(tf, "dynamodb:ListStreams")
+    # The history: exactly the calls the recorder and reader make, on its
+    # table only.
+    [h] = [s for s in _statements_with(tf, "dynamodb:Query") if s.get("sid") == "History"]
+    assert set(h["actions"]) == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                 "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:DescribeTable"}
+    assert h["resources"] == ["${aws_dynamodb_table.history.arn}"]
+    assert len(_statements_with(tf, "dynamodb:Query")) == 2
+    assert not [s for s in _node_statements(tf) if "dynamodb:BatchGetItem" in s["actions"]
+                and "${aws_dynamodb_table.history.arn}" not in s["resources"]]
     [scan] = _statements_with(tf, "dynamodb:Scan")
     assert scan["actions"] == ["dynamodb:Scan"]
     assert scan["resources"] == ["${aws_dynamodb_table.cluster.arn}"]
@@ -460,7 +486,7 @@ REQUIRED_ENV = [
     "SUMU_CLUSTER_TABLE", "SUMU_MESSAGES_TOPIC_ARN", "SUMU_MESSAGES_QUEUE_URL",
     "SUMU_NOTIFICATIONS_QUEUE_URL", "SUMU_MESH_TOPIC_ARN", "SUMU_PRESENCE_SOURCE", "SUMU_JWKS_URI",
     "SUMU_JWT_AUDIENCES", "SUMU_JWT_ISSUER", "SUMU_VERIFY_TOKEN_EXPIRATION", "SUMU_DRAIN_SECS",
-    "SUMU_LOG_FORMAT",
+    "SUMU_LOG_FORMAT", "SUMU_HISTORY_TABLE", "SUMU_RECOVERY_WINDOW_SECS",
 ]
 
 
@@ -515,6 +541,8 @@ def test_node_environment(tf):
     assert env["SUMU_LOG_FORMAT"] == '"json"'
     assert env["SUMU_CONNECTIONS_TABLE"] == "aws_dynamodb_table.connections.name"
     assert env["SUMU_CLUSTER_TABLE"] == "aws_dynamodb_table.cluster.name"
+    assert env["SUMU_HISTORY_TABLE"] == "aws_dynamodb_table.history.name"
+    assert env["SUMU_RECOVERY_WINDOW_SECS"].strip() == "tostring(var.recovery_window_seconds)"
     assert env["SUMU_MESSAGES_TOPIC_ARN"] == "aws_sns_topic.messages.arn"
     assert env["SUMU_MESH_TOPIC_ARN"] == "aws_sns_topic.mesh.arn"
     assert env["SUMU_MESSAGES_QUEUE_URL"] == "aws_sqs_queue.messages.url"
@@ -922,6 +950,7 @@ VALIDATION_CASES = {
     "target_sockets_per_node": ([None, 100, 40000, 1000000], [0, 99, 1000001, 2.5]),
     "node_port": ([8080, 1024, 65535], [80, 65536, 8080.5]),
     "drain_seconds": ([1, 60, 3600], [0, 3601, 1.5]),
+    "recovery_window_seconds": ([0, 120, 604800], [-1, 604801, 1.5]),
     "extra_environment": ([{}, {"SUMU_ALLOWED_ORIGINS": "https://a"}],
                           [{"PATH": "/bin"}, {"SUMU_API_KEY": "secret"}, {"sumu_x": "1"}]),
     "issuer_jwks_uri": (["https://idp.example.com/.well-known/jwks.json"], ["http://idp.example.com/jwks", "idp.example.com", "https://a b"]),

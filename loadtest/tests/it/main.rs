@@ -10,3 +10,4 @@ mod e2e_node_sqs;
 mod e2e_peer_min;
 mod e2e_tls;
 mod fleet_drills;
+mod fleet_recovery;

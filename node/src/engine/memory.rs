@@ -11,12 +11,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::bus::{Bus, BusMessage};
+use super::history::History;
+use super::memory_history::MemoryHistory;
 use super::{
     Background, ClientMessage, ClientOutput, ConnectionRecord, ConnectionStore, Engine,
     EngineError, RouteOutcome, Router,
 };
 use crate::clock::now_ms;
-use crate::config::PresenceSource;
+use crate::config::{PresenceSource, RecoveryConfig};
 use crate::hub::LocalDelivery;
 
 /// Counts live connections per user to produce ONLINE on 0→1 and OFFLINE
@@ -103,19 +105,32 @@ impl ClientOutput for MemoryOutput {
     }
 }
 
-/// Routes every request to this node's own sockets.
+/// Routes every request to this node's own sockets, recorded first in the
+/// history when the recovery window is on.
 pub(crate) struct MemoryRouter {
     local: LocalDelivery,
+    history: Option<Arc<MemoryHistory>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[async_trait]
 impl Router for MemoryRouter {
     async fn route(
         &self,
-        _request_id: &str,
+        request_id: &str,
         request: NotificationRequest,
     ) -> Result<RouteOutcome, EngineError> {
-        let local_deliveries = self.local.deliver_request(&request).await?;
+        let stamp = match &self.history {
+            Some(h) => match h.record(request_id, &request).await {
+                Ok(stamp) => Some(Arc::new(stamp)),
+                Err(e) => {
+                    self.metrics.history_write_failures.inc();
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        let local_deliveries = self.local.deliver_request_stamped(&request, stamp).await?;
         Ok(RouteOutcome {
             local_deliveries,
             mesh_messages: 0,
@@ -136,8 +151,16 @@ impl Background for NoBackground {
 }
 
 /// The memory engine, delivering through `local`.
-pub(crate) fn engine(presence: PresenceSource, local: LocalDelivery) -> Engine {
+pub(crate) fn engine(
+    presence: PresenceSource,
+    recovery: RecoveryConfig,
+    local: LocalDelivery,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Engine {
     let bus = Bus::new(4096);
+    let history = recovery
+        .enabled()
+        .then(|| Arc::new(MemoryHistory::new(recovery.window)));
     Engine {
         store: Arc::new(MemoryStore {
             per_user: Mutex::new(HashMap::new()),
@@ -145,12 +168,24 @@ pub(crate) fn engine(presence: PresenceSource, local: LocalDelivery) -> Engine {
             presence,
         }),
         output: Arc::new(MemoryOutput { bus: bus.clone() }),
-        router: Arc::new(MemoryRouter { local }),
+        router: Arc::new(MemoryRouter {
+            local,
+            history: history.clone(),
+            metrics,
+        }),
         background: Arc::new(NoBackground),
         bus: Some(bus),
         health: Arc::default(),
+        history: history.map(|h| h as Arc<dyn History>),
     }
 }
+
+#[cfg(test)]
+const RECOVERY_OFF: RecoveryConfig = RecoveryConfig {
+    window: std::time::Duration::ZERO,
+    max_messages: 1,
+    max_bytes: 1,
+};
 
 #[cfg(test)]
 mod tests {
@@ -170,7 +205,9 @@ mod tests {
     async fn presence_on_first_and_last_connection_only() {
         let e = engine(
             PresenceSource::Queue,
+            RECOVERY_OFF,
             LocalDelivery::start(Default::default()),
+            Default::default(),
         );
         let mut rx = e.bus.as_ref().unwrap().subscribe();
         e.store.register(&rec("u", "c1")).await.unwrap();
@@ -194,7 +231,9 @@ mod presence_off {
     async fn no_presence_events_when_off() {
         let e = engine(
             PresenceSource::None,
+            RECOVERY_OFF,
             LocalDelivery::start(Default::default()),
+            Default::default(),
         );
         let mut rx = e.bus.as_ref().unwrap().subscribe();
         let rec = ConnectionRecord {

@@ -6,7 +6,9 @@ pub(crate) mod aws;
 pub(crate) mod bus;
 mod error;
 mod health;
+pub(crate) mod history;
 pub(crate) mod memory;
+mod memory_history;
 
 use std::sync::Arc;
 
@@ -124,4 +126,6 @@ pub(crate) struct Engine {
     pub(crate) bus: Option<bus::Bus>,
     /// Whether new sockets can be registered now (`/readyz`).
     pub(crate) health: Arc<Health>,
+    /// The recovery window's history (`None`: recovery is off).
+    pub(crate) history: Option<Arc<dyn history::History>>,
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use actix::AsyncContext;
+use actix::{Actor, AsyncContext};
 use actix_http::KillSwitch;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -32,7 +32,7 @@ use crate::limits::{Permit, Refusal};
 use crate::logging::chain;
 use crate::metrics::Metrics;
 use crate::outbound::{Metered, Outbound};
-use crate::session::{Arm, Registration, Session};
+use crate::session::{Arm, Begin, Registration, Resumer, Session};
 
 /// Why an upgrade was refused.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +173,7 @@ async fn open(
         .get("authorization")
         .and_then(|h| h.to_str().ok());
     let token = token_from_request(req.query_string(), header).map_err(UpgradeError::Auth)?;
+    let resume = sumu_shared::recovery::ResumeRequest::from_query(req.query_string());
     let claims = state
         .auth
         .verify(&token)
@@ -206,6 +207,22 @@ async fn open(
     let Some(addr) = slot.take() else {
         return Err(UpgradeError::SessionDidNotStart);
     };
+    // A socket that opted into recovery is delivered to through its
+    // `Resumer`, which hands the session finished frames.
+    let resumer = resume.map(|r| {
+        Resumer::new(
+            user_id.clone(),
+            r.since,
+            addr.clone().recipient(),
+            outbound.clone(),
+            state.recovery.clone(),
+        )
+        .start()
+    });
+    let recipient = match &resumer {
+        Some(r) => r.clone().recipient(),
+        None => addr.clone().recipient(),
+    };
     // From here on, dropping `registration` (an error, or this request
     // abandoned at an await) undoes what was registered.
     let mut registration = Registration::new(
@@ -220,9 +237,10 @@ async fn open(
             connection_id: connection_id.clone(),
             user_id: user_id.clone(),
             handle: SessionHandle {
-                recipient: addr.clone().recipient(),
+                recipient,
                 outbound: outbound.clone(),
             },
+            recovering: resumer.is_some(),
         })
         .await;
     if let Err(e) = registered {
@@ -247,6 +265,11 @@ async fn open(
         return Err(UpgradeError::RegisterFailed(e));
     }
     addr.do_send(Arm(registration));
+    // Registered in the hub and the store: what is recorded from now on
+    // reaches the socket live, so the history can be read.
+    if let Some(resumer) = resumer {
+        resumer.do_send(Begin);
+    }
     tracing::debug!(%connection_id, %user_id, client = ?client, "socket open");
     Ok(response.streaming(Admitted {
         stream: Metered::new(Box::pin(stream), outbound),

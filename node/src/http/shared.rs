@@ -16,7 +16,7 @@ use crate::engine::Engine;
 use crate::hub::LocalDelivery;
 use crate::limits::Admission;
 use crate::metrics::Metrics;
-use crate::session::SessionEnv;
+use crate::session::{RecoveryEnv, SessionEnv};
 
 /// What every handler shares.
 pub(crate) struct AppState {
@@ -26,6 +26,8 @@ pub(crate) struct AppState {
     pub(crate) engine: Engine,
     pub(crate) local: LocalDelivery,
     pub(crate) session_env: Arc<SessionEnv>,
+    /// What the recovering sockets share (history, limits).
+    pub(crate) recovery: Arc<RecoveryEnv>,
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) admission: Arc<Admission>,
     /// The node's metrics (`/metrics` renders them).

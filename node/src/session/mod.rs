@@ -7,6 +7,7 @@
 //! make one socket hold is bounded, and the client hears at once (429).
 
 mod rate;
+mod recovery;
 mod registration;
 mod timers;
 
@@ -22,11 +23,12 @@ use crate::clock::now_ms;
 use crate::close::CloseReason;
 use crate::config::Limits;
 use crate::engine::{ClientMessage, ClientOutput, EngineError, OutputRoute};
-use crate::hub::ToSession;
+use crate::hub::{ToSession, POSITIONED_EXTRA_COST};
 use crate::logging::chain;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use rate::TokenBucket;
+pub(crate) use recovery::{Begin, RecoveryEnv, Resumer};
 pub(crate) use registration::Registration;
 use timers::{Due, Lifetimes, Timers};
 
@@ -407,6 +409,15 @@ impl Handler<ToSession> for Session {
                 ctx.text(payload);
             }
             ToSession::Close(reason) => self.close(ctx, reason),
+            // Only a recovering socket's `Resumer` is sent these; should one
+            // reach a session, it is written plain and its bytes released.
+            ToSession::Positioned(p) => {
+                self.outbound.taken_with(POSITIONED_EXTRA_COST);
+                if let Some(payload) = p.payload {
+                    ctx.text(payload);
+                }
+            }
+            ToSession::CatchUp => {}
         }
     }
 }

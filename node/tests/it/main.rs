@@ -16,5 +16,6 @@ mod gateway;
 mod hostile;
 mod layers;
 mod limits;
+mod recovery;
 mod tls;
 mod vendored;

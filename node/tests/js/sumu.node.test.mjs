@@ -221,3 +221,65 @@ test('every node serves /sumu.js byte-for-byte; the demo page only with --dev', 
   assert.equal((await fetch(`${plain.http}/app.js`)).status, 404);
   assert.equal((await fetch(`${plain.http}/dev/token?sub=x`)).status, 404);
 });
+
+test('recover: what was sent while the socket was away is replayed once, before recovered, then live', async () => {
+  const node = await devNode();
+  let gate = null; // while set, the token provider waits: the client stays away
+  const c = new SumuClient({
+    url: node.ws,
+    recover: true,
+    baseDelayMs: 50,
+    maxDelayMs: 100,
+    token: async () => {
+      if (gate) await gate.promise;
+      return node.token('rita');
+    },
+  });
+  track(c);
+  const seen = [];
+  c.on('data', (e) => seen.push([e.data, e.replayed]));
+  c.connect();
+  const first = await nextEvent(c, 'recovered');
+  assert.equal(first.replayed, 0);
+  await node.notify({ users: ['rita'], data: 'live-1' });
+  await eventually(() => seen.length === 1, 5000, 'the first live notification');
+  // The network drops; what is sent meanwhile must come back.
+  let release;
+  gate = { promise: new Promise((r) => (release = r)) };
+  const away = nextEvent(c, 'state', (e) => e.state === 'reconnecting');
+  c._ws.close();
+  await away;
+  await node.notify({ users: ['rita'], data: 'missed-1' });
+  await node.notify({ data: 'missed-2' });
+  await node.notify({ exclude_users: ['rita'], data: 'not-for-rita' });
+  const back = nextEvent(c, 'recovered', () => true, 15000);
+  gate = null;
+  release();
+  const r = await back;
+  assert.equal(r.replayed, 2);
+  await node.notify({ users: ['rita'], data: 'live-2' });
+  await eventually(() => seen.length === 4, 5000, 'the live notification after the resume');
+  assert.deepEqual(seen, [
+    ['live-1', false],
+    ['missed-1', true],
+    ['missed-2', true],
+    ['live-2', false],
+  ]);
+  c.close();
+});
+
+test('recover: a restarted memory node cannot prove the past: recovery_failed, then live', async () => {
+  const node = await devNode();
+  const c = new SumuClient({ url: node.ws, recover: true, baseDelayMs: 100, token: () => node.token('max') });
+  track(c);
+  c.connect();
+  await nextEvent(c, 'recovered');
+  const failed = nextEvent(c, 'recovery_failed', () => true, 20000);
+  await node.stop('SIGTERM');
+  await node.start();
+  assert.equal((await failed).code, 'position_expired');
+  const got = nextEvent(c, 'data');
+  await node.notify({ users: ['max'], data: 'after' });
+  assert.equal((await got).data, 'after');
+  c.close();
+});

@@ -307,3 +307,57 @@ test('an attempt that never opens times out as a failed connect', async () => {
   assert.equal(made[0].closedWith.code, 4000, 'the hanging socket is abandoned');
   c.close();
 });
+
+test('with recover: recover=1, then since= the newest cursor; envelopes are data; outcomes are events', async () => {
+  const { c, made } = client({ recover: true, cursor: 'C0' });
+  const data = [];
+  const outcomes = [];
+  c.on('data', (e) => data.push(e));
+  c.on('recovered', (e) => outcomes.push(['recovered', e]));
+  c.on('recovery_failed', (e) => outcomes.push(['recovery_failed', e]));
+  c.connect();
+  await flush();
+  assert.equal(made[0].url, 'ws://sumu.test/push?authorization=tok1&recover=1&since=C0');
+  const ws = made[0];
+  ws.open();
+  assert.equal(c.resuming, true);
+  ws.receive({ type: 'notification', cursor: 'C1', data: { type: 'message', message: 1 } });
+  ws.receive({ type: 'recovered', cursor: 'C2', replayed: 1 });
+  ws.receive({ type: 'notification', cursor: 'C3', data: { type: 'presence', message: { user_id: 'b', status: 'ONLINE', timestamp: 1 } } });
+  assert.equal(c.resuming, false);
+  assert.deepEqual(
+    data.map((e) => [e.data?.type, e.replayed, e.cursor]),
+    [['message', true, 'C1'], ['presence', false, 'C3']],
+  );
+  assert.deepEqual(outcomes, [['recovered', { replayed: 1, cursor: 'C2' }]]);
+  assert.equal(c.cursor, 'C3');
+  // The next socket resumes from the newest cursor; a failure updates it.
+  ws.drop(1013);
+  await flush();
+  c.connect();
+  await flush();
+  assert.equal(made[1].url, 'ws://sumu.test/push?authorization=tok2&recover=1&since=C3');
+  made[1].open();
+  made[1].receive({ type: 'recovery_failed', code: 'position_expired', cursor: 'C9' });
+  assert.deepEqual(outcomes[1], ['recovery_failed', { code: 'position_expired', cursor: 'C9' }]);
+  assert.equal(c.cursor, 'C9');
+  c.close();
+});
+
+test('without recover, no recover parameter, and envelope-shaped data is plain data', async () => {
+  const { c, made } = client();
+  const data = [];
+  let recovered = 0;
+  c.on('data', (e) => data.push(e.data));
+  c.on('recovered', () => recovered++);
+  c.connect();
+  await flush();
+  assert.equal(made[0].url, 'ws://sumu.test/push?authorization=tok1');
+  made[0].open();
+  const backendData = { type: 'recovered', cursor: 'x', replayed: 3 };
+  made[0].receive(backendData);
+  assert.deepEqual(data, [backendData]);
+  assert.equal(recovered, 0);
+  assert.equal(c.cursor, null);
+  c.close();
+});

@@ -18,7 +18,8 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use bytestring::ByteString;
 use futures_util::StreamExt;
-use sumu_shared::mesh::{MeshConnection, MeshEnvelope, MeshTarget};
+use sumu_shared::mesh::{MeshConnection, MeshEnvelope, MeshHistory, MeshTarget};
+use sumu_shared::recovery::Position;
 use tokio_util::sync::CancellationToken;
 
 use super::clients::{call, Clients};
@@ -30,7 +31,7 @@ use super::resources::{create_queue, sns_to_sqs_policy};
 use super::store::DynamoStore;
 use crate::clock::now_ms;
 use crate::engine::{AwsErrorKind, ConnectionRecord, ConnectionStore, EngineError, Health};
-use crate::hub::LocalDelivery;
+use crate::hub::{LocalDelivery, Stamp};
 use crate::logging::chain;
 use crate::metrics::{ms_between, Hop, Metrics, RoutePath};
 
@@ -86,7 +87,8 @@ pub(crate) struct Mesh {
     metrics: Arc<Metrics>,
 }
 
-/// Splits a multicast for one node into envelopes under `max` bytes.
+/// Splits a multicast for one node into envelopes under `max` bytes; each
+/// carries the history positions (`stamp`) of the users it names.
 pub(crate) fn envelopes(
     request_id: &str,
     from_node: &str,
@@ -94,6 +96,7 @@ pub(crate) fn envelopes(
     data: &serde_json::value::RawValue,
     routed_at: u64,
     max: usize,
+    stamp: Option<&Stamp>,
 ) -> Vec<String> {
     let overhead = request_id.len() + from_node.len() + data.get().len() + 160;
     let budget = max.saturating_sub(overhead).max(1);
@@ -104,19 +107,31 @@ pub(crate) fn envelopes(
         if chunk.is_empty() {
             return;
         }
+        let connections = std::mem::take(chunk);
+        let history = stamp.map(|s| MeshHistory {
+            broadcast: None,
+            users: connections
+                .iter()
+                .filter_map(|c| {
+                    let p = s.users.get(&c.user_id)?;
+                    Some((c.user_id.clone(), MeshHistory::pack(*p)))
+                })
+                .collect(),
+        });
         let env = MeshEnvelope {
             request_id: format!("{request_id}#{}", out.len()),
             from_node: from_node.to_string(),
             routed_at: Some(routed_at),
-            target: MeshTarget::Connections {
-                connections: std::mem::take(chunk),
-            },
+            target: MeshTarget::Connections { connections },
             data: data.to_owned(),
+            history,
         };
         out.push(serde_json::to_string(&env).unwrap_or_default());
     };
+    // A user's position costs its id again and three numbers.
+    let positioned = if stamp.is_some() { 80 } else { 0 };
     for c in connections {
-        let n = c.user_id.len() + c.connection_id.len() + 40;
+        let n = c.user_id.len() * 2 + c.connection_id.len() + 40 + positioned;
         if size + n > budget {
             flush(&mut chunk, &mut out);
             size = 0;
@@ -229,6 +244,7 @@ impl Mesh {
                 inbox_url: row.inbox_url.clone(),
             },
             data: serde_json::value::RawValue::from_string("null".into()).expect("null is JSON"),
+            history: None,
         };
         let request = self
             .sns
@@ -345,6 +361,13 @@ impl Mesh {
                     self.health.set_in_mesh(true);
                     self.health.store_ok();
                     tracing::info!(rows, "rejoined the mesh: ready again");
+                    // Deliveries routed while it was out did not reach it:
+                    // its recovering sockets read them from history.
+                    match self.local.catch_up().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(sockets = n, "recovering sockets catch up"),
+                        Err(e) => tracing::warn!(error = %chain(&e), "catch-up not started"),
+                    }
                     return;
                 }
                 Err(e) => {
@@ -421,6 +444,7 @@ impl Mesh {
         rows: Vec<MeshConnection>,
         data: &serde_json::value::RawValue,
         routed_at: u64,
+        stamp: Option<&Stamp>,
     ) -> Result<bool, EngineError> {
         let started = std::time::Instant::now();
         let bodies = envelopes(
@@ -430,6 +454,7 @@ impl Mesh {
             data,
             routed_at,
             MAX_ENVELOPE,
+            stamp,
         );
         // A cached inbox may be stale (the node restarted or rejoined with a
         // new one): on "no such queue", look it up once more.
@@ -481,6 +506,7 @@ impl Mesh {
         request_id: &str,
         exclude_users: Vec<String>,
         data: &serde_json::value::RawValue,
+        position: Option<Position>,
         routed_at: u64,
     ) -> Result<(), EngineError> {
         let env = MeshEnvelope {
@@ -489,6 +515,10 @@ impl Mesh {
             routed_at: Some(routed_at),
             target: MeshTarget::Broadcast { exclude_users },
             data: data.to_owned(),
+            history: position.map(|p| MeshHistory {
+                broadcast: Some(MeshHistory::pack(p)),
+                users: Default::default(),
+            }),
         };
         let body = serde_json::to_string(&env).unwrap_or_default();
         let request = self
@@ -600,6 +630,16 @@ impl Mesh {
             return true;
         }
         let payload = ByteString::from(env.data.get());
+        let stamp = env.history.map(|h| {
+            Arc::new(Stamp {
+                broadcast: h.broadcast.map(MeshHistory::unpack),
+                users: h
+                    .users
+                    .into_iter()
+                    .map(|(u, p)| (u, MeshHistory::unpack(p)))
+                    .collect(),
+            })
+        });
         let delivering = std::time::Instant::now();
         let result = match env.target {
             MeshTarget::Joined { inbox_url } => {
@@ -611,7 +651,7 @@ impl Mesh {
                 if !delivered.claim_everyone(&env.request_id) {
                     return self.duplicate();
                 }
-                let sent = local.broadcast(exclude_users, payload).await;
+                let sent = local.broadcast_stamped(exclude_users, payload, stamp).await;
                 if sent.is_err() {
                     delivered.release_everyone(&env.request_id);
                 }
@@ -627,7 +667,10 @@ impl Mesh {
                 if ids.is_empty() {
                     return self.duplicate();
                 }
-                match local.to_connections(ids.clone(), payload).await {
+                match local
+                    .to_connections_stamped(ids.clone(), payload, stamp)
+                    .await
+                {
                     Ok(report) => {
                         let stale = report
                             .missing
@@ -687,7 +730,7 @@ mod tests {
                 connection_id: format!("{i:032}"),
             })
             .collect();
-        let out = envelopes("r", "n1", conns, &data, 1_700_000_000_000, 64 * 1024);
+        let out = envelopes("r", "n1", conns, &data, 1_700_000_000_000, 64 * 1024, None);
         assert!(out.len() > 1);
         let mut total = 0;
         let mut ids = std::collections::HashSet::new();

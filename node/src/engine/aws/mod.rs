@@ -7,6 +7,7 @@ mod clients;
 mod cluster;
 mod dedup;
 mod delivered;
+mod history;
 mod leader;
 mod mesh;
 mod notifications;
@@ -158,7 +159,7 @@ pub(crate) async fn engine(
 ) -> Result<Engine, EngineError> {
     let cfg = &config.aws;
     let clients = Clients::new(cfg, metrics).await;
-    let resources = resources::resolve(&clients, cfg).await?;
+    let resources = resources::resolve(&clients, cfg, config.recovery.enabled()).await?;
     tracing::info!(?resources, "aws resources");
     let store = DynamoStore::new(
         clients.dynamodb.clone(),
@@ -176,6 +177,15 @@ pub(crate) async fn engine(
         clients.metrics.clone(),
     ));
     let health = Arc::new(Health::default());
+    let history: Option<Arc<dyn crate::engine::history::History>> =
+        config.recovery.enabled().then(|| {
+            Arc::new(history::AwsHistory::new(
+                clients.dynamodb.clone(),
+                clients.metrics.clone(),
+                resources.history_table.clone(),
+                config.recovery.window,
+            )) as Arc<dyn crate::engine::history::History>
+        });
     let cluster = Arc::new(Cluster::new(
         clients.dynamodb.clone(),
         resources.cluster_table.clone(),
@@ -205,6 +215,7 @@ pub(crate) async fn engine(
         mesh.clone(),
         local.clone(),
         delivered.clone(),
+        history.clone(),
         clients.metrics.clone(),
     ));
     let leader = Leader {
@@ -277,6 +288,7 @@ pub(crate) async fn engine(
         background,
         bus: None,
         health,
+        history,
     })
 }
 

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 pub(crate) struct Resources {
     pub(crate) connections_table: String,
     pub(crate) cluster_table: String,
+    pub(crate) history_table: String,
     pub(crate) messages_topic_arn: String,
     pub(crate) messages_queue_url: String,
     pub(crate) notifications_queue_url: String,
@@ -32,9 +33,10 @@ impl Resources {
     /// Environment lines a node (or a backend) can be started with.
     pub(crate) fn to_env(&self) -> String {
         let mut out = format!(
-            "SUMU_CONNECTIONS_TABLE={}\nSUMU_CLUSTER_TABLE={}\nSUMU_MESSAGES_TOPIC_ARN={}\nSUMU_MESSAGES_QUEUE_URL={}\nSUMU_NOTIFICATIONS_QUEUE_URL={}\n",
+            "SUMU_CONNECTIONS_TABLE={}\nSUMU_CLUSTER_TABLE={}\nSUMU_HISTORY_TABLE={}\nSUMU_MESSAGES_TOPIC_ARN={}\nSUMU_MESSAGES_QUEUE_URL={}\nSUMU_NOTIFICATIONS_QUEUE_URL={}\n",
             self.connections_table,
             self.cluster_table,
+            self.history_table,
             self.messages_topic_arn,
             self.messages_queue_url,
             self.notifications_queue_url
@@ -82,11 +84,29 @@ fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, EngineError> {
 }
 
 fn attr(name: &str) -> Result<AttributeDefinition, EngineError> {
+    typed_attr(name, ScalarAttributeType::S)
+}
+
+fn typed_attr(name: &str, kind: ScalarAttributeType) -> Result<AttributeDefinition, EngineError> {
     AttributeDefinition::builder()
         .attribute_name(name)
-        .attribute_type(ScalarAttributeType::S)
+        .attribute_type(kind)
         .build()
         .map_err(build_error("CreateTable"))
+}
+
+/// The recovery window's table (`engine/aws/history.rs` says what it
+/// holds): hash `pk` (S), range `sk` (N), TTL on `delete_at`, no stream.
+pub(crate) async fn create_history_table(c: &Clients, name: &str) -> Result<(), EngineError> {
+    create_table(
+        c,
+        name,
+        vec![key("pk", KeyType::Hash)?, key("sk", KeyType::Range)?],
+        vec![attr("pk")?, typed_attr("sk", ScalarAttributeType::N)?],
+        None,
+        false,
+    )
+    .await
 }
 
 async fn create_table(
@@ -304,6 +324,7 @@ pub(crate) async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources,
         false,
     )
     .await?;
+    create_history_table(c, &cfg.history_table).await?;
     let messages_topic_arn = create_topic(c, &messages).await?;
     let notifications_topic_arn = create_topic(c, &notifications).await?;
     let mesh_topic_arn = create_topic(c, &mesh).await?;
@@ -361,6 +382,7 @@ pub(crate) async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources,
     Ok(Resources {
         connections_table: cfg.connections_table.clone(),
         cluster_table: cfg.cluster_table.clone(),
+        history_table: cfg.history_table.clone(),
         messages_topic_arn,
         messages_queue_url,
         notifications_queue_url,
@@ -369,8 +391,13 @@ pub(crate) async fn bootstrap(c: &Clients, cfg: &AwsConfig) -> Result<Resources,
     })
 }
 
-/// What a starting node uses: given ARNs/URLs, else looked up by name.
-pub(crate) async fn resolve(c: &Clients, cfg: &AwsConfig) -> Result<Resources, EngineError> {
+/// What a starting node uses: given ARNs/URLs, else looked up by name. The
+/// history table must exist when the recovery window is on.
+pub(crate) async fn resolve(
+    c: &Clients,
+    cfg: &AwsConfig,
+    recovery: bool,
+) -> Result<Resources, EngineError> {
     let Names {
         messages,
         notifications,
@@ -395,9 +422,28 @@ pub(crate) async fn resolve(c: &Clients, cfg: &AwsConfig) -> Result<Resources, E
         .table_name(&cfg.connections_table)
         .send();
     call(&c.metrics, "dynamodb", "DescribeTable", request).await?;
+    if recovery {
+        let request = c
+            .dynamodb
+            .describe_table()
+            .table_name(&cfg.history_table)
+            .send();
+        match call(&c.metrics, "dynamodb", "DescribeTable", request).await {
+            Err(e) if e.kind == AwsErrorKind::NotFound => {
+                return Err(EngineError::Missing {
+                    what: "history table (--recovery-window-secs is on)",
+                    name: cfg.history_table.clone(),
+                })
+            }
+            other => {
+                other?;
+            }
+        }
+    }
     Ok(Resources {
         connections_table: cfg.connections_table.clone(),
         cluster_table: cfg.cluster_table.clone(),
+        history_table: cfg.history_table.clone(),
         messages_topic_arn,
         messages_queue_url,
         notifications_queue_url,

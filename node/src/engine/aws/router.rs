@@ -1,12 +1,21 @@
-//! Routing a notification request in the cluster: look the target users up
-//! in the connections table, hand other nodes their share through the mesh,
-//! deliver what this node holds, prune rows no node holds. This node's own
-//! deliveries are claimed in its [`Delivered`] record, the one its mesh
-//! inbox claims in too, so a request routed again (here or by another
-//! node) reaches each of its sockets once. Each hop is timed
-//! (`sumu_route_hop_seconds`), and the local path end to end
-//! (`sumu_route_seconds{path="local"}`); mesh envelopes carry the routing
-//! start so the receiver times the mesh path.
+//! Routing a notification request in the cluster: record it in the recovery
+//! history (when the window is on), look the target users up in the
+//! connections table, hand other nodes their share through the mesh (with
+//! the request's history positions), deliver what this node holds, prune
+//! rows no node holds. This node's own deliveries are claimed in its
+//! [`Delivered`] record, the one its mesh inbox claims in too, so a request
+//! routed again (here or by another node) reaches each of its sockets once.
+//!
+//! The record comes first, before the look-up: a socket that registered
+//! after the history's heads were read for it is then found by the look-up
+//! of every request recorded after that read (see `engine/history.rs`). A
+//! request routed again gets the positions it got the first time (the
+//! history claims each request once), so a recovering socket that had it
+//! live drops the second copy by position even where no record saw both.
+//!
+//! Each hop is timed (`sumu_route_hop_seconds`), and the local path end to
+//! end (`sumu_route_seconds{path="local"}`); mesh envelopes carry the
+//! routing start so the receiver times the mesh path.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +30,7 @@ use super::delivered::Delivered;
 use super::mesh::Mesh;
 use super::store::{DynamoStore, Row};
 use crate::clock::now_ms;
+use crate::engine::history::History;
 use crate::engine::{EngineError, RouteOutcome, Router};
 use crate::hub::LocalDelivery;
 use crate::metrics::{Hop, Metrics, RoutePath};
@@ -35,6 +45,7 @@ pub(crate) struct AwsRouter {
     mesh: Arc<Mesh>,
     local: LocalDelivery,
     delivered: Arc<Delivered>,
+    history: Option<Arc<dyn History>>,
     metrics: Arc<Metrics>,
 }
 
@@ -45,6 +56,7 @@ impl AwsRouter {
         mesh: Arc<Mesh>,
         local: LocalDelivery,
         delivered: Arc<Delivered>,
+        history: Option<Arc<dyn History>>,
         metrics: Arc<Metrics>,
     ) -> AwsRouter {
         AwsRouter {
@@ -53,6 +65,7 @@ impl AwsRouter {
             mesh,
             local,
             delivered,
+            history,
             metrics,
         }
     }
@@ -82,24 +95,45 @@ impl Router for AwsRouter {
         let local = &self.local;
         let started = Instant::now();
         let routed_at = now_ms();
+        // Recorded before anything else: a request that cannot be recorded
+        // is delivered nowhere (and retried), so a recovering socket never
+        // gets a message its resume could not replay.
+        let stamp = match &self.history {
+            Some(h) => match h.record(request_id, &request).await {
+                Ok(stamp) => Some(Arc::new(stamp)),
+                Err(e) => {
+                    self.metrics.history_write_failures.inc();
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        // The hops are timed from here: the record is not one of them (it
+        // shows in the route's total).
+        let recorded = Instant::now();
         if request.is_broadcast() {
             // Other nodes first: if the publish fails nothing was delivered
             // and the request is retried whole.
+            let position = stamp.as_ref().and_then(|s| s.broadcast);
             self.mesh
                 .broadcast(
                     request_id,
                     request.exclude_users.clone(),
                     &request.data,
+                    position,
                     routed_at,
                 )
                 .await?;
-            self.metrics.hop(Hop::MeshPublish, started.elapsed());
+            self.metrics.hop(Hop::MeshPublish, recorded.elapsed());
             let delivering = Instant::now();
             let mut n = 0;
             if self.delivered.claim_everyone(request_id) {
-                n = local.deliver_request(&request).await.inspect_err(|_| {
-                    self.delivered.release_everyone(request_id);
-                })?;
+                n = local
+                    .deliver_request_stamped(&request, stamp)
+                    .await
+                    .inspect_err(|_| {
+                        self.delivered.release_everyone(request_id);
+                    })?;
             }
             self.metrics.hop(Hop::DeliverLocal, delivering.elapsed());
             self.metrics.route(RoutePath::Local, started.elapsed());
@@ -110,7 +144,7 @@ impl Router for AwsRouter {
         }
         let users: Vec<String> = request.targets().cloned().collect();
         let rows = self.lookup(users).await?;
-        self.metrics.hop(Hop::Lookup, started.elapsed());
+        self.metrics.hop(Hop::Lookup, recorded.elapsed());
         let mut by_node: HashMap<&str, Vec<&Row>> = HashMap::new();
         for row in &rows {
             by_node.entry(row.node_id.as_str()).or_default().push(row);
@@ -126,8 +160,14 @@ impl Router for AwsRouter {
                     connection_id: r.connection_id.clone(),
                 })
                 .collect();
-            self.mesh
-                .send_to(node, request_id, conns, &request.data, routed_at)
+            self.mesh.send_to(
+                node,
+                request_id,
+                conns,
+                &request.data,
+                routed_at,
+                stamp.as_deref(),
+            )
         });
         let sent = futures_util::future::try_join_all(sends).await?;
         let mut outcome = RouteOutcome {
@@ -139,7 +179,10 @@ impl Router for AwsRouter {
             let ids = mine.iter().map(|r| r.connection_id.clone()).collect();
             let ids = self.delivered.claim(request_id, ids);
             let delivering = Instant::now();
-            let report = match local.to_connections(ids.clone(), payload).await {
+            let report = match local
+                .to_connections_stamped(ids.clone(), payload, stamp)
+                .await
+            {
                 Ok(report) => report,
                 Err(e) => {
                     self.delivered.release(request_id, &ids);
