@@ -206,8 +206,11 @@ where
                 async move { read_proxy_header(io, &metrics).await },
             ))
         } else {
-            let peer = io.peer_addr().ok();
-            Either::Left(std::future::ready(Ok((io, Protocol::Http1, peer))))
+            // Holds only the stream (as actix-http's own `tcp()` step).
+            Either::Left(async move {
+                let peer = io.peer_addr().ok();
+                Ok((io, Protocol::Http1, peer))
+            })
         }
     })
     .and_then(http)
