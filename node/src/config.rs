@@ -1042,7 +1042,12 @@ impl Config {
             max_messages: o
                 .recovery_max_messages
                 .unwrap_or(DEFAULT_RECOVERY_MAX_MESSAGES),
-            max_bytes: o.recovery_max_bytes.unwrap_or(DEFAULT_RECOVERY_MAX_BYTES),
+            // Not given: the default, or half the outbound cap when that is
+            // smaller (a replay must fit beside live traffic), so a node with a
+            // small `--outbound-buffer-bytes` still starts.
+            max_bytes: o
+                .recovery_max_bytes
+                .unwrap_or(DEFAULT_RECOVERY_MAX_BYTES.min(limits.outbound_buffer_bytes / 2)),
         };
         if recovery.window > Duration::from_secs(7 * 24 * 3600) {
             return invalid("--recovery-window-secs must be at most 604800 (7 days)".into());
@@ -1198,9 +1203,22 @@ mod tests {
             Config::resolve(on).unwrap().recovery.window,
             Duration::from_secs(30)
         );
+        // A small outbound cap without --recovery-max-bytes: the default
+        // follows it (half the cap), the node starts.
+        let small = Config::resolve(Options {
+            outbound_buffer_bytes: Some(512 * 1024),
+            ..dev()
+        })
+        .unwrap();
+        assert_eq!(small.recovery.max_bytes, 256 * 1024);
         for bad in [
             Options {
                 recovery_max_bytes: Some(3 * 1024 * 1024),
+                ..dev()
+            },
+            Options {
+                outbound_buffer_bytes: Some(512 * 1024),
+                recovery_max_bytes: Some(512 * 1024),
                 ..dev()
             },
             Options {

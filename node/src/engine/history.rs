@@ -20,7 +20,7 @@ use bytestring::ByteString;
 use sumu_shared::recovery::{Position, RecoveryCode};
 use sumu_shared::NotificationRequest;
 
-use crate::engine::EngineError;
+use super::error::EngineError;
 pub(crate) use crate::hub::{Stamp, StreamKind};
 
 /// How long after the window an entry is kept: more than the fleet's clock
