@@ -15,6 +15,8 @@
 //!   (a void slot, or a broadcast that excludes the user). A slot that
 //!   cannot be proven either fails the read; a hole is never papered over.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytestring::ByteString;
 use sumu_shared::recovery::{Position, RecoveryCode};
@@ -22,6 +24,7 @@ use sumu_shared::NotificationRequest;
 
 use super::error::EngineError;
 pub(crate) use crate::hub::{Stamp, StreamKind};
+use crate::metrics::Metrics;
 
 /// How long after the window an entry is kept: more than the fleet's clock
 /// skew plus the longest call that takes a position (12 s with its retries:
@@ -109,6 +112,29 @@ impl ReadError {
             ReadError::Expired => RecoveryCode::PositionExpired,
             ReadError::TooFar => RecoveryCode::TooFarBehind,
             ReadError::Unavailable(_) => RecoveryCode::Unavailable,
+        }
+    }
+}
+
+/// What every router does first when its node keeps a history: records
+/// `request` and answers its positions (`None` without a history). A failed
+/// record is counted and returned, so nothing is delivered and the request
+/// is retried: a recovering socket never gets what its resume could not
+/// replay.
+pub(crate) async fn record_first<H: History + ?Sized>(
+    history: Option<&H>,
+    request_id: &str,
+    request: &NotificationRequest,
+    metrics: &Metrics,
+) -> Result<Option<Arc<Stamp>>, EngineError> {
+    let Some(history) = history else {
+        return Ok(None);
+    };
+    match history.record(request_id, request).await {
+        Ok(stamp) => Ok(Some(Arc::new(stamp))),
+        Err(e) => {
+            metrics.history_write_failures.inc();
+            Err(e)
         }
     }
 }

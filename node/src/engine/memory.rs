@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::bus::{Bus, BusMessage};
-use super::history::History;
+use super::history::{record_first, History};
 use super::memory_history::MemoryHistory;
 use super::{
     Background, ClientMessage, ClientOutput, ConnectionRecord, ConnectionStore, Engine,
@@ -120,16 +120,8 @@ impl Router for MemoryRouter {
         request_id: &str,
         request: NotificationRequest,
     ) -> Result<RouteOutcome, EngineError> {
-        let stamp = match &self.history {
-            Some(h) => match h.record(request_id, &request).await {
-                Ok(stamp) => Some(Arc::new(stamp)),
-                Err(e) => {
-                    self.metrics.history_write_failures.inc();
-                    return Err(e);
-                }
-            },
-            None => None,
-        };
+        let stamp =
+            record_first(self.history.as_deref(), request_id, &request, &self.metrics).await?;
         let local_deliveries = self.local.deliver_request_stamped(&request, stamp).await?;
         Ok(RouteOutcome {
             local_deliveries,

@@ -326,20 +326,8 @@ impl AwsHistory {
             .send();
         match call(&self.metrics, "dynamodb", "PutItem", request).await {
             Ok(_) => Ok(item),
-            Err(e) if e.kind == AwsErrorKind::ConditionFailed => {
-                let request = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key(format!("r#{rq}"), part)))
-                    .consistent_read(true)
-                    .send();
-                let out = call(&self.metrics, "dynamodb", "GetItem", request).await?;
-                out.item().cloned().ok_or_else(|| EngineError::Missing {
-                    what: "history claim",
-                    name: format!("{rq}/{part}"),
-                })
-            }
+            // Another router claimed it first: its claim is the one.
+            Err(e) if e.kind == AwsErrorKind::ConditionFailed => self.claim_part(rq, part).await,
             Err(e) => Err(e.into()),
         }
     }

@@ -30,7 +30,7 @@ use super::delivered::Delivered;
 use super::mesh::Mesh;
 use super::store::{DynamoStore, Row};
 use crate::clock::now_ms;
-use crate::engine::history::History;
+use crate::engine::history::{record_first, History};
 use crate::engine::{EngineError, RouteOutcome, Router};
 use crate::hub::LocalDelivery;
 use crate::metrics::{Hop, Metrics, RoutePath};
@@ -98,16 +98,8 @@ impl Router for AwsRouter {
         // Recorded before anything else: a request that cannot be recorded
         // is delivered nowhere (and retried), so a recovering socket never
         // gets a message its resume could not replay.
-        let stamp = match &self.history {
-            Some(h) => match h.record(request_id, &request).await {
-                Ok(stamp) => Some(Arc::new(stamp)),
-                Err(e) => {
-                    self.metrics.history_write_failures.inc();
-                    return Err(e);
-                }
-            },
-            None => None,
-        };
+        let stamp =
+            record_first(self.history.as_deref(), request_id, &request, &self.metrics).await?;
         // The hops are timed from here: the record is not one of them (it
         // shows in the route's total).
         let recorded = Instant::now();
