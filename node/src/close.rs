@@ -1,7 +1,7 @@
 //! Why a socket closed: one value per cause, carrying its WebSocket close
 //! code and its metric label, used alike by the session, the outbound cap,
 //! the drain, the close frame, the log line and
-//! `sumu_connections_closed_total{reason}`. Labels are unique and README's
+//! `sumu_connections_closed_total{reason}`. Labels are unique and node/README.md's
 //! metrics table lists exactly these (a test keeps them equal).
 
 use actix_http::ws::CloseCode;
@@ -125,11 +125,11 @@ mod tests {
     fn labels_are_unique_and_match_readme() {
         let labels: BTreeSet<&str> = CloseReason::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(labels.len(), CloseReason::ALL.len(), "duplicate label");
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../README.md");
         let row = readme
             .lines()
             .find(|l| l.contains("`sumu_connections_closed_total{reason}`"))
-            .expect("README metrics table lists sumu_connections_closed_total");
+            .expect("node/README.md's metrics table lists sumu_connections_closed_total");
         let documented: BTreeSet<&str> = row
             .split('`')
             .skip(1)
@@ -138,7 +138,7 @@ mod tests {
             .collect();
         assert_eq!(
             documented, labels,
-            "README's close reasons differ from the code"
+            "node/README.md's close reasons differ from the code"
         );
     }
 

@@ -1,5 +1,5 @@
 //! Prometheus metrics, served at `/metrics`: one set per node, each metric
-//! registered once in the node's own registry under the names README's
+//! registered once in the node's own registry under the names node/README.md's
 //! metrics table lists. `serve` makes the set and hands it to whatever
 //! counts (hub, sessions, HTTP, engine): nothing reaches a process-wide
 //! registry, so nodes served in one process (the in-process tests) count
@@ -42,7 +42,7 @@ pub(crate) struct Metrics {
 }
 
 /// The hops of a notification request through the fleet, the labels of
-/// `sumu_route_hop_seconds` (README's metrics table says what each spans).
+/// `sumu_route_hop_seconds` (node/README.md's metrics table says what each spans).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Hop {
     /// SentTimestamp of the request -> received from the notifications queue.

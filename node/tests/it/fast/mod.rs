@@ -8,6 +8,7 @@
 //! beside this module, in `node/tests/it/<area>.rs`.
 
 mod auth;
+mod docs;
 pub(crate) mod gateway;
 pub(crate) mod hostile;
 mod in_process;
