@@ -228,7 +228,8 @@ fn markdown_files(dir: &Path, into: &mut Vec<PathBuf>) {
             // Not ours to check: build output, installed tools, upstream sources.
             let skip = name.starts_with('.')
                 || matches!(name.as_str(), "target" | "node_modules" | "src" | "out");
-            let vendored = path.parent().is_some_and(|p| p.ends_with("node/vendor"));
+            let vendored =
+                path.parent().is_some_and(|p| p.ends_with("node/vendor")) && name != "patches";
             if !skip && !vendored {
                 markdown_files(&path, into);
             }
