@@ -1,12 +1,13 @@
 //! The hub: this node's open sockets, by connection id and by user, and
-//! delivery to them with one shared, pre-serialized payload (serialized
-//! once, never per connection).
+//! delivery to them with one shared frame (serialized and encoded once per
+//! request, never per connection).
 //!
-//! The hub knows a socket only as the [`ToSession`] messages it sends it and
-//! the socket's [`Outbound`] bound: it never imports the session, so
-//! dependencies point one way (hub → engine → session). One recipient per
-//! socket, one message type: a second recipient would make every socket
-//! heavier.
+//! The hub knows a plain socket only as its [`Outbound`] queue: it queues
+//! frames there, which the socket's response stream writes without waking
+//! the session actor, and [`ToSession`] messages (the drain's close), which
+//! the session takes in the same order. It never imports the session, so
+//! dependencies point one way (hub → engine → session), and holds no actor
+//! address per plain socket: an entry is the user id and the queue.
 //!
 //! The hub also sweeps its sockets once a [`SWEEP_PERIOD`]: a socket whose
 //! session has not run for longer than its timers allow (its writes block,
@@ -17,14 +18,16 @@
 //! Sockets that opted into the recovery window are kept in a second map,
 //! `recovering`: a plain socket's entry, and the broadcast loop over the
 //! plain ones, are exactly what they were without the feature. A recovering
-//! socket is told, with each payload, where it sits in its stream
-//! ([`ToSession::Positioned`], from the request's [`Stamp`]); a broadcast
+//! socket is delivered to through its `Resumer` actor ([`ToResumer`]
+//! messages), which puts the finished frames into the socket's queue in
+//! order. It is told, with each payload, where it sits in its stream
+//! ([`ToResumer::Positioned`], from the request's [`Stamp`]); a broadcast
 //! that excludes its user still tells it the position, without a payload,
 //! so it never waits for a message it will not get.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -34,20 +37,22 @@ use tokio::sync::watch;
 
 use crate::close::CloseReason;
 use crate::metrics::Metrics;
-use crate::outbound::{mono_ms, FrozenRule, Outbound, SWEEP_PERIOD};
+use crate::outbound::{mono_ms, text_frame, FrozenRule, Outbound, ToSession, SWEEP_PERIOD};
 
-/// What the hub tells a session.
+/// What the hub tells a recovering socket's `Resumer` (an actor message;
+/// plain sockets get frames in their queue instead).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) enum ToSession {
-    /// A notification payload, already reserved in the outbound bound
-    /// with its mailbox cost (the session releases that when it takes it).
+pub(crate) enum ToResumer {
+    /// A notification payload with no position (its router recorded
+    /// nothing), already reserved in the outbound bound with its mailbox
+    /// cost (the Resumer releases that when it takes it).
     Deliver(ByteString),
     /// Close the socket for this reason (the node is draining).
     Close(CloseReason),
-    /// A payload (or a skip) with its place in the recovery history: only
-    /// recovering sockets get these. Boxed, so `ToSession` (and the mailbox
-    /// cost of every plain delivery) stays the size it was.
+    /// A payload (or a skip) with its place in the recovery history.
+    /// Boxed, so `ToResumer` (and the mailbox cost of an unpositioned
+    /// delivery) stays the size of `Deliver`.
     Positioned(Box<Positioned>),
     /// Read history up to the heads now: deliveries may have been lost (the
     /// node was reaped and rejoined). Only recovering sockets get it.
@@ -97,21 +102,28 @@ pub(crate) enum HubError {
     Stopped(#[from] MailboxError),
 }
 
-/// What the hub holds per socket.
-#[derive(Clone)]
-pub(crate) struct SessionHandle {
-    pub(crate) recipient: Recipient<ToSession>,
-    pub(crate) outbound: Arc<Outbound>,
+/// What the hub holds per plain socket.
+struct Entry {
+    user_id: Arc<str>,
+    outbound: Arc<Outbound>,
 }
 
-impl SessionHandle {
-    /// Queues `payload` unless that would pass the socket's outbound cap,
-    /// in which case the slow reader is cut off (counted in `metrics`).
+/// What the hub holds per recovering socket: its entry, and the `Resumer`
+/// it delivers to.
+struct Recovering {
+    entry: Entry,
+    resumer: Recipient<ToResumer>,
+}
+
+impl Recovering {
+    /// Sends `payload` to the Resumer unless that would pass the socket's
+    /// outbound cap, in which case the slow reader is cut off (counted in
+    /// `metrics`).
     fn deliver(&self, payload: &ByteString, metrics: &Metrics) -> bool {
-        if !self.outbound.reserve_message(payload.len(), metrics) {
+        if !self.entry.outbound.reserve_message(payload.len(), metrics) {
             return false;
         }
-        self.recipient.do_send(ToSession::Deliver(payload.clone()));
+        self.resumer.do_send(ToResumer::Deliver(payload.clone()));
         true
     }
 
@@ -133,13 +145,14 @@ impl SessionHandle {
         };
         let len = payload.map_or(0, |p| p.len());
         if !self
+            .entry
             .outbound
             .reserve_message_with(len, POSITIONED_EXTRA_COST, metrics)
         {
             return false;
         }
-        self.recipient
-            .do_send(ToSession::Positioned(Box::new(Positioned {
+        self.resumer
+            .do_send(ToResumer::Positioned(Box::new(Positioned {
                 stream,
                 position,
                 payload: payload.cloned(),
@@ -148,16 +161,11 @@ impl SessionHandle {
     }
 }
 
-struct Entry {
-    user_id: Arc<str>,
-    handle: SessionHandle,
-}
-
 pub(crate) struct Hub {
     /// Plain sockets.
     connections: HashMap<Arc<str>, Entry>,
     /// Sockets that opted into the recovery window.
-    recovering: HashMap<Arc<str>, Entry>,
+    recovering: HashMap<Arc<str>, Recovering>,
     /// The sockets of each user, of both kinds.
     users: HashMap<Arc<str>, Vec<Arc<str>>>,
     draining: bool,
@@ -192,10 +200,10 @@ impl Actor for Hub {
 pub(crate) struct Register {
     pub(crate) connection_id: Arc<str>,
     pub(crate) user_id: Arc<str>,
-    pub(crate) handle: SessionHandle,
-    /// The socket opted into the recovery window: it gets
-    /// [`ToSession::Positioned`] deliveries.
-    pub(crate) recovering: bool,
+    pub(crate) outbound: Arc<Outbound>,
+    /// The socket opted into the recovery window: it is delivered to
+    /// through this `Resumer` ([`ToResumer::Positioned`] deliveries).
+    pub(crate) resumer: Option<Recipient<ToResumer>>,
 }
 
 #[derive(Message)]
@@ -262,17 +270,36 @@ struct StartSweep(FrozenRule);
 #[rtype(result = "usize")]
 struct CatchUpAll;
 
-/// Stop accepting registrations and hand back every session, for the
+/// Stop accepting registrations and hand back every socket, for the
 /// shutdown waves.
 #[derive(Message)]
-#[rtype(result = "Vec<Recipient<ToSession>>")]
+#[rtype(result = "Vec<Closer>")]
 struct Drain;
+
+/// Who closes a socket when the node drains.
+enum Closer {
+    /// A plain socket: its session, through its queue (after the frames
+    /// already queued).
+    Queue(Arc<Outbound>),
+    /// A recovering socket: its `Resumer`, which stops and queues the close
+    /// after the frames it already finished.
+    Resumer(Recipient<ToResumer>),
+}
+
+impl Closer {
+    fn close(&self, reason: CloseReason) {
+        match self {
+            Closer::Queue(outbound) => outbound.push_session(ToSession::Close(reason)),
+            Closer::Resumer(resumer) => resumer.do_send(ToResumer::Close(reason)),
+        }
+    }
+}
 
 impl Hub {
     fn remove(&mut self, connection_id: &str) {
         let entry = match self.connections.remove(connection_id) {
             Some(e) => Some(e),
-            None => self.recovering.remove(connection_id),
+            None => self.recovering.remove(connection_id).map(|r| r.entry),
         };
         if let Some(entry) = entry {
             if let Some(list) = self.users.get_mut(&entry.user_id) {
@@ -298,14 +325,15 @@ impl Hub {
     ) -> usize {
         let mut delivered = 0;
         let mut dead = Vec::new();
+        // Encoded once, shared by every plain socket (none: never encoded).
+        let mut frame = None;
         for id in ids {
             let ok = if let Some(entry) = self.connections.get(id) {
-                entry.handle.deliver(payload, &self.metrics)
-            } else if let Some(entry) = self.recovering.get(id) {
-                let position = stamp.and_then(|s| s.users.get(&*entry.user_id).copied());
-                entry
-                    .handle
-                    .deliver_at(Some(payload), StreamKind::User, position, &self.metrics)
+                let frame = frame.get_or_insert_with(|| text_frame(payload));
+                entry.outbound.push_frame(frame, &self.metrics)
+            } else if let Some(r) = self.recovering.get(id) {
+                let position = stamp.and_then(|s| s.users.get(&*r.entry.user_id).copied());
+                r.deliver_at(Some(payload), StreamKind::User, position, &self.metrics)
             } else {
                 continue;
             };
@@ -323,12 +351,13 @@ impl Hub {
     /// Kills the sockets whose sessions have not run for longer than their
     /// timers allow, and forgets them.
     fn sweep(&mut self, rule: &FrozenRule) {
-        let now = mono_ms(Instant::now());
+        let now = mono_ms();
         let mut dead = Vec::new();
-        for (id, entry) in self.connections.iter().chain(&self.recovering) {
-            if let Some(reason) = entry.handle.outbound.overdue(now, rule) {
+        let recovering = self.recovering.iter().map(|(id, r)| (id, &r.entry));
+        for (id, entry) in self.connections.iter().chain(recovering) {
+            if let Some(reason) = entry.outbound.overdue(now, rule) {
                 tracing::debug!(connection_id = %id, reason = reason.label(), "frozen socket killed");
-                entry.handle.outbound.kill(reason, &self.metrics);
+                entry.outbound.kill(reason, &self.metrics);
                 dead.push(id.clone());
             }
         }
@@ -358,18 +387,19 @@ impl Handler<Register> for Hub {
             .entry(msg.user_id.clone())
             .or_default()
             .push(msg.connection_id.clone());
-        let map = if msg.recovering {
-            &mut self.recovering
-        } else {
-            &mut self.connections
+        let entry = Entry {
+            user_id: msg.user_id,
+            outbound: msg.outbound,
         };
-        map.insert(
-            msg.connection_id,
-            Entry {
-                user_id: msg.user_id,
-                handle: msg.handle,
-            },
-        );
+        match msg.resumer {
+            Some(resumer) => {
+                self.recovering
+                    .insert(msg.connection_id, Recovering { entry, resumer });
+            }
+            None => {
+                self.connections.insert(msg.connection_id, entry);
+            }
+        }
         self.counted();
         Ok(())
     }
@@ -405,12 +435,12 @@ impl Handler<DeliverToConnections> for Hub {
         let mut report = ConnectionsReport::default();
         let mut ids = Vec::with_capacity(msg.connection_ids.len());
         for id in msg.connection_ids {
-            match self
-                .connections
-                .get_key_value(id.as_str())
-                .or_else(|| self.recovering.get_key_value(id.as_str()))
-            {
-                Some((key, _)) => ids.push(key.clone()),
+            let key = match self.connections.get_key_value(id.as_str()) {
+                Some((key, _)) => Some(key),
+                None => self.recovering.get_key_value(id.as_str()).map(|(k, _)| k),
+            };
+            match key {
+                Some(key) => ids.push(key.clone()),
                 None => report.missing.push(id),
             }
         }
@@ -426,11 +456,12 @@ impl Handler<Broadcast> for Hub {
         let exclude: HashSet<&str> = msg.exclude_users.iter().map(String::as_str).collect();
         let mut delivered = 0;
         let mut dead = Vec::new();
+        let frame = text_frame(&msg.payload);
         for (id, entry) in &self.connections {
             if exclude.contains(&*entry.user_id) {
                 continue;
             }
-            if entry.handle.deliver(&msg.payload, &self.metrics) {
+            if entry.outbound.push_frame(&frame, &self.metrics) {
                 delivered += 1;
             } else {
                 dead.push(id.clone());
@@ -438,13 +469,10 @@ impl Handler<Broadcast> for Hub {
         }
         if !self.recovering.is_empty() {
             let position = msg.stamp.as_ref().and_then(|s| s.broadcast);
-            for (id, entry) in &self.recovering {
-                let excluded = exclude.contains(&*entry.user_id);
+            for (id, r) in &self.recovering {
+                let excluded = exclude.contains(&*r.entry.user_id);
                 let payload = (!excluded).then_some(&msg.payload);
-                if entry
-                    .handle
-                    .deliver_at(payload, StreamKind::Broadcast, position, &self.metrics)
-                {
+                if r.deliver_at(payload, StreamKind::Broadcast, position, &self.metrics) {
                     delivered += usize::from(!excluded);
                 } else {
                     dead.push(id.clone());
@@ -461,8 +489,8 @@ impl Handler<CatchUpAll> for Hub {
     type Result = usize;
 
     fn handle(&mut self, _: CatchUpAll, _: &mut Self::Context) -> usize {
-        for entry in self.recovering.values() {
-            entry.handle.recipient.do_send(ToSession::CatchUp);
+        for r in self.recovering.values() {
+            r.resumer.do_send(ToResumer::CatchUp);
         }
         self.recovering.len()
     }
@@ -494,7 +522,7 @@ impl Handler<Connections> for Hub {
         MessageResult(
             self.connections
                 .iter()
-                .chain(&self.recovering)
+                .chain(self.recovering.iter().map(|(id, r)| (id, &r.entry)))
                 .map(|(id, e)| (e.user_id.clone(), id.clone()))
                 .collect(),
         )
@@ -525,17 +553,24 @@ impl Handler<Drain> for Hub {
         MessageResult(
             self.connections
                 .values()
-                .chain(self.recovering.values())
-                .map(|e| e.handle.recipient.clone())
+                .map(|e| Closer::Queue(e.outbound.clone()))
+                .chain(
+                    self.recovering
+                        .values()
+                        .map(|r| Closer::Resumer(r.resumer.clone())),
+                )
                 .collect(),
         )
     }
 }
 
 /// A cloneable handle for delivering to this node's sockets: what the
-/// engines and the HTTP layer are given.
+/// engines and the HTTP layer are given. Cloning it is a reference count
+/// (every socket's registration guard holds one).
 #[derive(Clone)]
-pub(crate) struct LocalDelivery {
+pub(crate) struct LocalDelivery(Arc<Local>);
+
+struct Local {
     hub: Addr<Hub>,
     count: watch::Receiver<usize>,
 }
@@ -546,15 +581,16 @@ impl LocalDelivery {
     pub(crate) fn start(metrics: Arc<Metrics>) -> LocalDelivery {
         let hub = Hub::new(metrics);
         let count = hub.count.subscribe();
-        LocalDelivery {
+        LocalDelivery(Arc::new(Local {
             hub: hub.start(),
             count,
-        }
+        }))
     }
 
     /// Delivers a request to the local sockets it targets; `stamp`: its
     /// positions in the recovery history, when it was recorded. The payload
-    /// is copied once from the request; every socket shares that copy.
+    /// is copied once from the request, and encoded once into the frame
+    /// every plain socket shares.
     pub(crate) async fn deliver_request_stamped(
         &self,
         request: &NotificationRequest,
@@ -567,6 +603,7 @@ impl LocalDelivery {
         } else {
             let users = request.targets().cloned().collect();
             Ok(self
+                .0
                 .hub
                 .send(DeliverToUsers {
                     users,
@@ -584,6 +621,7 @@ impl LocalDelivery {
         stamp: Option<Arc<Stamp>>,
     ) -> Result<usize, HubError> {
         Ok(self
+            .0
             .hub
             .send(Broadcast {
                 exclude_users,
@@ -600,6 +638,7 @@ impl LocalDelivery {
         stamp: Option<Arc<Stamp>>,
     ) -> Result<ConnectionsReport, HubError> {
         Ok(self
+            .0
             .hub
             .send(DeliverToConnections {
                 connection_ids,
@@ -613,37 +652,37 @@ impl LocalDelivery {
     /// rejoin: what was routed meanwhile did not reach this node). Answers
     /// how many were told.
     pub(crate) async fn catch_up(&self) -> Result<usize, HubError> {
-        Ok(self.hub.send(CatchUpAll).await?)
+        Ok(self.0.hub.send(CatchUpAll).await?)
     }
 
     /// Starts the sweep for sockets whose sessions cannot run.
     pub(crate) fn sweep(&self, rule: FrozenRule) {
-        self.hub.do_send(StartSweep(rule));
+        self.0.hub.do_send(StartSweep(rule));
     }
 
     pub(crate) async fn connected_users(&self) -> Result<Vec<String>, HubError> {
-        Ok(self.hub.send(ConnectedUsers).await?)
+        Ok(self.0.hub.send(ConnectedUsers).await?)
     }
 
     /// Every socket this node holds, as (user id, connection id).
     pub(crate) async fn connections(&self) -> Result<Vec<(Arc<str>, Arc<str>)>, HubError> {
-        Ok(self.hub.send(Connections).await?)
+        Ok(self.0.hub.send(Connections).await?)
     }
 
     pub(crate) async fn missing(
         &self,
         connection_ids: Vec<String>,
     ) -> Result<Vec<String>, HubError> {
-        Ok(self.hub.send(Missing(connection_ids)).await?)
+        Ok(self.0.hub.send(Missing(connection_ids)).await?)
     }
 
     pub(crate) async fn register(&self, msg: Register) -> Result<(), HubError> {
-        self.hub.send(msg).await?
+        self.0.hub.send(msg).await?
     }
 
     /// Forgets a socket (fire and forget: safe from `Drop`).
     pub(crate) fn unregister(&self, connection_id: Arc<str>) {
-        self.hub.do_send(Unregister { connection_id });
+        self.0.hub.do_send(Unregister { connection_id });
     }
 
     /// Stops registrations and closes every socket with `reason`, spread
@@ -654,17 +693,17 @@ impl LocalDelivery {
         over: Duration,
         reason: CloseReason,
     ) -> Result<usize, HubError> {
-        let sessions = self.hub.send(Drain).await?;
-        let total = sessions.len();
+        let sockets = self.0.hub.send(Drain).await?;
+        let total = sockets.len();
         if total == 0 {
             return Ok(0);
         }
         let waves = (over.as_millis() / 100).clamp(1, 100) as usize;
         let per_wave = total.div_ceil(waves);
         let pause = over / waves as u32;
-        for chunk in sessions.chunks(per_wave) {
-            for session in chunk {
-                session.do_send(ToSession::Close(reason));
+        for chunk in sockets.chunks(per_wave) {
+            for socket in chunk {
+                socket.close(reason);
             }
             let jitter =
                 pause.mul_f64(0.5 + (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0);
@@ -675,7 +714,7 @@ impl LocalDelivery {
 
     /// Resolves once no socket is open (or at once if none is).
     pub(crate) async fn emptied(&self) {
-        let mut count = self.count.clone();
+        let mut count = self.0.count.clone();
         // An error means the hub is gone: nothing is open either.
         let _ = count.wait_for(|n| *n == 0).await;
     }
@@ -693,24 +732,24 @@ mod tests {
         type Context = Context<Self>;
     }
 
-    impl Handler<ToSession> for Sink {
+    impl Handler<ToResumer> for Sink {
         type Result = ();
 
-        fn handle(&mut self, _: ToSession, _: &mut Self::Context) {}
+        fn handle(&mut self, _: ToResumer, _: &mut Self::Context) {}
     }
 
-    /// What the hub charges per queued message is what one really costs
-    /// (through the same `Recipient` the hub holds; the actor is not polled
-    /// in between, as a write-blocked session is not).
+    /// What the hub charges per message to a Resumer is what one really
+    /// costs (through the same `Recipient` the hub holds; the actor is not
+    /// polled in between).
     #[test]
     fn mailbox_message_cost_is_charged() {
         actix::System::new().block_on(async {
-            let recipient = Sink.start().recipient::<ToSession>();
+            let recipient = Sink.start().recipient::<ToResumer>();
             let payload = ByteString::from("x");
             let n = 10_000;
             let before = held();
             for _ in 0..n {
-                recipient.do_send(ToSession::Deliver(payload.clone()));
+                recipient.do_send(ToResumer::Deliver(payload.clone()));
             }
             let per = (held() - before) / n;
             assert!(per > 0, "nothing measured");
@@ -721,22 +760,21 @@ mod tests {
         });
     }
 
-    /// A positioned delivery costs its box beyond a plain one, and a plain
-    /// delivery costs what it did before recovery existed: `ToSession` is
-    /// no larger than its `Deliver` variant.
+    /// A positioned delivery costs its box beyond an unpositioned one:
+    /// `ToResumer` is no larger than its `Deliver` variant.
     #[test]
     fn positioned_message_cost_is_charged_and_plain_ones_unchanged() {
         assert_eq!(
-            std::mem::size_of::<ToSession>(),
+            std::mem::size_of::<ToResumer>(),
             std::mem::size_of::<ByteString>() + 8
         );
         actix::System::new().block_on(async {
-            let recipient = Sink.start().recipient::<ToSession>();
+            let recipient = Sink.start().recipient::<ToResumer>();
             let payload = ByteString::from("x");
             let n = 10_000;
             let before = held();
             for seq in 0..n {
-                recipient.do_send(ToSession::Positioned(Box::new(Positioned {
+                recipient.do_send(ToResumer::Positioned(Box::new(Positioned {
                     stream: StreamKind::User,
                     position: Position {
                         epoch: 1,
@@ -762,50 +800,50 @@ mod tests {
         type Context = Context<Self>;
     }
 
-    impl Handler<ToSession> for Recorder {
+    impl Handler<ToResumer> for Recorder {
         type Result = ();
 
-        fn handle(&mut self, msg: ToSession, _: &mut Self::Context) {
+        fn handle(&mut self, msg: ToResumer, _: &mut Self::Context) {
             let line = match msg {
-                ToSession::Deliver(p) => format!("plain {p}"),
-                ToSession::Positioned(p) => format!(
+                ToResumer::Deliver(p) => format!("plain {p}"),
+                ToResumer::Positioned(p) => format!(
                     "{:?} {} {}",
                     p.stream,
                     p.position.seq,
                     p.payload.as_deref().unwrap_or("skip")
                 ),
-                ToSession::Close(_) => "close".into(),
-                ToSession::CatchUp => "catch up".into(),
+                ToResumer::Close(_) => "close".into(),
+                ToResumer::CatchUp => "catch up".into(),
             };
             self.0.lock().unwrap().push(line);
         }
     }
 
     #[test]
-    fn recovering_sockets_get_positions_plain_ones_the_payload() {
+    fn recovering_sockets_get_positions_plain_ones_the_frame() {
         actix::System::new().block_on(async {
             let local = LocalDelivery::start(Default::default());
             let mut logs = Vec::new();
+            let mut queues = Vec::new();
             for (conn, user, recovering) in [
                 ("c1", "alice", false),
                 ("c2", "alice", true),
                 ("c3", "bob", true),
             ] {
                 let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-                let recipient = Recorder(log.clone()).start().recipient();
+                let resumer = recovering.then(|| Recorder(log.clone()).start().recipient());
+                let outbound = Arc::new(Outbound::new(1 << 20, None));
                 local
                     .register(Register {
                         connection_id: conn.into(),
                         user_id: user.into(),
-                        handle: SessionHandle {
-                            recipient,
-                            outbound: Arc::new(Outbound::new(1 << 20, None)),
-                        },
-                        recovering,
+                        outbound: outbound.clone(),
+                        resumer,
                     })
                     .await
                     .unwrap();
                 logs.push(log);
+                queues.push(outbound);
             }
             let at = |seq| Position {
                 epoch: 9,
@@ -832,11 +870,23 @@ mod tests {
                 .unwrap();
             assert_eq!(n, 2);
             assert_eq!(local.catch_up().await.unwrap(), 2);
+            // The drain closes both kinds: a plain socket through its
+            // queue, after its frames; a recovering one through its Resumer.
+            let closing = CloseReason::ServerShutdown;
+            assert_eq!(local.drain(Duration::ZERO, closing).await.unwrap(), 3);
             tokio::time::sleep(Duration::from_millis(50)).await;
             let got: Vec<Vec<String>> = logs.iter().map(|l| l.lock().unwrap().clone()).collect();
-            assert_eq!(got[0], ["plain b", "plain \"m\""]);
-            assert_eq!(got[1], ["Broadcast 4 b", "User 7 \"m\"", "catch up"]);
-            assert_eq!(got[2], ["Broadcast 4 skip", "catch up"]);
+            assert!(got[0].is_empty(), "a plain socket has no Resumer");
+            assert_eq!(queues[0].described(), ["frame b", "frame \"m\"", "close"]);
+            assert_eq!(
+                got[1],
+                ["Broadcast 4 b", "User 7 \"m\"", "catch up", "close"]
+            );
+            assert_eq!(got[2], ["Broadcast 4 skip", "catch up", "close"]);
+            // Nothing reached a recovering socket's queue but through its
+            // Resumer (this one records, it queues nothing).
+            assert!(queues[1].described().is_empty());
+            assert!(queues[2].described().is_empty());
         });
     }
 }

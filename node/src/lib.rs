@@ -7,13 +7,17 @@
 //!
 //! 1. leaves: `sys` (the only `unsafe`: raw libc calls), `clock`,
 //!    `config`, `logging`, `metrics`, `close` (why a socket closed),
-//!    `outbound` (what one socket may have queued, and cutting it off),
+//!    `outbound` (one socket's queue: what it may have queued, the frames
+//!    its response stream writes, the messages for its session, and
+//!    cutting it off),
 //!    `auth` (tokens), `limits` (which new sockets a node admits),
 //!    `proxy_protocol` (the PROXY v2 header a proxy puts before a
 //!    connection's bytes), `tls` (the TLS listener's certificate, its
 //!    rotation, `--dev-tls`).
 //! 2. `hub`: this node's sockets, by connection and by user; it knows a
-//!    socket only as the messages it sends it ([`hub`]'s `ToSession`).
+//!    plain socket only as its queue (`outbound`'s `Outbound`: frames, and
+//!    `ToSession` messages for the session), a recovering one also as the
+//!    messages it sends its `Resumer` ([`hub`]'s `ToResumer`).
 //! 3. `engine`: the fleet behind the traits (`memory` or `aws`); engines are
 //!    handed the hub's delivery handle when they are built.
 //! 4. `session`: the actor of one socket; it uses the engine's client

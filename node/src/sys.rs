@@ -1,5 +1,6 @@
 //! The only module with `unsafe` code: the few raw libc calls sumu needs
-//! (the descriptor limits, the zero linger of a socket being killed),
+//! (the descriptor limits, the zero linger of a socket being killed, the
+//! coarse monotonic clock),
 //! and, in unit tests only, an allocator that counts what each thread holds. Everything
 //! else in the crate is safe Rust (`unsafe_code` is denied workspace-wide).
 #![allow(unsafe_code)]
@@ -52,6 +53,22 @@ pub(crate) fn set_zero_linger(fd: RawFd) {
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         );
     }
+}
+
+/// Milliseconds on the kernel's coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`:
+/// resolution a few ms, read without the TSC): cheap enough to stamp every
+/// poll of every socket's stream, precise enough for a once-a-second sweep.
+pub(crate) fn coarse_mono_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a plain libc call on a struct we own, of the type it expects.
+    // CLOCK_MONOTONIC_COARSE exists on every Linux since 2.6.32; it cannot fail.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts);
+    }
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 /// Unit tests only: the global allocator counts, per thread, the bytes held

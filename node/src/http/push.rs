@@ -27,7 +27,7 @@ use super::shared::{error_body, AppState};
 use crate::auth::{token_from_request, AuthError};
 use crate::clock::now_ms;
 use crate::engine::{ConnectionRecord, EngineError};
-use crate::hub::{HubError, Register, SessionHandle};
+use crate::hub::{HubError, Register};
 use crate::limits::{Permit, Refusal};
 use crate::logging::chain;
 use crate::metrics::Metrics;
@@ -208,21 +208,17 @@ async fn open(
         return Err(UpgradeError::SessionDidNotStart);
     };
     // A socket that opted into recovery is delivered to through its
-    // `Resumer`, which hands the session finished frames.
+    // `Resumer`, which puts finished frames into the socket's queue; a
+    // plain one has the hub's frames put there directly.
     let resumer = resume.map(|r| {
         Resumer::new(
             user_id.clone(),
             r.since,
-            addr.clone().recipient(),
             outbound.clone(),
             state.recovery.clone(),
         )
         .start()
     });
-    let recipient = match &resumer {
-        Some(r) => r.clone().recipient(),
-        None => addr.clone().recipient(),
-    };
     // From here on, dropping `registration` (an error, or this request
     // abandoned at an await) undoes what was registered.
     let mut registration = Registration::new(
@@ -236,11 +232,8 @@ async fn open(
         .register(Register {
             connection_id: connection_id.clone(),
             user_id: user_id.clone(),
-            handle: SessionHandle {
-                recipient,
-                outbound: outbound.clone(),
-            },
-            recovering: resumer.is_some(),
+            outbound: outbound.clone(),
+            resumer: resumer.as_ref().map(|r| r.clone().recipient()),
         })
         .await;
     if let Err(e) = registered {

@@ -23,10 +23,9 @@ use crate::clock::now_ms;
 use crate::close::CloseReason;
 use crate::config::Limits;
 use crate::engine::{ClientMessage, ClientOutput, EngineError, OutputRoute};
-use crate::hub::{ToSession, POSITIONED_EXTRA_COST};
 use crate::logging::chain;
 use crate::metrics::Metrics;
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, SessionInbox, ToSession};
 use rate::TokenBucket;
 pub(crate) use recovery::{Begin, RecoveryEnv, Resumer};
 pub(crate) use registration::Registration;
@@ -68,7 +67,9 @@ pub(crate) struct Session {
     bucket: TokenBucket,
     strikes: u32,
     timers: Timers,
-    fragments: Option<(bool, BytesMut)>,
+    /// A fragmented message being assembled (is it text, its bytes): boxed,
+    /// as almost no socket has one (inline it was 40 bytes in every socket).
+    fragments: Option<Box<(bool, BytesMut)>>,
     registration: Option<Registration>,
     /// Publish/send frames handed to the engine and not answered yet.
     in_flight: usize,
@@ -114,6 +115,7 @@ impl Session {
     /// a code), stops the actor.
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, reason: CloseReason) {
         reason.count(&self.env.metrics);
+        self.outbound.closing();
         if let Some(code) = self.env.close_code(reason) {
             ctx.close(Some(ws::CloseReason {
                 code,
@@ -290,18 +292,18 @@ impl Session {
             return self.close(ctx, CloseReason::FrameTooBig);
         }
         if let Some(is_text) = first {
-            self.fragments = Some((is_text, BytesMut::from(&chunk[..])));
-        } else if let Some((_, buf)) = &mut self.fragments {
-            buf.extend_from_slice(&chunk);
+            self.fragments = Some(Box::new((is_text, BytesMut::from(&chunk[..]))));
+        } else if let Some(fragments) = &mut self.fragments {
+            fragments.1.extend_from_slice(&chunk);
         } else {
             return self.close(ctx, CloseReason::UnexpectedContinuation);
         }
-        if self.fragments.as_ref().is_some_and(|(_, b)| b.len() > max) {
+        if self.fragments.as_ref().is_some_and(|f| f.1.len() > max) {
             self.fragments = None;
             return self.close(ctx, CloseReason::MessageTooBig);
         }
         if last {
-            if let Some((is_text, buf)) = self.fragments.take() {
+            if let Some((is_text, buf)) = self.fragments.take().map(|f| *f) {
                 match (is_text, std::str::from_utf8(&buf)) {
                     (true, Ok(text)) => self.on_text(text, ctx),
                     (true, Err(_)) => self.close(ctx, CloseReason::InvalidUtf8),
@@ -330,6 +332,8 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(usize::MAX);
         self.env.metrics.connections_opened.inc();
+        // What the hub queues for this session (the drain's close).
+        ctx.add_stream(SessionInbox(self.outbound.clone()));
         self.schedule_tick(ctx);
     }
 }
@@ -387,6 +391,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Close(reason) => {
                 CloseReason::Client.count(&self.env.metrics);
+                self.outbound.closing();
                 ctx.close(reason);
                 ctx.stop();
             }
@@ -398,26 +403,12 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     }
 }
 
-impl Handler<ToSession> for Session {
-    type Result = ();
-
+/// What the hub queued for this session (notifications do not come here:
+/// the socket's response stream writes them without the actor).
+impl StreamHandler<ToSession> for Session {
     fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
         match msg {
-            ToSession::Deliver(payload) => {
-                // Out of the mailbox: only its frame bytes remain queued.
-                self.outbound.taken();
-                ctx.text(payload);
-            }
             ToSession::Close(reason) => self.close(ctx, reason),
-            // Only a recovering socket's `Resumer` is sent these; should one
-            // reach a session, it is written plain and its bytes released.
-            ToSession::Positioned(p) => {
-                self.outbound.taken_with(POSITIONED_EXTRA_COST);
-                if let Some(payload) = p.payload {
-                    ctx.text(payload);
-                }
-            }
-            ToSession::CatchUp => {}
         }
     }
 }

@@ -1,9 +1,11 @@
 //! A recovering socket's companion actor ([`Resumer`]): the hub delivers to
 //! it instead of to the session; it keeps the socket's positions, replays
 //! what the socket missed, merges the replay with live deliveries, fills
-//! gaps, and hands the session finished frames as ordinary
-//! [`ToSession::Deliver`] messages. The session actor is the same for every
-//! socket, so a plain socket carries nothing of this.
+//! gaps, and puts the finished frames into the socket's queue
+//! ([`Outbound::push_frame`], in the order it finishes them), which the
+//! socket's response stream writes as it writes a plain socket's. The
+//! session actor is the same for every socket, so a plain socket carries
+//! nothing of this.
 //!
 //! Invariants:
 //! - exactly once per position: a delivery at or before the socket's
@@ -20,7 +22,9 @@
 //!   is told honestly; nothing is skipped silently;
 //! - it never waits on I/O: history reads are spawned futures whose answers
 //!   come back to the actor; every frame it queues is reserved in the
-//!   socket's outbound bound first, and what it holds is too.
+//!   socket's outbound bound first, and what it holds is too;
+//! - its close (an interruption, or the drain's) is queued after the frames
+//!   it already finished, so they go out before the close frame.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,10 +39,10 @@ use crate::close::CloseReason;
 use crate::engine::history::{
     self, Budget, Content, Heads, History, ReadError, ResumeFailed, Resumed, Slot, StreamKind,
 };
-use crate::hub::{Positioned, ToSession, POSITIONED_EXTRA_COST};
+use crate::hub::{Positioned, ToResumer, POSITIONED_EXTRA_COST};
 use crate::logging::chain;
 use crate::metrics::Metrics;
-use crate::outbound::{frame_len, Outbound, MAILBOX_MESSAGE_COST};
+use crate::outbound::{frame_len, text_frame, Outbound, ToSession, MAILBOX_MESSAGE_COST};
 
 /// How long a gap in a live stream may stay open before it is filled from
 /// history.
@@ -175,7 +179,7 @@ pub(crate) struct Resumer {
     user_id: Arc<str>,
     tag: u64,
     since: Since,
-    session: Recipient<ToSession>,
+    /// The socket's queue: the finished frames go there, and the close.
     outbound: Arc<Outbound>,
     env: Arc<RecoveryEnv>,
     phase: Phase,
@@ -191,7 +195,6 @@ impl Resumer {
     pub(crate) fn new(
         user_id: Arc<str>,
         since: Since,
-        session: Recipient<ToSession>,
         outbound: Arc<Outbound>,
         env: Arc<RecoveryEnv>,
     ) -> Resumer {
@@ -199,7 +202,6 @@ impl Resumer {
             tag: wire::user_tag(&user_id),
             user_id,
             since,
-            session,
             outbound,
             env,
             phase: Phase::Resuming,
@@ -226,19 +228,27 @@ impl Resumer {
         .encode()
     }
 
-    /// Queues a frame for the session; false (and this actor stops) when
-    /// the socket's outbound cap is passed (the slow reader is cut off).
+    /// Queues a frame on the socket; false (and this actor stops) when the
+    /// socket's outbound cap is passed (the slow reader is cut off).
     fn emit(&mut self, ctx: &mut Context<Self>, text: String) -> bool {
         if self.phase == Phase::Closed
-            || !self.outbound.reserve_message(text.len(), &self.env.metrics)
+            || !self
+                .outbound
+                .push_frame(&text_frame(&text), &self.env.metrics)
         {
             self.phase = Phase::Closed;
             ctx.stop();
             return false;
         }
-        self.session
-            .do_send(ToSession::Deliver(ByteString::from(text)));
         true
+    }
+
+    /// Closes the socket for `reason` after the frames already queued, and
+    /// stops: nothing more is sent.
+    fn close(&mut self, ctx: &mut Context<Self>, reason: CloseReason) {
+        self.phase = Phase::Closed;
+        self.outbound.push_session(ToSession::Close(reason));
+        ctx.stop();
     }
 
     fn notify(&mut self, ctx: &mut Context<Self>, data: &str) -> bool {
@@ -252,10 +262,7 @@ impl Resumer {
             return;
         }
         tracing::info!(user_id = %self.user_id, why, "recovering socket interrupted; the client resumes");
-        self.phase = Phase::Closed;
-        self.session
-            .do_send(ToSession::Close(CloseReason::RecoveryInterrupted));
-        ctx.stop();
+        self.close(ctx, CloseReason::RecoveryInterrupted);
     }
 
     fn begin(&mut self, ctx: &mut Context<Self>) {
@@ -628,12 +635,12 @@ impl Handler<Begin> for Resumer {
     }
 }
 
-impl Handler<ToSession> for Resumer {
+impl Handler<ToResumer> for Resumer {
     type Result = ();
 
-    fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: ToResumer, ctx: &mut Self::Context) {
         match msg {
-            ToSession::Deliver(payload) => {
+            ToResumer::Deliver(payload) => {
                 // A router that recorded nothing (recovery off there).
                 self.outbound.taken();
                 match self.phase {
@@ -645,19 +652,15 @@ impl Handler<ToSession> for Resumer {
                     Phase::Closed => {}
                 }
             }
-            ToSession::Positioned(p) => {
+            ToResumer::Positioned(p) => {
                 // Out of the mailbox: what it holds from now on is its
                 // frame and its place in the track.
                 self.outbound
                     .released(MAILBOX_MESSAGE_COST + POSITIONED_EXTRA_COST - PENDING_COST);
                 self.positioned(ctx, *p);
             }
-            ToSession::Close(reason) => {
-                self.phase = Phase::Closed;
-                self.session.do_send(ToSession::Close(reason));
-                ctx.stop();
-            }
-            ToSession::CatchUp => self.catch_up(ctx),
+            ToResumer::Close(reason) => self.close(ctx, reason),
+            ToResumer::CatchUp => self.catch_up(ctx),
         }
     }
 }

@@ -65,15 +65,15 @@ async fn huge_declared_frame_is_refused_on_its_header() {
 }
 
 /// Item 14: tiny messages queued for clients that do not read are charged
-/// what they really cost (the mailbox envelope and queue node, 96 B, not
-/// only their 3 frame bytes). Five non-readers, their writes blocked by
-/// 5 MB of broadcasts (1 to 4 MB of it in kernel buffers, the rest counted
-/// against their 8 MiB cap), are fed 100,000 tiny broadcasts: each used to
-/// pin 100,000 x 96 B = 9.6 MB more while the cap counted 300 KB (never
-/// tripped); now each trips its cap, memory stays within the caps, and a
-/// reader gets everything. 100,000, not fewer: their 96 B alone pass the
+/// what they really cost (their slot in the socket's queue, 64 B, not only
+/// their 3 frame bytes). Five non-readers, their writes blocked by 5 MB of
+/// broadcasts (1 to 4 MB of it in kernel buffers, the rest counted against
+/// their 8 MiB cap), are fed 180,000 tiny broadcasts: uncharged, each would
+/// pin 180,000 x 64 B = 11.5 MB more while the cap counted 540 KB (never
+/// tripped); charged, each trips its cap, memory stays within the caps, and
+/// a reader gets everything. 180,000, not fewer: their 64 B alone pass the
 /// cap, however much of the 5 MB the kernel took (its buffers grow with the
-/// machine's timing; with 80,000 the cut-off hung on the rest, and failed
+/// machine's timing; with too few the cut-off hung on the rest, and failed
 /// now and then on a loaded machine), while their frame bytes plus all of
 /// the 5 MB stay under it.
 #[tokio::test]
@@ -89,9 +89,9 @@ async fn tiny_messages_to_non_readers_trip_the_cap_by_their_real_cost() {
         sloths.push(sloth(&node, &format!("sloth{i}")).await);
     }
     let big = 170;
-    let tiny = 100_000;
+    let tiny = 180_000;
     // The real cost alone passes the cap; the frame bytes never could.
-    assert!(tiny * 96 > CAP && tiny * 3 + big * 30_000 < CAP);
+    assert!(tiny * 64 > CAP && tiny * 3 + big * 30_000 < CAP);
     let mut reader = node.connect("reader").await;
     let counting = tokio::spawn(async move {
         let mut texts = 0;
