@@ -101,7 +101,6 @@ pub const DEFAULT_MAX_OUTPUT_BYTES_IN_FLIGHT: usize = 64 << 20;
 
 /// The aws engine's settings of `o`, checked against the socket `limits`.
 pub(super) fn resolve_aws(o: &Options, limits: &Limits) -> Result<AwsConfig, ConfigError> {
-    let invalid = |m: String| Err(ConfigError::Invalid(m));
     let prefix = o.name_prefix.clone().unwrap_or_else(|| "Sumu".to_string());
     let service_endpoints =
         ServiceEndpoints::parse(o.aws_service_endpoints.clone().unwrap_or_default())
@@ -147,6 +146,13 @@ pub(super) fn resolve_aws(o: &Options, limits: &Limits) -> Result<AwsConfig, Con
         leader_renew: secs(o.leader_renew_secs, Duration::from_secs(5)),
         reap_step_pause: Duration::from_millis(o.reap_step_pause_ms.unwrap_or(0)),
     };
+    check_aws(&aws, limits)?;
+    Ok(aws)
+}
+
+/// The aws settings' rules: periods leave room for a missed beat, the output budget holds one max message.
+fn check_aws(aws: &AwsConfig, limits: &Limits) -> Result<(), ConfigError> {
+    let invalid = |m: String| Err(ConfigError::Invalid(m));
     if !(1..=3600).contains(&aws.metrics_interval.as_secs()) {
         return invalid("--metrics-interval-secs must be within 1..=3600".into());
     }
@@ -178,5 +184,5 @@ pub(super) fn resolve_aws(o: &Options, limits: &Limits) -> Result<AwsConfig, Con
                 .into(),
         );
     }
-    Ok(aws)
+    Ok(())
 }

@@ -160,7 +160,6 @@ impl std::str::FromStr for Network {
 
 /// The per-socket limits of `o`, checked.
 pub(super) fn resolve_limits(o: &Options) -> Result<Limits, ConfigError> {
-    let invalid = |m: String| Err(ConfigError::Invalid(m));
     let d = Limits::default();
     let limits = Limits {
         idle_timeout: secs(o.idle_timeout_secs, d.idle_timeout),
@@ -179,6 +178,13 @@ pub(super) fn resolve_limits(o: &Options) -> Result<Limits, ConfigError> {
             .max_duration_close_code
             .unwrap_or(d.max_duration_close_code),
     };
+    check_limits(&limits)?;
+    Ok(limits)
+}
+
+/// The per-socket limits' rules: sendable close codes, sizes that nest, positive timeouts and rates.
+fn check_limits(limits: &Limits) -> Result<(), ConfigError> {
+    let invalid = |m: String| Err(ConfigError::Invalid(m));
     for code in [limits.drain_close_code, limits.max_duration_close_code] {
         if !sendable_close_code(code) {
             return invalid(format!(
@@ -213,7 +219,7 @@ pub(super) fn resolve_limits(o: &Options) -> Result<Limits, ConfigError> {
     if limits.max_messages_in_flight == 0 {
         return invalid("--max-messages-in-flight must be >= 1".into());
     }
-    Ok(limits)
+    Ok(())
 }
 
 /// The node's admission limits of `o`, checked.
