@@ -21,8 +21,10 @@
 //! 3. `engine`: the fleet behind the traits (`memory` or `aws`); engines are
 //!    handed the hub's delivery handle when they are built.
 //! 4. `session`: the actor of one socket; it uses the engine's client
-//!    output and registers with the hub. `demo`: SUMU's demo backend in
-//!    process (`--dev` on the memory engine), a client of the engine.
+//!    output and registers with the hub. `demo`: SUMU's demo backend, its
+//!    pure logic (`demo::logic`, also run by the `sumu-demo-backend`
+//!    binary) and its in-process runner (`--dev` on the memory engine), a
+//!    client of the engine.
 //! 5. `http`: the upgrade, the backend API, health and dev pages.
 //! 6. `server`: wiring and lifecycle; `main.rs` only parses the command
 //!    line and wires the shutdown to signals.
@@ -31,7 +33,7 @@ mod auth;
 mod clock;
 mod close;
 pub mod config;
-mod demo;
+pub mod demo;
 mod engine;
 mod http;
 mod hub;

@@ -154,16 +154,23 @@ type TlsParts = (
     Arc<CertResolver>,
 );
 
-/// A node's parts, wired and started, before it serves: what [`serve`]
-/// runs its listeners on.
-struct Wired {
-    config: Arc<Config>,
-    tls: Option<TlsParts>,
+/// The engine and what runs beside it, started: the delivery to this
+/// node's sockets, the engine with its background tasks (and the in-process
+/// demo backend), and the one token that stops them.
+struct Running {
     metrics: Arc<Metrics>,
     local: LocalDelivery,
     engine: Engine,
     tasks: TaskTracker,
     stop: CancellationToken,
+}
+
+/// A node's parts, wired and started, before it serves: what [`serve`]
+/// runs its listeners on.
+struct Wired {
+    config: Arc<Config>,
+    tls: Option<TlsParts>,
+    running: Running,
     state: web::Data<AppState>,
     ready: Arc<AtomicBool>,
 }
@@ -176,11 +183,27 @@ async fn wire(config: Config, listen: SocketAddr) -> Result<Wired, NodeError> {
     // The TLS files first: a node that cannot serve them must not have
     // joined the fleet (an inbox, a subscription and a row left behind).
     let tls = config.tls.as_ref().map(tls_listener).transpose()?;
+    let running = start_engine(&config, listen).await?;
+    let (auth, dev) = authenticator(&config).await?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = app_state(&config, &running, auth, dev, &ready);
+    Ok(Wired {
+        config,
+        tls,
+        running,
+        state,
+        ready,
+    })
+}
+
+/// Starts the hub's delivery, the engine and its background tasks, and
+/// (`--dev`, memory engine) the demo backend beside them.
+async fn start_engine(config: &Arc<Config>, listen: SocketAddr) -> Result<Running, NodeError> {
     // This node's own metrics: a process serving two nodes counts them apart.
     let metrics = Arc::new(Metrics::new());
     let local = LocalDelivery::start(metrics.clone());
     local.sweep(crate::outbound::FrozenRule::new(&config.limits));
-    let engine = build_engine(&config, local.clone(), &metrics, listen)
+    let engine = build_engine(config, local.clone(), &metrics, listen)
         .await
         .map_err(|e| NodeError::Engine(e.into()))?;
     let tasks = TaskTracker::new();
@@ -200,7 +223,20 @@ async fn wire(config: Config, listen: SocketAddr) -> Result<Wired, NodeError> {
             config.node_id.clone(),
         );
     }
+    Ok(Running {
+        metrics,
+        local,
+        engine,
+        tasks,
+        stop,
+    })
+}
 
+/// The token checker of `config`, its keys fetched once; with `--dev`, the
+/// dev issuer whose key it also accepts.
+async fn authenticator(
+    config: &Config,
+) -> Result<(Authenticator, Option<Arc<DevIssuer>>), NodeError> {
     let dev = config.dev.then(|| {
         Arc::new(DevIssuer::new(
             config.auth.audiences.first().cloned(),
@@ -217,10 +253,26 @@ async fn wire(config: Config, listen: SocketAddr) -> Result<Wired, NodeError> {
     .with_max_subject_bytes(config.auth.max_user_id_bytes)
     .with_jwks_min_cache(config.auth.jwks_min_cache);
     auth.warm_up().await;
-    let admission = Admission::new(config.sockets.clone(), max_sockets(&config));
+    Ok((auth, dev))
+}
+
+/// The HTTP layer's state: what every request and socket of the node shares.
+fn app_state(
+    config: &Arc<Config>,
+    running: &Running,
+    auth: Authenticator,
+    dev: Option<Arc<DevIssuer>>,
+    ready: &Arc<AtomicBool>,
+) -> web::Data<AppState> {
+    let Running {
+        metrics,
+        local,
+        engine,
+        ..
+    } = running;
+    let admission = Admission::new(config.sockets.clone(), max_sockets(config));
     tracing::info!(max_sockets = admission.max_sockets(), "socket limits");
-    let ready = Arc::new(AtomicBool::new(false));
-    let state = web::Data::new(AppState {
+    web::Data::new(AppState {
         config: config.clone(),
         auth: Arc::new(auth),
         dev,
@@ -242,17 +294,6 @@ async fn wire(config: Config, listen: SocketAddr) -> Result<Wired, NodeError> {
         ready: ready.clone(),
         admission,
         metrics: metrics.clone(),
-    });
-    Ok(Wired {
-        config,
-        tls,
-        metrics,
-        local,
-        engine,
-        tasks,
-        stop,
-        state,
-        ready,
     })
 }
 
@@ -282,21 +323,46 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let listen = listener.local_addr().unwrap_or(config.listen);
-    let Wired {
-        config,
-        tls,
-        metrics,
-        local,
-        engine,
-        tasks,
-        stop,
-        state,
-        ready,
-    } = wire(config, listen).await?;
+    let mut node = wire(config, listen).await?;
+    let Listening {
+        server,
+        addrs,
+        resolver,
+    } = start_listeners(&mut node, listener, listen)?;
+    handle_reloads(&node, resolver);
+    let handle = server.handle();
+    announce(&node.config, &addrs);
+    node.ready.store(true, Ordering::Release);
 
-    let app_state = state.clone();
+    let server_task = actix_web::rt::spawn(server);
+    shutdown.await;
+    drain(&node).await;
+    handle.stop(true).await;
+    match server_task.await {
+        Ok(Ok(())) | Err(_) => Ok(()),
+        Ok(Err(e)) => Err(NodeError::Server(e)),
+    }
+}
+
+/// The node's listeners, bound and served by one server not yet running:
+/// their addresses (TLS marked) and the TLS certificate's resolver, if any.
+struct Listening {
+    server: actix_web::dev::Server,
+    addrs: Vec<(SocketAddr, bool)>,
+    resolver: Option<Arc<CertResolver>>,
+}
+
+/// Puts the plain `listener` (bound to `listen`) and the wired TLS listener
+/// behind one server of the node's app.
+fn start_listeners(
+    node: &mut Wired,
+    listener: std::net::TcpListener,
+    listen: SocketAddr,
+) -> Result<Listening, NodeError> {
+    let config = &node.config;
+    let app_state = node.state.clone();
     let app = move || app(&app_state);
-    let (tls, resolver) = match tls {
+    let (tls, resolver) = match node.tls.take() {
         Some((listener, rustls_config, resolver)) => {
             (Some((listener, rustls_config)), Some(resolver))
         }
@@ -307,7 +373,7 @@ pub async fn serve(
         proxy_protocol: config.proxy_protocol,
         tls,
         handshakes: Handshakes::new(&config.sockets),
-        metrics: metrics.clone(),
+        metrics: node.running.metrics.clone(),
     };
     let (server, addrs) =
         listeners::run(served, config.workers, app, on_connect).map_err(|source| {
@@ -316,7 +382,19 @@ pub async fn serve(
                 source,
             }
         })?;
-    if let (Some(resolver), Some(t)) = (resolver, &config.tls) {
+    Ok(Listening {
+        server,
+        addrs,
+        resolver,
+    })
+}
+
+/// What SIGHUP does: reload the TLS certificate (also on file changes), or
+/// nothing; either way the handler is installed before the node says it
+/// listens, and stops with the node.
+fn handle_reloads(node: &Wired, resolver: Option<Arc<CertResolver>>) {
+    let Running { tasks, stop, .. } = &node.running;
+    if let (Some(resolver), Some(t)) = (resolver, &node.config.tls) {
         // Reloads on SIGHUP (handler installed now, before the node says it listens)
         // and on file changes, until the shutdown.
         tasks.spawn(tls::watch(
@@ -345,8 +423,12 @@ pub async fn serve(
             Err(e) => tracing::warn!(error = %e, "no SIGHUP handler"),
         }
     }
-    let handle = server.handle();
-    for &(addr, tls) in &addrs {
+}
+
+/// Says where the node listens: one plain line on stdout per listener (for
+/// scripts and tests), its log line, and with `--dev` the demo page.
+fn announce(config: &Config, addrs: &[(SocketAddr, bool)]) {
+    for &(addr, tls) in addrs {
         // One plain line on stdout per listener for scripts and tests: the bound
         // address, the TLS one marked (plain first).
         let mark = if tls { " (tls)" } else { "" };
@@ -361,21 +443,33 @@ pub async fn serve(
             Some(_) => "the one given with --api-key",
             None => "none",
         };
-        for &(addr, tls) in &addrs {
+        for &(addr, tls) in addrs {
             let scheme = if tls { "https" } else { "http" };
             tracing::info!("demo page: {scheme}://{addr}/  (API key: {key})");
         }
     }
-    ready.store(true, Ordering::Release);
+}
 
-    let server_task = actix_web::rt::spawn(server);
-    shutdown.await;
+/// The graceful drain: `/readyz` turns 503, the sockets close in waves
+/// while the engine stops taking requests, background tasks stop as one
+/// set within [`TASKS_GRACE`], and the node leaves the fleet.
+async fn drain(node: &Wired) {
+    let Running {
+        local,
+        engine,
+        tasks,
+        stop,
+        ..
+    } = &node.running;
     tracing::info!("shutting down: draining sockets");
-    ready.store(false, Ordering::Release);
+    node.ready.store(false, Ordering::Release);
     // While the sockets go, the node stops taking requests from the shared
     // queue: its last receives finish and are routed, not left invisible.
     let sockets = async {
-        match local.drain(config.drain, CloseReason::ServerShutdown).await {
+        match local
+            .drain(node.config.drain, CloseReason::ServerShutdown)
+            .await
+        {
             Ok(n) => tracing::info!(closed = n, "sockets told to close"),
             Err(e) => tracing::warn!(error = %chain(&e), "drain failed"),
         }
@@ -396,11 +490,6 @@ pub async fn serve(
         tracing::warn!("background tasks did not stop in time");
     }
     engine.background.leave().await;
-    handle.stop(true).await;
-    match server_task.await {
-        Ok(Ok(())) | Err(_) => Ok(()),
-        Ok(Err(e)) => Err(NodeError::Server(e)),
-    }
 }
 
 /// Every accepted connection: no Nagle delay, and its descriptor recorded

@@ -5,7 +5,7 @@
 // put in the page with textContent (or as an attribute value), never parsed
 // as HTML. There is no innerHTML in this file.
 //
-// The chat needs the demo backend (shared/src/demo.rs): in --dev it runs in
+// The chat needs the demo backend (node/src/demo/logic.rs): in --dev it runs in
 // the node, against a cluster it is `sumu-demo-backend`. The page publishes
 //   {"type":"message","message":{"text","push_mode","users"?}}
 //   {"type":"get_connected_users"}

@@ -9,7 +9,6 @@
 pub mod attributes;
 pub mod claims;
 pub mod client;
-pub mod demo;
 pub mod depth;
 pub mod mesh;
 pub mod notification;

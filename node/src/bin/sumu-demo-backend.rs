@@ -1,5 +1,5 @@
 //! `sumu-demo-backend`: SUMU's demo backend (the pure logic is
-//! `sumu_shared::demo`) as a process beside a sumu cluster — or beside SUMU
+//! `sumu_node::demo::logic`) as a process beside a sumu cluster — or beside SUMU
 //! itself: it speaks only the SUMU contract (SNS/SQS messages with the
 //! `user_id`/`timestamp`/`source` attributes in, notification requests out)
 //! and uses nothing of the node's internals.
@@ -32,8 +32,8 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, QueueAttributeName};
 use clap::Parser;
 use serde::Deserialize;
+use sumu_node::demo::logic::{DemoBackend, Ignored, Inbound, Notification};
 use sumu_shared::attributes;
-use sumu_shared::demo::{DemoBackend, Ignored, Inbound, Notification};
 use sumu_shared::PresenceStatus;
 use tokio::sync::{watch, Mutex};
 

@@ -203,6 +203,7 @@ impl Driver {
         p.after_frame = per(held() - base);
         let delivered = self
             .wired
+            .running
             .local
             .broadcast_stamped(
                 Vec::new(),
@@ -216,7 +217,7 @@ impl Driver {
         Driver::settle().await;
         p.after_delivery = per(held() - base);
         self.step(Step::Close).await;
-        self.wired.local.emptied().await;
+        self.wired.running.local.emptied().await;
         Driver::settle().await;
         p.closed = per(held() - base);
         p
@@ -254,7 +255,7 @@ fn measure() -> Phases {
             // the others are measured, slowly under valgrind.
             request_timeout: Duration::from_secs(120),
             shutdown: server.graceful_shutdown_signal(),
-            metrics: wired.metrics.clone(),
+            metrics: wired.running.metrics.clone(),
         };
         let state = wired.state.clone();
         let service = plain_service(&move || app(&state), plain, on_connect)

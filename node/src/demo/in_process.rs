@@ -3,12 +3,11 @@
 //! carries (client `publish`/`send`, presence) exactly as a backend reads
 //! SNS/SQS, and answers with notification requests through the engine's
 //! router, as a backend would through the notifications queue. The logic
-//! is `sumu_shared::demo`, the same the standalone `sumu-demo-backend`
-//! runs against AWS.
+//! is [`super::logic`], the same the standalone `sumu-demo-backend` runs
+//! against AWS.
 
 use std::sync::Arc;
 
-use sumu_shared::demo::{self, Inbound, Outcome};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,6 +16,8 @@ use crate::engine::bus::Bus;
 use crate::engine::Router;
 use crate::hub::LocalDelivery;
 use crate::logging::chain;
+
+use super::logic::{self as demo, Inbound, Outcome};
 
 /// Starts the backend on `tasks`; it stops when `stop` is cancelled.
 /// It subscribes at once, so no message sent after this call is missed.

@@ -27,9 +27,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::attributes::{SOURCE_PRESENCE, SOURCE_PUBLISH, SOURCE_SEND};
-use crate::notification::{NotificationError, NotificationRequest};
-use crate::presence::{PresenceEvent, PresenceStatus};
+use sumu_shared::attributes::{SOURCE_PRESENCE, SOURCE_PUBLISH, SOURCE_SEND};
+use sumu_shared::notification::{NotificationError, NotificationRequest};
+use sumu_shared::presence::{PresenceEvent, PresenceStatus};
 
 /// One message as a backend receives it: the body and its attributes.
 #[derive(Debug, Clone, Copy)]
