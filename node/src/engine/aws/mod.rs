@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::hub::LocalDelivery;
 use crate::metrics::Metrics;
 use clients::Clients;
-use cluster::Cluster;
+use cluster::{Cluster, ClusterTable};
 use delivered::Delivered;
 use leader::{Leader, Lease};
 use mesh::{Mesh, MeshSettings};
@@ -186,11 +186,12 @@ pub(crate) async fn engine(
                 config.recovery.window,
             )) as Arc<dyn crate::engine::history::History>
         });
-    let cluster = Arc::new(Cluster::new(
+    let cluster_table = ClusterTable::new(
         clients.dynamodb.clone(),
         resources.cluster_table.clone(),
         clients.metrics.clone(),
-    ));
+    );
+    let cluster = Arc::new(Cluster::new(cluster_table.clone()));
     let mesh = Arc::new(Mesh::new(
         MeshSettings {
             node_id: config.node_id.clone(),
@@ -220,18 +221,16 @@ pub(crate) async fn engine(
     ));
     let leader = Leader {
         lease: Lease {
-            client: clients.dynamodb.clone(),
-            table: resources.cluster_table.clone(),
+            table: cluster_table.clone(),
             node_id: config.node_id.clone(),
             length: cfg.leader_lease,
-            metrics: clients.metrics.clone(),
         },
         renew_every: cfg.leader_renew,
         presence: Arc::new(PresenceConsumer {
             ddb: clients.dynamodb.clone(),
             streams: clients.streams.clone(),
             connections_table: resources.connections_table.clone(),
-            cluster_table: resources.cluster_table.clone(),
+            cluster: cluster_table.clone(),
             store: store.clone(),
             output: output.clone(),
             source: config.presence_source,
@@ -243,10 +242,9 @@ pub(crate) async fn engine(
             metrics: clients.metrics.clone(),
         }),
         reaper: Arc::new(Reaper {
-            ddb: clients.dynamodb.clone(),
             sqs: clients.sqs.clone(),
             sns: clients.sns.clone(),
-            cluster_table: resources.cluster_table.clone(),
+            cluster: cluster_table,
             store: store.clone(),
             node_id: config.node_id.clone(),
             timeout: cfg.node_timeout,

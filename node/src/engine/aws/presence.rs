@@ -8,13 +8,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::types::{OperationType, Record, ShardIteratorType};
 use futures_util::{StreamExt, TryStreamExt};
 use sumu_shared::{PresenceEvent, PresenceStatus};
 use tokio_util::sync::CancellationToken;
 
 use super::clients::call;
+use super::cluster::ClusterTable;
 use super::dedup::RecentIds;
 use super::periodic::pause;
 use super::store::DynamoStore;
@@ -33,7 +33,7 @@ pub(crate) struct PresenceConsumer {
     pub(crate) ddb: aws_sdk_dynamodb::Client,
     pub(crate) streams: aws_sdk_dynamodbstreams::Client,
     pub(crate) connections_table: String,
-    pub(crate) cluster_table: String,
+    pub(crate) cluster: ClusterTable,
     pub(crate) store: DynamoStore,
     pub(crate) output: Arc<dyn ClientOutput>,
     pub(crate) source: PresenceSource,
@@ -161,7 +161,7 @@ pub(crate) struct StreamReader<'a> {
     pub(crate) ddb: &'a aws_sdk_dynamodb::Client,
     pub(crate) streams: &'a aws_sdk_dynamodbstreams::Client,
     pub(crate) connections_table: &'a str,
-    pub(crate) cluster_table: &'a str,
+    pub(crate) cluster: &'a ClusterTable,
     pub(crate) metrics: &'a Metrics,
 }
 
@@ -212,31 +212,6 @@ impl StreamReader<'_> {
         }
     }
 
-    fn checkpoint_key(stream_arn: &str, shard: &str) -> AttributeValue {
-        AttributeValue::S(format!("checkpoint#{stream_arn}#{shard}"))
-    }
-
-    /// The last sequence number processed in `shard`, if any.
-    pub(crate) async fn checkpoint(
-        &self,
-        stream_arn: &str,
-        shard: &str,
-    ) -> Result<Option<String>, EngineError> {
-        let request = self
-            .ddb
-            .get_item()
-            .table_name(self.cluster_table)
-            .key("pk", Self::checkpoint_key(stream_arn, shard))
-            .consistent_read(true)
-            .send();
-        let out = call(self.metrics, "dynamodb", "GetItem", request).await?;
-        Ok(out
-            .item()
-            .and_then(|i| i.get("sequence_number"))
-            .and_then(|v| v.as_s().ok())
-            .cloned())
-    }
-
     /// An iterator at the first record after the checkpoint (or at the trim
     /// horizon when there is none or it is unusable).
     pub(crate) async fn iterator(
@@ -244,7 +219,7 @@ impl StreamReader<'_> {
         stream_arn: &str,
         shard: &str,
     ) -> Result<Option<String>, EngineError> {
-        let after = self.checkpoint(stream_arn, shard).await?;
+        let after = self.cluster.checkpoint(stream_arn, shard).await?;
         if let Some(seq) = &after {
             let request = self
                 .streams
@@ -272,23 +247,6 @@ impl StreamReader<'_> {
         let out = call(self.metrics, "dynamodbstreams", "GetShardIterator", request).await?;
         Ok(out.shard_iterator().map(str::to_string))
     }
-
-    pub(crate) async fn save_checkpoint(
-        &self,
-        stream_arn: &str,
-        shard: &str,
-        seq: &str,
-    ) -> Result<(), EngineError> {
-        let request = self
-            .ddb
-            .put_item()
-            .table_name(self.cluster_table)
-            .item("pk", Self::checkpoint_key(stream_arn, shard))
-            .item("sequence_number", AttributeValue::S(seq.to_string()))
-            .send();
-        call(self.metrics, "dynamodb", "PutItem", request).await?;
-        Ok(())
-    }
 }
 
 impl PresenceConsumer {
@@ -297,7 +255,7 @@ impl PresenceConsumer {
             ddb: &self.ddb,
             streams: &self.streams,
             connections_table: &self.connections_table,
-            cluster_table: &self.cluster_table,
+            cluster: &self.cluster,
             metrics: &self.metrics,
         }
     }
@@ -464,7 +422,9 @@ impl PresenceConsumer {
                     .and_then(|r| r.dynamodb())
                     .and_then(|d| d.sequence_number())
                 {
-                    reader.save_checkpoint(&stream_arn, shard, seq).await?;
+                    self.cluster
+                        .save_checkpoint(&stream_arn, shard, seq)
+                        .await?;
                     got_any = true;
                 }
                 *cursor = out.next_shard_iterator().map(str::to_string);
