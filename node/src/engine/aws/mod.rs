@@ -6,6 +6,7 @@ mod batcher;
 mod clients;
 mod cluster;
 mod dedup;
+mod deleter;
 mod delivered;
 mod history;
 mod leader;
@@ -36,6 +37,7 @@ use crate::hub::LocalDelivery;
 use crate::metrics::Metrics;
 use clients::Clients;
 use cluster::{Cluster, ClusterTable};
+use deleter::Deleter;
 use delivered::Delivered;
 use leader::{Leader, Lease};
 use mesh::{Mesh, MeshSettings};
@@ -83,17 +85,29 @@ impl Background for AwsBackground {
     async fn start(&self, tasks: &TaskTracker, stop: CancellationToken) -> Result<(), EngineError> {
         self.mesh.join().await?;
         let intake_stop = stop.child_token();
+        // One deleter for the pollers: it ends (after its last delete) when
+        // they do, and the drain waits for it like for them.
+        let (deleter, deleting) = Deleter::start(
+            self.clients.sqs.clone(),
+            self.resources.notifications_queue_url.clone(),
+            self.clients.metrics.clone(),
+        );
+        self.intake.spawn(async move {
+            let _ = deleting.await;
+        });
         for _ in 0..self.pollers {
             let poller = Poller {
                 sqs: self.clients.sqs.clone(),
                 queue_url: self.resources.notifications_queue_url.clone(),
                 router: self.router.clone(),
                 delivered: self.delivered.clone(),
+                deleter: deleter.clone(),
                 visibility: self.visibility,
                 metrics: self.clients.metrics.clone(),
             };
             self.intake.spawn(poller.run(intake_stop.clone()));
         }
+        drop(deleter);
         *self.intake_stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(intake_stop);
         tasks.spawn(self.mesh.clone().poll_inbox(
             self.local.clone(),

@@ -3,7 +3,8 @@
 //! when the cached one is gone); a broadcast is one publish to the mesh
 //! topic; this node's inbox poller delivers each envelope to the sockets
 //! here that have not had its request yet (the per-node delivered record),
-//! and deletes only what was delivered (the rest comes back).
+//! and hands only what was delivered to the inbox's deleter (the rest
+//! comes back), receiving again at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::Mesh;
 use crate::clock::now_ms;
 use crate::engine::aws::clients::call;
+use crate::engine::aws::deleter::Deleter;
 use crate::engine::aws::delivered::{request_of_share, Delivered};
 use crate::engine::aws::periodic::pause;
 use crate::engine::aws::queue::{sent_at, Poll};
@@ -197,6 +199,8 @@ impl Mesh {
         while let Some(url) = self.inbox_url() {
             let mut poll = Poll::new(self.sqs.clone(), url.clone(), self.metrics.clone())
                 .with_visibility(self.settings.receive_visibility);
+            let (deleter, deleting) =
+                Deleter::start(self.sqs.clone(), url.clone(), self.metrics.clone());
             loop {
                 let next = tokio::select! {
                     biased;
@@ -235,7 +239,7 @@ impl Mesh {
                         }
                     }
                 }
-                poll.delete(done).await;
+                deleter.delete(done);
                 if poll.gone() {
                     tracing::warn!(inbox = %url, "this node's inbox is gone");
                     *self.lost_inbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(url.clone());
@@ -246,6 +250,9 @@ impl Mesh {
                     break;
                 }
             }
+            // This inbox's last deletes are sent before the next one is polled.
+            drop(deleter);
+            let _ = deleting.await;
             while self.inbox_url().as_deref() == Some(url.as_str()) {
                 if !pause(&stop, NEW_INBOX_CHECK).await {
                     return;
