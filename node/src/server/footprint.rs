@@ -453,7 +453,7 @@ fn socket(user: &str) -> crate::hub::Register {
 }
 
 async fn register(wired: &Wired, socket: crate::hub::Register) {
-    wired.local.register(socket).await.unwrap();
+    wired.running.local.register(socket).await.unwrap();
 }
 
 #[test]

@@ -234,7 +234,7 @@ impl Delivered {
     }
 }
 
-/// The request id of a mesh share: `<request id>#<chunk>` (`mesh.rs`
+/// The request id of a mesh share: `<request id>#<chunk>` (`mesh/delivery.rs`
 /// numbers a multicast's chunks per router; the request is the same).
 pub(crate) fn request_of_share(share_id: &str) -> &str {
     share_id

@@ -6,74 +6,37 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::clients::call;
+use super::cluster::ClusterTable;
 use super::periodic::pause;
 use super::presence::PresenceConsumer;
 use super::reaper::Reaper;
-use crate::clock::now_ms;
-use crate::engine::{AwsErrorKind, EngineError};
+use crate::engine::EngineError;
 use crate::logging::chain;
-use crate::metrics::Metrics;
 
 /// How long stopping duties may take before they are abandoned.
 const DUTIES_GRACE: Duration = Duration::from_secs(5);
 
+/// This node's claim on the `lease#leader` row (`cluster/lease.rs`).
 pub(crate) struct Lease {
-    pub(crate) client: aws_sdk_dynamodb::Client,
-    pub(crate) table: String,
+    pub(crate) table: ClusterTable,
     pub(crate) node_id: String,
     /// A lease lasts this long unless renewed (`--leader-lease-secs`).
     pub(crate) length: Duration,
-    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Lease {
     /// Takes or renews the lease; `Ok(false)` when another node holds it.
     pub(crate) async fn acquire(&self) -> Result<bool, EngineError> {
-        let now = now_ms();
-        let request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", AttributeValue::S("lease#leader".into()))
-            .item("owner", AttributeValue::S(self.node_id.clone()))
-            .item(
-                "expires_at",
-                AttributeValue::N((now + self.length.as_millis() as u64).to_string()),
-            )
-            .condition_expression("attribute_not_exists(pk) OR expires_at < :now OR #o = :me")
-            .expression_attribute_names("#o", "owner")
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-            .expression_attribute_values(":me", AttributeValue::S(self.node_id.clone()))
-            .send();
-        match call(&self.metrics, "dynamodb", "PutItem", request).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        self.table.acquire_lease(&self.node_id, self.length).await
     }
 
     /// Gives the lease up (graceful shutdown), if still ours.
     pub(crate) async fn release(&self) {
-        let request = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S("lease#leader".into()))
-            .condition_expression("#o = :me")
-            .expression_attribute_names("#o", "owner")
-            .expression_attribute_values(":me", AttributeValue::S(self.node_id.clone()))
-            .send();
-        match call(&self.metrics, "dynamodb", "DeleteItem", request).await {
-            Ok(_) => {}
-            Err(e) if e.kind == AwsErrorKind::ConditionFailed => {}
-            Err(e) => {
-                tracing::warn!(error = %chain(&e), "leader lease not released; it will expire")
-            }
+        if let Err(e) = self.table.release_lease(&self.node_id).await {
+            tracing::warn!(error = %chain(&e), "leader lease not released; it will expire")
         }
     }
 }

@@ -6,6 +6,7 @@ mod batcher;
 mod clients;
 mod cluster;
 mod dedup;
+mod deleter;
 mod delivered;
 mod history;
 mod leader;
@@ -35,7 +36,8 @@ use crate::config::Config;
 use crate::hub::LocalDelivery;
 use crate::metrics::Metrics;
 use clients::Clients;
-use cluster::Cluster;
+use cluster::{Cluster, ClusterTable};
+use deleter::Deleter;
 use delivered::Delivered;
 use leader::{Leader, Lease};
 use mesh::{Mesh, MeshSettings};
@@ -83,17 +85,29 @@ impl Background for AwsBackground {
     async fn start(&self, tasks: &TaskTracker, stop: CancellationToken) -> Result<(), EngineError> {
         self.mesh.join().await?;
         let intake_stop = stop.child_token();
+        // One deleter for the pollers: it ends (after its last delete) when
+        // they do, and the drain waits for it like for them.
+        let (deleter, deleting) = Deleter::start(
+            self.clients.sqs.clone(),
+            self.resources.notifications_queue_url.clone(),
+            self.clients.metrics.clone(),
+        );
+        self.intake.spawn(async move {
+            let _ = deleting.await;
+        });
         for _ in 0..self.pollers {
             let poller = Poller {
                 sqs: self.clients.sqs.clone(),
                 queue_url: self.resources.notifications_queue_url.clone(),
                 router: self.router.clone(),
                 delivered: self.delivered.clone(),
+                deleter: deleter.clone(),
                 visibility: self.visibility,
                 metrics: self.clients.metrics.clone(),
             };
             self.intake.spawn(poller.run(intake_stop.clone()));
         }
+        drop(deleter);
         *self.intake_stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(intake_stop);
         tasks.spawn(self.mesh.clone().poll_inbox(
             self.local.clone(),
@@ -186,11 +200,12 @@ pub(crate) async fn engine(
                 config.recovery.window,
             )) as Arc<dyn crate::engine::history::History>
         });
-    let cluster = Arc::new(Cluster::new(
+    let cluster_table = ClusterTable::new(
         clients.dynamodb.clone(),
         resources.cluster_table.clone(),
         clients.metrics.clone(),
-    ));
+    );
+    let cluster = Arc::new(Cluster::new(cluster_table.clone()));
     let mesh = Arc::new(Mesh::new(
         MeshSettings {
             node_id: config.node_id.clone(),
@@ -220,18 +235,16 @@ pub(crate) async fn engine(
     ));
     let leader = Leader {
         lease: Lease {
-            client: clients.dynamodb.clone(),
-            table: resources.cluster_table.clone(),
+            table: cluster_table.clone(),
             node_id: config.node_id.clone(),
             length: cfg.leader_lease,
-            metrics: clients.metrics.clone(),
         },
         renew_every: cfg.leader_renew,
         presence: Arc::new(PresenceConsumer {
             ddb: clients.dynamodb.clone(),
             streams: clients.streams.clone(),
             connections_table: resources.connections_table.clone(),
-            cluster_table: resources.cluster_table.clone(),
+            cluster: cluster_table.clone(),
             store: store.clone(),
             output: output.clone(),
             source: config.presence_source,
@@ -243,10 +256,9 @@ pub(crate) async fn engine(
             metrics: clients.metrics.clone(),
         }),
         reaper: Arc::new(Reaper {
-            ddb: clients.dynamodb.clone(),
             sqs: clients.sqs.clone(),
             sns: clients.sns.clone(),
-            cluster_table: resources.cluster_table.clone(),
+            cluster: cluster_table,
             store: store.clone(),
             node_id: config.node_id.clone(),
             timeout: cfg.node_timeout,

@@ -1,5 +1,6 @@
 //! Notification input: long-poll the notifications queue (competing
-//! consumers), route each request, delete it only once routed. A malformed
+//! consumers), route each request, delete it only once routed (its handle
+//! goes to the queue's deleter, `deleter.rs`). A malformed
 //! request is made visible again at once so SQS's redrive moves it to the
 //! DLQ; it never holds up the rest of its batch.
 //!
@@ -19,6 +20,7 @@ use sumu_shared::NotificationRequest;
 use tokio_util::sync::CancellationToken;
 
 use super::clients::call;
+use super::deleter::Deleter;
 use super::delivered::Delivered;
 use super::queue::{sent_at, set_visibility, Poll};
 use crate::clock::now_ms;
@@ -33,6 +35,9 @@ pub(crate) struct Poller {
     /// This node's record: a request it routed completely is not routed
     /// again when it comes back (its delete failed).
     pub(crate) delivered: Arc<Delivered>,
+    /// The queue's deleter (shared by the node's pollers): handles of
+    /// routed requests go there, and the poller receives again at once.
+    pub(crate) deleter: Deleter,
     /// How long a received request stays invisible to others (extended
     /// while it is routed).
     pub(crate) visibility: Duration,
@@ -114,7 +119,7 @@ impl Poller {
                 RETRY_AFTER,
             )
             .await;
-            poll.delete(done).await;
+            self.deleter.delete(done);
         }
     }
 

@@ -8,13 +8,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::types::{OperationType, Record, ShardIteratorType};
 use futures_util::{StreamExt, TryStreamExt};
 use sumu_shared::{PresenceEvent, PresenceStatus};
 use tokio_util::sync::CancellationToken;
 
 use super::clients::call;
+use super::cluster::ClusterTable;
 use super::dedup::RecentIds;
 use super::periodic::pause;
 use super::store::DynamoStore;
@@ -26,14 +26,43 @@ use crate::metrics::Metrics;
 
 /// Users whose records are handled at once.
 const USER_CONCURRENCY: usize = 32;
+/// The pause after a round of reads that found nothing; it doubles with
+/// each idle round up to [`IDLE_MAX_PAUSE`], and a round that finds a record
+/// brings it back (and reads again at once). Idle, the leader makes ~1
+/// GetRecords per shard a second instead of 4: presence of the first
+/// connect after a quiet spell comes up to ~1 s later.
 const IDLE_PAUSE: Duration = Duration::from_millis(250);
+const IDLE_MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// The pause after each round of reads. Pure, unit-tested.
+#[derive(Debug)]
+struct IdleBackoff {
+    next: Duration,
+}
+
+impl IdleBackoff {
+    fn new() -> IdleBackoff {
+        IdleBackoff { next: IDLE_PAUSE }
+    }
+
+    /// How long to pause after a round (None: read again at once).
+    fn after_round(&mut self, got_any: bool) -> Option<Duration> {
+        if got_any {
+            self.next = IDLE_PAUSE;
+            return None;
+        }
+        let pause = self.next;
+        self.next = (self.next * 2).min(IDLE_MAX_PAUSE);
+        Some(pause)
+    }
+}
 const RESCAN_EVERY: Duration = Duration::from_secs(10);
 
 pub(crate) struct PresenceConsumer {
     pub(crate) ddb: aws_sdk_dynamodb::Client,
     pub(crate) streams: aws_sdk_dynamodbstreams::Client,
     pub(crate) connections_table: String,
-    pub(crate) cluster_table: String,
+    pub(crate) cluster: ClusterTable,
     pub(crate) store: DynamoStore,
     pub(crate) output: Arc<dyn ClientOutput>,
     pub(crate) source: PresenceSource,
@@ -161,7 +190,7 @@ pub(crate) struct StreamReader<'a> {
     pub(crate) ddb: &'a aws_sdk_dynamodb::Client,
     pub(crate) streams: &'a aws_sdk_dynamodbstreams::Client,
     pub(crate) connections_table: &'a str,
-    pub(crate) cluster_table: &'a str,
+    pub(crate) cluster: &'a ClusterTable,
     pub(crate) metrics: &'a Metrics,
 }
 
@@ -212,31 +241,6 @@ impl StreamReader<'_> {
         }
     }
 
-    fn checkpoint_key(stream_arn: &str, shard: &str) -> AttributeValue {
-        AttributeValue::S(format!("checkpoint#{stream_arn}#{shard}"))
-    }
-
-    /// The last sequence number processed in `shard`, if any.
-    pub(crate) async fn checkpoint(
-        &self,
-        stream_arn: &str,
-        shard: &str,
-    ) -> Result<Option<String>, EngineError> {
-        let request = self
-            .ddb
-            .get_item()
-            .table_name(self.cluster_table)
-            .key("pk", Self::checkpoint_key(stream_arn, shard))
-            .consistent_read(true)
-            .send();
-        let out = call(self.metrics, "dynamodb", "GetItem", request).await?;
-        Ok(out
-            .item()
-            .and_then(|i| i.get("sequence_number"))
-            .and_then(|v| v.as_s().ok())
-            .cloned())
-    }
-
     /// An iterator at the first record after the checkpoint (or at the trim
     /// horizon when there is none or it is unusable).
     pub(crate) async fn iterator(
@@ -244,7 +248,7 @@ impl StreamReader<'_> {
         stream_arn: &str,
         shard: &str,
     ) -> Result<Option<String>, EngineError> {
-        let after = self.checkpoint(stream_arn, shard).await?;
+        let after = self.cluster.checkpoint(stream_arn, shard).await?;
         if let Some(seq) = &after {
             let request = self
                 .streams
@@ -272,23 +276,6 @@ impl StreamReader<'_> {
         let out = call(self.metrics, "dynamodbstreams", "GetShardIterator", request).await?;
         Ok(out.shard_iterator().map(str::to_string))
     }
-
-    pub(crate) async fn save_checkpoint(
-        &self,
-        stream_arn: &str,
-        shard: &str,
-        seq: &str,
-    ) -> Result<(), EngineError> {
-        let request = self
-            .ddb
-            .put_item()
-            .table_name(self.cluster_table)
-            .item("pk", Self::checkpoint_key(stream_arn, shard))
-            .item("sequence_number", AttributeValue::S(seq.to_string()))
-            .send();
-        call(self.metrics, "dynamodb", "PutItem", request).await?;
-        Ok(())
-    }
 }
 
 impl PresenceConsumer {
@@ -297,7 +284,7 @@ impl PresenceConsumer {
             ddb: &self.ddb,
             streams: &self.streams,
             connections_table: &self.connections_table,
-            cluster_table: &self.cluster_table,
+            cluster: &self.cluster,
             metrics: &self.metrics,
         }
     }
@@ -406,6 +393,7 @@ impl PresenceConsumer {
         let mut scanned = tokio::time::Instant::now() - RESCAN_EVERY;
         let mut known: Vec<(String, Option<String>)> = Vec::new();
         let mut lag_published = tokio::time::Instant::now() - PUBLISH_LAG_EVERY;
+        let mut idle = IdleBackoff::new();
         loop {
             if stop.is_cancelled() {
                 return Ok(());
@@ -464,7 +452,9 @@ impl PresenceConsumer {
                     .and_then(|r| r.dynamodb())
                     .and_then(|d| d.sequence_number())
                 {
-                    reader.save_checkpoint(&stream_arn, shard, seq).await?;
+                    self.cluster
+                        .save_checkpoint(&stream_arn, shard, seq)
+                        .await?;
                     got_any = true;
                 }
                 *cursor = out.next_shard_iterator().map(str::to_string);
@@ -479,8 +469,10 @@ impl PresenceConsumer {
                 }
                 lag_published = tokio::time::Instant::now();
             }
-            if !got_any && !pause(stop, IDLE_PAUSE).await {
-                return Ok(());
+            if let Some(wait) = idle.after_round(got_any) {
+                if !pause(stop, wait).await {
+                    return Ok(());
+                }
             }
         }
     }
@@ -503,6 +495,29 @@ mod tests {
             s.sent(user, status);
         }
         status
+    }
+
+    #[test]
+    fn idle_reads_back_off_to_a_second_and_a_record_resets_them() {
+        let ms = Duration::from_millis;
+        let mut b = IdleBackoff::new();
+        let idle: Vec<Option<Duration>> = (0..5).map(|_| b.after_round(false)).collect();
+        assert_eq!(
+            idle,
+            [
+                Some(ms(250)),
+                Some(ms(500)),
+                Some(ms(1000)),
+                Some(ms(1000)),
+                Some(ms(1000))
+            ]
+        );
+        assert_eq!(b.after_round(true), None, "a record: read again at once");
+        assert_eq!(
+            b.after_round(false),
+            Some(ms(250)),
+            "and quick again after it"
+        );
     }
 
     #[test]

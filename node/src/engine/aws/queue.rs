@@ -1,6 +1,6 @@
 //! SQS helpers shared by the notification pollers and the mesh inbox: one
-//! long-poll loop that stops on the node's cancellation token, batch
-//! deletion of handled messages, and visibility changes.
+//! long-poll loop that stops on the node's cancellation token, and
+//! visibility changes (deletes: `deleter.rs`).
 //!
 //! A receive that is cut off is not cancelled on the queue's side: SQS (and
 //! the emulator) may still hand it messages, which then stay invisible for
@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
-    MessageSystemAttributeName,
+    ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -26,46 +25,6 @@ use crate::metrics::Metrics;
 /// How long one receive waits for messages.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-
-/// Deletes handled messages (one call for up to 10); a failure is logged,
-/// since redeliveries are deduplicated by the receivers.
-pub(crate) async fn delete_handled(
-    metrics: &Metrics,
-    sqs: &aws_sdk_sqs::Client,
-    queue_url: &str,
-    handles: Vec<String>,
-) {
-    if handles.is_empty() {
-        return;
-    }
-    let entries = handles
-        .iter()
-        .enumerate()
-        .filter_map(|(i, h)| {
-            DeleteMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .receipt_handle(h)
-                .build()
-                .ok()
-        })
-        .collect();
-    let request = sqs
-        .delete_message_batch()
-        .queue_url(queue_url)
-        .set_entries(Some(entries))
-        .send();
-    match call(metrics, "sqs", "DeleteMessageBatch", request).await {
-        Ok(out) if out.failed().is_empty() => {}
-        Ok(out) => tracing::warn!(
-            queue_url,
-            failed = out.failed().len(),
-            "handled messages not deleted; redeliveries will be deduplicated"
-        ),
-        Err(e) => {
-            tracing::warn!(queue_url, error = %chain(&e), "handled messages not deleted; redeliveries will be deduplicated")
-        }
-    }
-}
 
 /// Sets the visibility timeout of received messages (0: visible again at
 /// once); one call per 10. A failure is logged: the queue's own timeout
@@ -217,9 +176,5 @@ impl Poll {
                 Some(Vec::new())
             }
         }
-    }
-
-    pub(crate) async fn delete(&self, handles: Vec<String>) {
-        delete_handled(&self.metrics, &self.sqs, &self.queue_url, handles).await;
     }
 }

@@ -11,7 +11,7 @@
 //! are then deleted only while that mark stands (each transaction checks
 //! it; the stream turns the deletes into OFFLINE events), then its
 //! subscription, its inbox, and the marked row. A node that resumes during
-//! its reap cannot heartbeat a marked row: it rejoins (`mesh.rs`), its
+//! its reap cannot heartbeat a marked row: it rejoins (`mesh/membership.rs`), its
 //! rejoin replaces the row, and from then on the reap deletes nothing of
 //! it, not even the rows it writes again for the sockets it kept.
 
@@ -19,22 +19,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck};
 use tokio_util::sync::CancellationToken;
 
 use super::clients::call;
+use super::cluster::{ClusterTable, NodeSeen};
 use super::periodic::pause;
 use super::store::DynamoStore;
-use crate::clock::now_ms;
-use crate::engine::{AwsErrorKind, EngineError};
+use crate::engine::EngineError;
 use crate::logging::chain;
 use crate::metrics::Metrics;
 
 pub(crate) struct Reaper {
-    pub(crate) ddb: aws_sdk_dynamodb::Client,
     pub(crate) sqs: aws_sdk_sqs::Client,
     pub(crate) sns: aws_sdk_sns::Client,
-    pub(crate) cluster_table: String,
+    pub(crate) cluster: ClusterTable,
     pub(crate) store: DynamoStore,
     pub(crate) node_id: String,
     /// A heartbeat that did not advance for this long means the node is dead.
@@ -44,15 +42,6 @@ pub(crate) struct Reaper {
     /// Drills only (`--reap-step-pause-ms`): a pause between the steps of
     /// a reap, so a drill can resume the node in the middle of one.
     pub(crate) step_pause: Duration,
-}
-
-/// A node's row as one scan saw it.
-#[derive(Debug, Clone)]
-struct NodeSeen {
-    node_id: String,
-    heartbeat_at: u64,
-    inbox_url: Option<String>,
-    subscription_arn: Option<String>,
 }
 
 /// What the leader has watched of each node's heartbeat. Pure: instants are
@@ -135,49 +124,9 @@ impl Reaper {
         }
     }
 
-    async fn scan(&self) -> Result<Vec<NodeSeen>, EngineError> {
-        let mut nodes = Vec::new();
-        let mut start = None;
-        loop {
-            let request = self
-                .ddb
-                .scan()
-                .table_name(&self.cluster_table)
-                .filter_expression("begins_with(pk, :p)")
-                .expression_attribute_values(":p", AttributeValue::S("node#".into()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send();
-            let out = call(&self.metrics, "dynamodb", "Scan", request).await?;
-            for item in out.items() {
-                let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-                let Some(node_id) = s("node_id") else {
-                    continue;
-                };
-                let heartbeat_at = item
-                    .get("heartbeat_at")
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                if node_id != self.node_id {
-                    nodes.push(NodeSeen {
-                        node_id,
-                        heartbeat_at,
-                        inbox_url: s("inbox_url"),
-                        subscription_arn: s("subscription_arn"),
-                    });
-                }
-            }
-            start = out.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(nodes);
-            }
-        }
-    }
-
     pub(crate) async fn reap_once(&self, observer: &mut Observer) -> Result<usize, EngineError> {
         let start = Instant::now();
-        let nodes = self.scan().await?;
+        let nodes = self.cluster.scan_nodes(&self.node_id).await?;
         let end = Instant::now();
         let heartbeats: Vec<(&str, u64)> = nodes
             .iter()
@@ -202,7 +151,7 @@ impl Reaper {
     /// touches nothing of it. Answers false when the node came back.
     async fn reap(&self, node: &NodeSeen) -> Result<bool, EngineError> {
         let id = node.node_id.as_str();
-        if !self.mark(node).await? {
+        if !self.cluster.mark_reaping(node, &self.node_id).await? {
             tracing::info!(node_id = %id, "node came back before its reap: kept");
             return Ok(false);
         }
@@ -210,8 +159,12 @@ impl Reaper {
         self.between_steps().await;
         let rows = self.store.connections_on(id).await?;
         let n = rows.len();
-        if let Err(e) = self.store.delete_fenced(&rows, &self.fence(node)?).await {
-            if !self.still_marked(node).await? {
+        if let Err(e) = self
+            .store
+            .delete_fenced(&rows, &self.cluster.reap_fence(node, &self.node_id)?)
+            .await
+        {
+            if !self.cluster.still_marked(node, &self.node_id).await? {
                 tracing::info!(node_id = %id, "node came back during its reap and rejoined: reap stopped");
                 return Ok(false);
             }
@@ -233,22 +186,9 @@ impl Reaper {
         }
         self.between_steps().await;
         // Only the marked row: a node that rejoined meanwhile keeps its new one.
-        let (condition, values) = self.marked_condition(node);
-        let request = self
-            .ddb
-            .delete_item()
-            .table_name(&self.cluster_table)
-            .key("pk", node_key(id))
-            .condition_expression(condition)
-            .set_expression_attribute_values(Some(values))
-            .send();
-        match call(&self.metrics, "dynamodb", "DeleteItem", request).await {
-            Ok(_) => {}
-            Err(e) if e.kind == AwsErrorKind::ConditionFailed => {
-                tracing::info!(node_id = %id, "node rejoined at the end of its reap: its new row kept");
-                return Ok(false);
-            }
-            Err(e) => return Err(e.into()),
+        if !self.cluster.delete_marked(node, &self.node_id).await? {
+            tracing::info!(node_id = %id, "node rejoined at the end of its reap: its new row kept");
+            return Ok(false);
         }
         self.metrics
             .errors
@@ -256,97 +196,6 @@ impl Reaper {
             .inc();
         tracing::info!(node_id = %id, rows = n, "dead node reaped");
         Ok(true)
-    }
-
-    /// Marks the row as being reaped by this leader, only if it still holds
-    /// what was judged stale (the heartbeat and the inbox). False: it does
-    /// not (the node beat or rejoined since the scan, or its row is gone).
-    async fn mark(&self, node: &NodeSeen) -> Result<bool, EngineError> {
-        let (inbox_condition, mut values) = same_inbox(node);
-        values.insert(":me".into(), AttributeValue::S(self.node_id.clone()));
-        values.insert(":now".into(), AttributeValue::N(now_ms().to_string()));
-        values.insert(":reaping".into(), AttributeValue::S(REAPING.into()));
-        values.insert(
-            ":seen".into(),
-            AttributeValue::N(node.heartbeat_at.to_string()),
-        );
-        let request = self
-            .ddb
-            .update_item()
-            .table_name(&self.cluster_table)
-            .key("pk", node_key(&node.node_id))
-            .update_expression("SET reaped_by = :me, reaped_at = :now, #status = :reaping")
-            .condition_expression(format!("heartbeat_at = :seen AND {inbox_condition}"))
-            .expression_attribute_names("#status", "status")
-            .set_expression_attribute_values(Some(values))
-            .send();
-        match call(&self.metrics, "dynamodb", "UpdateItem", request).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The condition "the row is still the one this leader marked".
-    fn marked_condition(&self, node: &NodeSeen) -> (String, HashMap<String, AttributeValue>) {
-        let (inbox_condition, mut values) = same_inbox(node);
-        values.insert(":me".into(), AttributeValue::S(self.node_id.clone()));
-        (format!("reaped_by = :me AND {inbox_condition}"), values)
-    }
-
-    /// The check every transaction deleting the node's rows carries.
-    fn fence(&self, node: &NodeSeen) -> Result<ConditionCheck, EngineError> {
-        let (condition, values) = self.marked_condition(node);
-        ConditionCheck::builder()
-            .table_name(&self.cluster_table)
-            .key("pk", node_key(&node.node_id))
-            .condition_expression(condition)
-            .set_expression_attribute_values(Some(values))
-            .build()
-            .map_err(|source| EngineError::Build {
-                what: "TransactWriteItems",
-                source,
-            })
-    }
-
-    /// Whether the node's row is still the one this leader marked (after a
-    /// fenced delete was refused: the node rejoined, or a transient error).
-    async fn still_marked(&self, node: &NodeSeen) -> Result<bool, EngineError> {
-        let request = self
-            .ddb
-            .get_item()
-            .table_name(&self.cluster_table)
-            .key("pk", node_key(&node.node_id))
-            .consistent_read(true)
-            .send();
-        let out = call(&self.metrics, "dynamodb", "GetItem", request).await?;
-        let s = |k: &str| {
-            out.item()
-                .and_then(|i| i.get(k))
-                .and_then(|v| v.as_s().ok())
-                .cloned()
-        };
-        Ok(out.item().is_some()
-            && s("reaped_by").as_deref() == Some(self.node_id.as_str())
-            && s("inbox_url") == node.inbox_url)
-    }
-}
-
-/// The `status` of a row being reaped (`cluster status` shows it).
-const REAPING: &str = "reaping";
-
-fn node_key(node_id: &str) -> AttributeValue {
-    AttributeValue::S(format!("node#{node_id}"))
-}
-
-/// The condition "the row names the inbox the scan saw", with its value.
-fn same_inbox(node: &NodeSeen) -> (&'static str, HashMap<String, AttributeValue>) {
-    match &node.inbox_url {
-        Some(url) => (
-            "inbox_url = :inbox",
-            HashMap::from([(":inbox".to_string(), AttributeValue::S(url.clone()))]),
-        ),
-        None => ("attribute_not_exists(inbox_url)", HashMap::new()),
     }
 }
 

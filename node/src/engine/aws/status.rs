@@ -12,6 +12,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use serde::Serialize;
 
 use super::clients::{call, Clients};
+use super::cluster::{ClusterTable, StatusRow};
 use super::presence::{millis_of, StreamReader};
 use super::resources::{queue_url, Names};
 use crate::clock::now_ms;
@@ -63,20 +64,6 @@ pub(crate) struct ClusterStatus {
     pub(crate) queues: Vec<QueueStatus>,
 }
 
-fn s(item: &std::collections::HashMap<String, AttributeValue>, k: &str) -> String {
-    item.get(k)
-        .and_then(|v| v.as_s().ok())
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn n(item: &std::collections::HashMap<String, AttributeValue>, k: &str) -> u64 {
-    item.get(k)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Reads the whole status of the fleet named by `cfg`.
 pub(crate) async fn status(
     clients: &Clients,
@@ -85,41 +72,38 @@ pub(crate) async fn status(
     let now = now_ms();
     let mut nodes = BTreeMap::new();
     let mut leader = None;
-    let mut start = None;
-    loop {
-        let request = clients
-            .dynamodb
-            .scan()
-            .table_name(&cfg.cluster_table)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send();
-        let out = call(&clients.metrics, "dynamodb", "Scan", request).await?;
-        for item in out.items() {
-            let pk = s(item, "pk");
-            if pk.starts_with("node#") {
-                let node_id = s(item, "node_id");
+    let cluster = ClusterTable::new(
+        clients.dynamodb.clone(),
+        cfg.cluster_table.clone(),
+        clients.metrics.clone(),
+    );
+    for row in cluster.status_rows().await? {
+        match row {
+            StatusRow::Node {
+                node_id,
+                status,
+                address,
+                heartbeat_at,
+                started_at,
+            } => {
                 nodes.insert(
                     node_id.clone(),
                     NodeStatus {
                         node_id,
-                        status: s(item, "status"),
-                        address: s(item, "address"),
+                        status,
+                        address,
                         connections: 0,
-                        heartbeat_age_ms: now.saturating_sub(n(item, "heartbeat_at")),
-                        started_at: n(item, "started_at"),
+                        heartbeat_age_ms: now.saturating_sub(heartbeat_at),
+                        started_at,
                     },
                 );
-            } else if pk == "lease#leader" {
+            }
+            StatusRow::Lease { owner, expires_at } => {
                 leader = Some(LeaderStatus {
-                    node_id: s(item, "owner"),
-                    expires_in_ms: n(item, "expires_at") as i64 - now as i64,
+                    node_id: owner,
+                    expires_in_ms: expires_at as i64 - now as i64,
                 });
             }
-        }
-        start = out.last_evaluated_key().cloned();
-        if start.is_none() {
-            break;
         }
     }
     for node in nodes.values_mut() {
@@ -128,7 +112,7 @@ pub(crate) async fn status(
     Ok(ClusterStatus {
         nodes: nodes.into_values().collect(),
         leader,
-        presence: presence_lag(clients, cfg, now).await?,
+        presence: presence_lag(clients, cfg, &cluster, now).await?,
         queues: queues(clients, cfg).await?,
     })
 }
@@ -162,13 +146,14 @@ async fn count_rows(clients: &Clients, table: &str, node_id: &str) -> Result<u64
 async fn presence_lag(
     clients: &Clients,
     cfg: &AwsConfig,
+    cluster: &ClusterTable,
     now: u64,
 ) -> Result<PresenceStatus, EngineError> {
     let reader = StreamReader {
         ddb: &clients.dynamodb,
         streams: &clients.streams,
         connections_table: &cfg.connections_table,
-        cluster_table: &cfg.cluster_table,
+        cluster,
         metrics: &clients.metrics,
     };
     let arn = reader.stream_arn().await?;
