@@ -51,8 +51,11 @@ const NORMAL_LATE_BOUND: Duration = Duration::from_millis(4500);
 const SETTLE: Duration = Duration::from_millis(300);
 const PREFIX: &str = "drill-";
 
-/// One drill at a time (each test has its own runtime; tokio's mutex works across them).
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// At most two drills at a time, each on its own cluster (its own emulator, nodes,
+/// balancer and state directory): the drills mostly wait on timers, and two at once
+/// halve the lane's time; more would share two cores between the timed deliveries of
+/// three clusters. Each test has its own runtime; tokio's semaphore works across them.
+static SERIAL: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 fn fast_args() -> Vec<String> {
     [
@@ -471,7 +474,10 @@ async fn settle_and_check_requests(
 /// no listening port behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_up_spreads_sockets_and_down_leaves_nothing() {
-    let _serial = SERIAL.lock().await;
+    let _serial = SERIAL
+        .acquire()
+        .await
+        .expect("the drills' semaphore is never closed");
     let mut f = Fleet::up(3).await;
     let status = blocking(|| f.cluster.status());
     println!("{status}");
@@ -538,7 +544,10 @@ async fn cluster_up_spreads_sockets_and_down_leaves_nothing() {
 /// within the node timeout plus one reaper pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_sigkill() {
-    let _serial = SERIAL.lock().await;
+    let _serial = SERIAL
+        .acquire()
+        .await
+        .expect("the drills' semaphore is never closed");
     let f = Fleet::up(3).await;
     let presence = f.presence();
     let run = "kill";
@@ -659,7 +668,10 @@ async fn node_sigkill() {
 /// reported, none lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_sigkill() {
-    let _serial = SERIAL.lock().await;
+    let _serial = SERIAL
+        .acquire()
+        .await
+        .expect("the drills' semaphore is never closed");
     let f = Fleet::up(3).await;
     let presence = f.presence();
     let run = "leader";
@@ -773,7 +785,10 @@ async fn leader_sigkill() {
 /// inbox and cluster row are removed, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_sigterm_drains() {
-    let _serial = SERIAL.lock().await;
+    let _serial = SERIAL
+        .acquire()
+        .await
+        .expect("the drills' semaphore is never closed");
     let f = Fleet::up(3).await;
     let run = "drain";
     let users = 60;
@@ -874,7 +889,10 @@ async fn node_sigterm_drains() {
 /// "service restart"; sockette never reconnects after 1000, 1001 or 1005).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_sigterm_closes_with_1012() {
-    let _serial = SERIAL.lock().await;
+    let _serial = SERIAL
+        .acquire()
+        .await
+        .expect("the drills' semaphore is never closed");
     let f = Fleet::up(2).await;
     let population = f.population(0..10, "code").await;
     assert!(population.wait_open(10, Duration::from_secs(20)).await);
@@ -897,7 +915,10 @@ async fn node_sigterm_closes_with_1012() {
 /// stale rows are cleaned, and deliveries to its new sockets arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_restart_same_id_rejoins() {
-    let _serial = SERIAL.lock().await;
+    let _serial = SERIAL
+        .acquire()
+        .await
+        .expect("the drills' semaphore is never closed");
     let f = Fleet::up(3).await;
     let run = "restart";
     let population = f.population(0..30, run).await;
@@ -953,7 +974,10 @@ async fn node_restart_same_id_rejoins() {
 /// `GET /dev/token` on one node gives a token every node accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_tokens_work_across_the_fleet() {
-    let _serial = SERIAL.lock().await;
+    let _serial = SERIAL
+        .acquire()
+        .await
+        .expect("the drills' semaphore is never closed");
     let f = Fleet::up(2).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -1018,7 +1042,10 @@ fn inbox_url(row: &HashMap<String, AttributeValue>) -> String {
 /// nodes' `/readyz` turn 503, and they come back by themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_stall_reaps_nobody() {
-    let _serial = SERIAL.lock().await;
+    let _serial = SERIAL
+        .acquire()
+        .await
+        .expect("the drills' semaphore is never closed");
     let f = Fleet::up(3).await;
     let presence = f.presence();
     let run = "stall";
@@ -1150,7 +1177,10 @@ async fn aws_stall_reaps_nobody() {
 /// deliveries to the sockets it kept then arrive, and presence shows them online.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_node_is_reaped_and_rejoins() {
-    let _serial = SERIAL.lock().await;
+    let _serial = SERIAL
+        .acquire()
+        .await
+        .expect("the drills' semaphore is never closed");
     let f = Fleet::up(3).await;
     let presence = f.presence();
     let run = "freeze";
@@ -1278,7 +1308,10 @@ async fn node_resumed_while_its_rows_go_rejoins() {
 }
 
 async fn mid_reap_drill(name: &str, at: ResumeAt) {
-    let _serial = SERIAL.lock().await;
+    let _serial = SERIAL
+        .acquire()
+        .await
+        .expect("the drills' semaphore is never closed");
     let pause = REAP_STEP_PAUSE_MS.to_string();
     let f = Fleet::up_with(3, &["--reap-step-pause-ms", &pause]).await;
     let run = name;
