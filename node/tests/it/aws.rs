@@ -135,6 +135,10 @@ pub(crate) async fn cluster_row(
         .item
 }
 
+/// The next client message in `url`: presence events share the messages topic
+/// and queue, and whether a connect's ONLINE (from the leader's stream reader)
+/// or the client's own publish reaches a backend's queue first is a race, so
+/// they are skipped (left invisible until their visibility timeout).
 async fn receive_one(sqs: &aws_sdk_sqs::Client, url: &str) -> aws_sdk_sqs::types::Message {
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
@@ -147,7 +151,13 @@ async fn receive_one(sqs: &aws_sdk_sqs::Client, url: &str) -> aws_sdk_sqs::types
             .send()
             .await
             .unwrap();
-        if let Some(m) = out.messages.and_then(|m| m.into_iter().next()) {
+        let client_message = out.messages.unwrap_or_default().into_iter().find(|m| {
+            m.message_attributes()
+                .and_then(|a| a.get("source"))
+                .and_then(|s| s.string_value())
+                != Some(sumu_shared::attributes::SOURCE_PRESENCE)
+        });
+        if let Some(m) = client_message {
             return m;
         }
         assert!(
