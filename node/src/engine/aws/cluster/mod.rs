@@ -115,43 +115,58 @@ impl ClusterTable {
         }
     }
 
-    /// Every node row and the lease (one consistent scan, all pages).
-    pub(crate) async fn status_rows(&self) -> Result<Vec<StatusRow>, EngineError> {
-        let mut rows = Vec::new();
+    /// Every item of the table, or only its `node#` rows (filtered by
+    /// DynamoDB): one consistent scan, all pages.
+    pub(crate) async fn scan_items(
+        &self,
+        node_rows_only: bool,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, EngineError> {
+        let mut items = Vec::new();
         let mut start = None;
         loop {
-            let request = self
+            let mut request = self
                 .client
                 .scan()
                 .table_name(&self.table)
                 .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send();
-            let out = call(&self.metrics, "dynamodb", "Scan", request).await?;
-            for item in out.items() {
-                let pk = s(item, "pk").unwrap_or_default();
-                let text = |k| s(item, k).unwrap_or_default();
-                let num = |k| n(item, k).unwrap_or(0);
-                if pk.starts_with("node#") {
-                    rows.push(StatusRow::Node {
-                        node_id: text("node_id"),
-                        status: text("status"),
-                        address: text("address"),
-                        heartbeat_at: num("heartbeat_at"),
-                        started_at: num("started_at"),
-                    });
-                } else if pk == LEASE_KEY {
-                    rows.push(StatusRow::Lease {
-                        owner: text("owner"),
-                        expires_at: num("expires_at"),
-                    });
-                }
+                .set_exclusive_start_key(start);
+            if node_rows_only {
+                request = request
+                    .filter_expression("begins_with(pk, :p)")
+                    .expression_attribute_values(":p", AttributeValue::S("node#".into()));
             }
+            let out = call(&self.metrics, "dynamodb", "Scan", request.send()).await?;
+            items.extend(out.items().iter().cloned());
             start = out.last_evaluated_key().cloned();
             if start.is_none() {
-                return Ok(rows);
+                return Ok(items);
             }
         }
+    }
+
+    /// Every node row and the lease (one consistent scan, all pages).
+    pub(crate) async fn status_rows(&self) -> Result<Vec<StatusRow>, EngineError> {
+        let mut rows = Vec::new();
+        for item in &self.scan_items(false).await? {
+            let pk = s(item, "pk").unwrap_or_default();
+            let text = |k| s(item, k).unwrap_or_default();
+            let num = |k| n(item, k).unwrap_or(0);
+            if pk.starts_with("node#") {
+                rows.push(StatusRow::Node {
+                    node_id: text("node_id"),
+                    status: text("status"),
+                    address: text("address"),
+                    heartbeat_at: num("heartbeat_at"),
+                    started_at: num("started_at"),
+                });
+            } else if pk == LEASE_KEY {
+                rows.push(StatusRow::Lease {
+                    owner: text("owner"),
+                    expires_at: num("expires_at"),
+                });
+            }
+        }
+        Ok(rows)
     }
 }
 

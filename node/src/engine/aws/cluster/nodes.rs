@@ -117,36 +117,20 @@ impl ClusterTable {
     /// Every node row but `except`'s (consistent scan, all pages).
     pub(crate) async fn scan_nodes(&self, except: &str) -> Result<Vec<NodeSeen>, EngineError> {
         let mut nodes = Vec::new();
-        let mut start = None;
-        loop {
-            let request = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("begins_with(pk, :p)")
-                .expression_attribute_values(":p", AttributeValue::S("node#".into()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send();
-            let out = call(&self.metrics, "dynamodb", "Scan", request).await?;
-            for item in out.items() {
-                let Some(node_id) = s(item, "node_id") else {
-                    continue;
-                };
-                if node_id != except {
-                    nodes.push(NodeSeen {
-                        node_id,
-                        heartbeat_at: n(item, "heartbeat_at").unwrap_or(0),
-                        inbox_url: s(item, "inbox_url"),
-                        subscription_arn: s(item, "subscription_arn"),
-                    });
-                }
-            }
-            start = out.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(nodes);
+        for item in &self.scan_items(true).await? {
+            let Some(node_id) = s(item, "node_id") else {
+                continue;
+            };
+            if node_id != except {
+                nodes.push(NodeSeen {
+                    node_id,
+                    heartbeat_at: n(item, "heartbeat_at").unwrap_or(0),
+                    inbox_url: s(item, "inbox_url"),
+                    subscription_arn: s(item, "subscription_arn"),
+                });
             }
         }
+        Ok(nodes)
     }
 
     /// Marks the row as being reaped by leader `me`, only if it still holds
