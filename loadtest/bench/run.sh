@@ -141,7 +141,7 @@ for peer in "${PEER_LIST[@]}"; do
   run "$peer" broadcast fanout -n "$SMALL" --ramp "$RAMP" --mode broadcast --rate "$BROADCAST_RATE" \
     --count "$BROADCASTS" --drain-timeout 30s --api-key "$API_KEY"
   run "$peer" broadcast-burst fanout -n "$SMALL" --ramp "$RAMP" --mode broadcast --rate "$BURST_RATE" \
-    --count "$BURST_COUNT" --inflight 4 --drain-timeout 60s --api-key "$API_KEY"
+    --count "$BURST_COUNT" --inflight 4 --drain-timeout 60s --api-key "$API_KEY" --server-pid @PID@
   run "$peer" connect-rs256 connect -n "$SMALL" --ramp 1000000 --max-inflight 256 --hold 1s
 done
 

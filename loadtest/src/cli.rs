@@ -283,6 +283,12 @@ pub struct FanoutArgs {
     pub notify: NotifyArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// PID of the server process on this machine: report the CPU time it and the load tester
+    /// spent per delivery, from the first request until the last expected delivery (utime +
+    /// stime from /proc). Server and load tester share the cores, so deliveries/s is bounded by
+    /// both; the server's CPU per delivery is its own cost.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -176,13 +176,18 @@ pub struct CpuTicks {
 
 /// utime + stime (fields 14 and 15) of a /proc/PID/stat line.
 pub fn parse_proc_stat_cpu(stat: &str) -> Option<u64> {
+    parse_proc_stat_user_sys(stat).map(|(user, sys)| user + sys)
+}
+
+/// (utime, stime) (fields 14 and 15) of a /proc/PID/stat line, in clock ticks.
+pub fn parse_proc_stat_user_sys(stat: &str) -> Option<(u64, u64)> {
     // The command name (field 2) may contain spaces; fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); utime is field 14 -> index 11.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// (busy, total) ticks from the first line of /proc/stat.
@@ -200,6 +205,11 @@ pub fn parse_machine_stat(stat: &str) -> Option<(u64, u64)> {
     // idle (3) + iowait (4)
     let idle = values[3] + values.get(4).copied().unwrap_or(0);
     Some((total.saturating_sub(idle), total))
+}
+
+/// (utime, stime) of another process, in clock ticks (all its threads).
+pub fn read_process_user_sys_ticks(pid: u32) -> Option<(u64, u64)> {
+    parse_proc_stat_user_sys(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 pub fn read_cpu_ticks() -> Option<CpuTicks> {
@@ -297,6 +307,7 @@ mod tests {
         let stat = "1234 (sumu loadtest) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 8 0";
         assert_eq!(parse_proc_stat_cpu(stat), Some(300));
         assert_eq!(parse_proc_stat_cpu("garbage"), None);
+        assert_eq!(parse_proc_stat_user_sys(stat), Some((100, 200)));
         let machine = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n";
         assert_eq!(parse_machine_stat(machine), Some((150, 1000)));
         let status = "Name:\tx\nVmRSS:\t   20480 kB\nThreads: 2\n";

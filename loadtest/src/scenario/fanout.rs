@@ -22,6 +22,7 @@ use crate::notifier::{bench_data, request_body, targets_for, Notifier};
 use crate::progress::{Position, Progress};
 use crate::report::FleetReport;
 use crate::session::{SessionOutcome, SessionPlan, Sinks};
+use crate::sys_limits::{clock_ticks_per_second, read_cpu_ticks, read_process_user_sys_ticks};
 use crate::tokens::{unix_now, user_name};
 
 /// Extra sockets that connect and close while notifications run.
@@ -199,6 +200,7 @@ pub async fn run(
     let accept_latency = Arc::new(ShardedHistogram::new(4));
     let inflight = Arc::new(Semaphore::new(notify.inflight.max(1)));
     let mut sends: JoinSet<SentRequest> = JoinSet::new();
+    let cpu_at_start = CpuSpent::read(args.server_pid);
     let send_start = Instant::now();
     let send_deadline = send_start + notify.duration;
     let interval = Duration::from_secs_f64(1.0 / notify.rate);
@@ -327,6 +329,8 @@ pub async fn run(
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let cpu_spent =
+        cpu_at_start.and_then(|start| Some(CpuSpent::read(args.server_pid)?.since(&start)));
     // Churning sockets still open get the same settle window to receive the last ones.
     tokio::time::sleep(notify.settle).await;
 
@@ -435,6 +439,31 @@ pub async fn run(
                 .insert("deliveries_per_s".into(), check.received as f64 / window);
         }
     }
+    if let (Some(spent), true) = (cpu_spent, check.received > 0) {
+        let per_delivery = |secs: f64| secs * 1e6 / check.received as f64;
+        report.rates.insert(
+            "server_cpu_us_per_delivery".into(),
+            per_delivery(spent.server_s()),
+        );
+        report.rates.insert(
+            "server_user_cpu_us_per_delivery".into(),
+            per_delivery(spent.server_user_s),
+        );
+        report.rates.insert(
+            "server_sys_cpu_us_per_delivery".into(),
+            per_delivery(spent.server_sys_s),
+        );
+        report.rates.insert(
+            "loadtest_cpu_us_per_delivery".into(),
+            per_delivery(spent.own_s),
+        );
+        if spent.server_s() > 0.0 {
+            report.rates.insert(
+                "deliveries_per_server_cpu_s".into(),
+                check.received as f64 / spent.server_s(),
+            );
+        }
+    }
     let send_window = send_end.duration_since(send_start).as_secs_f64();
     if send_window > 0.0 {
         report.rates.insert(
@@ -508,6 +537,40 @@ pub async fn run(
     ];
     histograms.extend(split.into_iter().filter(|(_, h)| !h.is_empty()));
     Ok(ScenarioOutput { report, histograms })
+}
+
+/// CPU time of the server (by PID, user and system) and of this process, read together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CpuSpent {
+    server_user_s: f64,
+    server_sys_s: f64,
+    own_s: f64,
+}
+
+impl CpuSpent {
+    /// Both processes' CPU time so far; None without a server PID or when /proc cannot tell.
+    fn read(server_pid: Option<u32>) -> Option<Self> {
+        let ticks = clock_ticks_per_second();
+        let (user, sys) = read_process_user_sys_ticks(server_pid?)?;
+        let own = read_cpu_ticks()?.own;
+        Some(CpuSpent {
+            server_user_s: user as f64 / ticks,
+            server_sys_s: sys as f64 / ticks,
+            own_s: own as f64 / ticks,
+        })
+    }
+
+    fn since(&self, start: &CpuSpent) -> CpuSpent {
+        CpuSpent {
+            server_user_s: (self.server_user_s - start.server_user_s).max(0.0),
+            server_sys_s: (self.server_sys_s - start.server_sys_s).max(0.0),
+            own_s: (self.own_s - start.own_s).max(0.0),
+        }
+    }
+
+    fn server_s(&self) -> f64 {
+        self.server_user_s + self.server_sys_s
+    }
 }
 
 #[cfg(test)]
