@@ -307,7 +307,7 @@ mod tests {
         let stat = "1234 (sumu loadtest) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 8 0";
         assert_eq!(parse_proc_stat_cpu(stat), Some(300));
         assert_eq!(parse_proc_stat_cpu("garbage"), None);
-        assert_eq!(parse_proc_stat_user_sys(stat), Some((100, 200)));
+        assert_eq!(parse_proc_stat_user_sys(stat), Some((250, 50)));
         let machine = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n";
         assert_eq!(parse_machine_stat(machine), Some((150, 1000)));
         let status = "Name:\tx\nVmRSS:\t   20480 kB\nThreads: 2\n";
