@@ -588,7 +588,16 @@ async fn node_sigkill() {
         returning.iter().all(|u| connected.binary_search(u).is_ok())
     })
     .expect("returning clients reconnected");
-    let after = f.spread().await;
+    // A client counts itself connected once its upgrade answered; the node
+    // lists it a moment later (and a user still listed by two nodes is
+    // located nowhere): wait, bounded, until each is listed by exactly one.
+    let mut after = HashMap::new();
+    time_until!(Duration::from_secs(10), {
+        after = f.spread().await;
+        returning
+            .iter()
+            .all(|u| after.contains_key(&user_name(PREFIX, *u)))
+    });
     for u in &returning {
         let at = after.get(&user_name(PREFIX, *u)).copied();
         assert!(
