@@ -1,9 +1,20 @@
 //! One deleter per queue (the notifications queue, a node's inbox): the
 //! pollers hand it the receipt handles of the messages they are done with
 //! and receive again at once; it deletes them with one DeleteMessageBatch
-//! per 10, at once when 10 are waiting, else at most [`LINGER`] after the
-//! first one came. Deletes cost ~0.1 call per message under load instead
-//! of one call per receive, and no poller waits for them.
+//! per 10, at once when 10 are waiting, else at most its linger
+//! ([`linger_for`] the receive's visibility timeout: a fifth of it, at most
+//! [`MAX_LINGER`]) after the first one came. Deletes cost ~0.1 call per
+//! message under load, and at moderate rates about one call per queue per
+//! linger, instead of one call per receive; no poller waits for them, and
+//! no delivery waits for a delete (a message is deleted after it was
+//! routed or delivered).
+//!
+//! The linger's one cost: a node that crashes holds its last linger's
+//! handles undeleted, so those requests come back after their visibility
+//! timeout and are routed again. Every live node's delivered record keeps
+//! its sockets from getting them twice; a socket of the crashed node that
+//! reconnected elsewhere in between may get such a request again (a
+//! recovering one drops it by position). A drain deletes at once.
 //!
 //! Invariant: every handle handed over is in a delete request before the
 //! deleter ends (it ends once every poller let go of it, after a last
@@ -26,21 +37,36 @@ use crate::metrics::Metrics;
 
 /// SQS's limit of entries per DeleteMessageBatch.
 pub(crate) const MAX_BATCH: usize = 10;
-/// How long a handle may wait for company: far inside any visibility
-/// timeout (seconds), and short enough that a message is not received
-/// again because its delete lingered.
-pub(crate) const LINGER: Duration = Duration::from_millis(100);
+/// The longest a handle waits for company.
+pub(crate) const MAX_LINGER: Duration = Duration::from_secs(1);
+
+/// How long a handle may wait for company, for messages received with
+/// `visibility`: a fifth of it (far inside it, so a message is not received
+/// again because its delete lingered; the smallest visibility sumu asks for
+/// is 2 s), at most [`MAX_LINGER`].
+pub(crate) fn linger_for(visibility: Duration) -> Duration {
+    (visibility / 5).min(MAX_LINGER)
+}
 
 /// Handles waiting for their delete. Pure (instants are given), so the
 /// batching is unit-tested without clocks or AWS.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Pending {
     handles: Vec<String>,
     /// When the oldest waiting handle came.
     since: Option<Instant>,
+    linger: Duration,
 }
 
 impl Pending {
+    pub(crate) fn new(linger: Duration) -> Pending {
+        Pending {
+            handles: Vec::new(),
+            since: None,
+            linger,
+        }
+    }
+
     /// Adds a handle; answers a full batch to delete now.
     pub(crate) fn push(&mut self, handle: String, now: Instant) -> Option<Vec<String>> {
         self.since.get_or_insert(now);
@@ -50,7 +76,7 @@ impl Pending {
 
     /// When the waiting handles must go (None: nothing waits).
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.since.map(|s| s + LINGER)
+        self.since.map(|s| s + self.linger)
     }
 
     /// Everything waiting (at most one batch: `push` hands full ones out).
@@ -102,10 +128,11 @@ impl Deleter {
     pub(crate) fn start(
         sqs: aws_sdk_sqs::Client,
         queue_url: String,
+        linger: Duration,
         metrics: Arc<Metrics>,
     ) -> (Deleter, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(sqs, queue_url, metrics, rx));
+        let task = tokio::spawn(run(sqs, queue_url, linger, metrics, rx));
         (Deleter { tx }, task)
     }
 
@@ -121,21 +148,22 @@ impl Deleter {
 async fn run(
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
+    linger: Duration,
     metrics: Arc<Metrics>,
     rx: mpsc::UnboundedReceiver<String>,
 ) {
-    batches(rx, |batch| send(&metrics, &sqs, &queue_url, batch)).await;
+    batches(rx, linger, |batch| send(&metrics, &sqs, &queue_url, batch)).await;
 }
 
 /// Groups what `rx` brings into batches for `send`: a full one at once,
-/// the rest [`LINGER`] after its first handle, and what is left when every
+/// the rest `linger` after its first handle, and what is left when every
 /// sender is gone.
-async fn batches<F, Fut>(mut rx: mpsc::UnboundedReceiver<String>, mut send: F)
+async fn batches<F, Fut>(mut rx: mpsc::UnboundedReceiver<String>, linger: Duration, mut send: F)
 where
     F: FnMut(Vec<String>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let mut pending = Pending::default();
+    let mut pending = Pending::new(linger);
     loop {
         let next = match pending.deadline() {
             Some(at) => tokio::select! {
@@ -198,10 +226,23 @@ mod tests {
         (0..n).map(|i| format!("h{i}")).collect()
     }
 
+    const LINGER: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn the_linger_is_a_fifth_of_the_visibility_at_most_a_second() {
+        assert_eq!(linger_for(Duration::from_secs(5)), Duration::from_secs(1));
+        assert_eq!(
+            linger_for(Duration::from_secs(2)),
+            Duration::from_millis(400)
+        );
+        assert_eq!(linger_for(Duration::from_secs(30)), MAX_LINGER);
+        assert_eq!(linger_for(Duration::ZERO), Duration::ZERO);
+    }
+
     #[test]
     fn a_full_batch_goes_at_once_and_the_rest_waits_its_linger() {
         let t0 = Instant::now();
-        let mut p = Pending::default();
+        let mut p = Pending::new(LINGER);
         assert_eq!(p.deadline(), None);
         let mut out = Vec::new();
         for (i, h) in handles(23).into_iter().enumerate() {
@@ -226,7 +267,7 @@ mod tests {
     async fn batches_go_when_full_after_the_linger_and_at_the_end() {
         let (tx, rx) = mpsc::unbounded_channel();
         let (out_tx, mut out) = mpsc::unbounded_channel();
-        let task = tokio::spawn(batches(rx, move |b| {
+        let task = tokio::spawn(batches(rx, LINGER, move |b| {
             let out_tx = out_tx.clone();
             async move {
                 let _ = out_tx.send((b, std::time::Instant::now()));

@@ -90,6 +90,7 @@ impl Background for AwsBackground {
         let (deleter, deleting) = Deleter::start(
             self.clients.sqs.clone(),
             self.resources.notifications_queue_url.clone(),
+            deleter::linger_for(self.visibility),
             self.clients.metrics.clone(),
         );
         self.intake.spawn(async move {

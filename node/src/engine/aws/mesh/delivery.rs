@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::Mesh;
 use crate::clock::now_ms;
 use crate::engine::aws::clients::call;
-use crate::engine::aws::deleter::Deleter;
+use crate::engine::aws::deleter::{linger_for, Deleter};
 use crate::engine::aws::delivered::{request_of_share, Delivered};
 use crate::engine::aws::periodic::pause;
 use crate::engine::aws::queue::{sent_at, Poll};
@@ -199,8 +199,12 @@ impl Mesh {
         while let Some(url) = self.inbox_url() {
             let mut poll = Poll::new(self.sqs.clone(), url.clone(), self.metrics.clone())
                 .with_visibility(self.settings.receive_visibility);
-            let (deleter, deleting) =
-                Deleter::start(self.sqs.clone(), url.clone(), self.metrics.clone());
+            let (deleter, deleting) = Deleter::start(
+                self.sqs.clone(),
+                url.clone(),
+                linger_for(self.settings.receive_visibility),
+                self.metrics.clone(),
+            );
             loop {
                 let next = tokio::select! {
                     biased;
