@@ -284,21 +284,32 @@ async fn notification_requests_from_queue_and_topic_reach_their_sockets() {
         None
     );
 
-    // Routed requests were deleted from the queue.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(cluster.var("SUMU_NOTIFICATIONS_QUEUE_URL"))
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap();
-    let a = attrs.attributes().unwrap();
-    assert_eq!(a[&QueueAttributeName::ApproximateNumberOfMessages], "0");
+    // Routed requests were deleted from the queue: by the node's deleter,
+    // within its linger (1 s at the default 5 s visibility) and a call.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    let counts = loop {
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(cluster.var("SUMU_NOTIFICATIONS_QUEUE_URL"))
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap();
+        let a = attrs.attributes().unwrap();
+        let counts = (
+            a[&QueueAttributeName::ApproximateNumberOfMessages].clone(),
+            a[&QueueAttributeName::ApproximateNumberOfMessagesNotVisible].clone(),
+        );
+        if counts == ("0".into(), "0".into()) || tokio::time::Instant::now() > deadline {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(
-        a[&QueueAttributeName::ApproximateNumberOfMessagesNotVisible],
-        "0"
+        counts,
+        ("0".to_string(), "0".to_string()),
+        "(visible, in flight) after the linger"
     );
 }
 
