@@ -24,8 +24,13 @@ fn ws_node_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers/ws-node")
 }
 
-/// `npm ci` once when the peer's dependencies are missing (idempotent).
+/// `npm ci` once when the peer's dependencies are missing (idempotent). One
+/// test at a time: `npm ci` first deletes `node_modules`, so a second test
+/// installing beside the first would pull `ws` from under the peer the first
+/// one just started (seen: "Cannot find module 'ws'").
 fn ensure_ws_node_installed() {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = ws_node_dir();
     if dir.join("node_modules/ws/package.json").exists() {
         return;
