@@ -55,7 +55,15 @@ const PREFIX: &str = "drill-";
 /// balancer and state directory): the drills mostly wait on timers, and two at once
 /// halve the lane's time; more would share two cores between the timed deliveries of
 /// three clusters. Each test has its own runtime; tokio's semaphore works across them.
-static SERIAL: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+static DRILLS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Waits for one of the two drill slots; held for the whole drill.
+async fn drill_slot() -> tokio::sync::SemaphorePermit<'static> {
+    DRILLS
+        .acquire()
+        .await
+        .expect("the drills' semaphore is never closed")
+}
 
 fn fast_args() -> Vec<String> {
     [
@@ -474,10 +482,7 @@ async fn settle_and_check_requests(
 /// no listening port behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_up_spreads_sockets_and_down_leaves_nothing() {
-    let _serial = SERIAL
-        .acquire()
-        .await
-        .expect("the drills' semaphore is never closed");
+    let _slot = drill_slot().await;
     let mut f = Fleet::up(3).await;
     let status = blocking(|| f.cluster.status());
     println!("{status}");
@@ -544,10 +549,7 @@ async fn cluster_up_spreads_sockets_and_down_leaves_nothing() {
 /// within the node timeout plus one reaper pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_sigkill() {
-    let _serial = SERIAL
-        .acquire()
-        .await
-        .expect("the drills' semaphore is never closed");
+    let _slot = drill_slot().await;
     let f = Fleet::up(3).await;
     let presence = f.presence();
     let run = "kill";
@@ -677,10 +679,7 @@ async fn node_sigkill() {
 /// reported, none lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_sigkill() {
-    let _serial = SERIAL
-        .acquire()
-        .await
-        .expect("the drills' semaphore is never closed");
+    let _slot = drill_slot().await;
     let f = Fleet::up(3).await;
     let presence = f.presence();
     let run = "leader";
@@ -794,10 +793,7 @@ async fn leader_sigkill() {
 /// inbox and cluster row are removed, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_sigterm_drains() {
-    let _serial = SERIAL
-        .acquire()
-        .await
-        .expect("the drills' semaphore is never closed");
+    let _slot = drill_slot().await;
     let f = Fleet::up(3).await;
     let run = "drain";
     let users = 60;
@@ -898,10 +894,7 @@ async fn node_sigterm_drains() {
 /// "service restart"; sockette never reconnects after 1000, 1001 or 1005).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_sigterm_closes_with_1012() {
-    let _serial = SERIAL
-        .acquire()
-        .await
-        .expect("the drills' semaphore is never closed");
+    let _slot = drill_slot().await;
     let f = Fleet::up(2).await;
     let population = f.population(0..10, "code").await;
     assert!(population.wait_open(10, Duration::from_secs(20)).await);
@@ -924,10 +917,7 @@ async fn node_sigterm_closes_with_1012() {
 /// stale rows are cleaned, and deliveries to its new sockets arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_restart_same_id_rejoins() {
-    let _serial = SERIAL
-        .acquire()
-        .await
-        .expect("the drills' semaphore is never closed");
+    let _slot = drill_slot().await;
     let f = Fleet::up(3).await;
     let run = "restart";
     let population = f.population(0..30, run).await;
@@ -983,10 +973,7 @@ async fn node_restart_same_id_rejoins() {
 /// `GET /dev/token` on one node gives a token every node accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_tokens_work_across_the_fleet() {
-    let _serial = SERIAL
-        .acquire()
-        .await
-        .expect("the drills' semaphore is never closed");
+    let _slot = drill_slot().await;
     let f = Fleet::up(2).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -1051,10 +1038,7 @@ fn inbox_url(row: &HashMap<String, AttributeValue>) -> String {
 /// nodes' `/readyz` turn 503, and they come back by themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_stall_reaps_nobody() {
-    let _serial = SERIAL
-        .acquire()
-        .await
-        .expect("the drills' semaphore is never closed");
+    let _slot = drill_slot().await;
     let f = Fleet::up(3).await;
     let presence = f.presence();
     let run = "stall";
@@ -1186,10 +1170,7 @@ async fn aws_stall_reaps_nobody() {
 /// deliveries to the sockets it kept then arrive, and presence shows them online.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_node_is_reaped_and_rejoins() {
-    let _serial = SERIAL
-        .acquire()
-        .await
-        .expect("the drills' semaphore is never closed");
+    let _slot = drill_slot().await;
     let f = Fleet::up(3).await;
     let presence = f.presence();
     let run = "freeze";
@@ -1317,10 +1298,7 @@ async fn node_resumed_while_its_rows_go_rejoins() {
 }
 
 async fn mid_reap_drill(name: &str, at: ResumeAt) {
-    let _serial = SERIAL
-        .acquire()
-        .await
-        .expect("the drills' semaphore is never closed");
+    let _slot = drill_slot().await;
     let pause = REAP_STEP_PAUSE_MS.to_string();
     let f = Fleet::up_with(3, &["--reap-step-pause-ms", &pause]).await;
     let run = name;

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{ClusterTable, LEASE_KEY};
+use super::{held, ClusterTable, LEASE_KEY};
 use crate::clock::now_ms;
 use crate::engine::aws::clients::call;
-use crate::engine::{AwsErrorKind, EngineError};
+use crate::engine::EngineError;
 
 impl ClusterTable {
     /// Takes or renews the lease for `me` for `length`; `Ok(false)` when
@@ -36,11 +36,7 @@ impl ClusterTable {
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .expression_attribute_values(":me", AttributeValue::S(me.to_string()))
             .send();
-        match call(&self.metrics, "dynamodb", "PutItem", request).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        held(call(&self.metrics, "dynamodb", "PutItem", request).await)
     }
 
     /// Deletes the lease if `me` still holds it; `Ok(false)` when it does
@@ -55,10 +51,6 @@ impl ClusterTable {
             .expression_attribute_names("#o", "owner")
             .expression_attribute_values(":me", AttributeValue::S(me.to_string()))
             .send();
-        match call(&self.metrics, "dynamodb", "DeleteItem", request).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        held(call(&self.metrics, "dynamodb", "DeleteItem", request).await)
     }
 }

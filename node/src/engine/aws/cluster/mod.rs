@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::clients::call;
-use crate::engine::EngineError;
+use crate::engine::{AwsError, AwsErrorKind, EngineError};
 use crate::metrics::Metrics;
 
 mod checkpoints;
@@ -91,6 +91,16 @@ pub(crate) enum StatusRow {
 }
 
 type Item = HashMap<String, AttributeValue>;
+
+/// The outcome of a conditional write: `Ok(false)` when its condition did
+/// not hold (someone else's lease, a row that changed or went).
+fn held<T>(result: Result<T, AwsError>) -> Result<bool, EngineError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
 
 fn s(item: &Item, k: &str) -> Option<String> {
     item.get(k).and_then(|v| v.as_s().ok()).cloned()

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck};
 
-use super::{n, node_key, s, ClusterTable, NodeRow, NodeSeen, REAPING};
+use super::{held, n, node_key, s, ClusterTable, NodeRow, NodeSeen, REAPING};
 use crate::clock::now_ms;
 use crate::engine::aws::clients::call;
-use crate::engine::{AwsErrorKind, EngineError};
+use crate::engine::EngineError;
 
 /// TTL of a node row nobody removed (long after the reaper would have).
 const ROW_TTL_SECS: u64 = 86_400;
@@ -82,11 +82,7 @@ impl ClusterTable {
             )
             .expression_attribute_values(":inbox", AttributeValue::S(row.inbox_url.clone()))
             .send();
-        match call(&self.metrics, "dynamodb", "UpdateItem", request).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        held(call(&self.metrics, "dynamodb", "UpdateItem", request).await)
     }
 
     /// Removes a node's row (graceful leave).
@@ -159,11 +155,7 @@ impl ClusterTable {
             .expression_attribute_names("#status", "status")
             .set_expression_attribute_values(Some(values))
             .send();
-        match call(&self.metrics, "dynamodb", "UpdateItem", request).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        held(call(&self.metrics, "dynamodb", "UpdateItem", request).await)
     }
 
     /// The check every transaction deleting a reaped node's rows carries:
@@ -222,10 +214,6 @@ impl ClusterTable {
             .condition_expression(condition)
             .set_expression_attribute_values(Some(values))
             .send();
-        match call(&self.metrics, "dynamodb", "DeleteItem", request).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind == AwsErrorKind::ConditionFailed => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        held(call(&self.metrics, "dynamodb", "DeleteItem", request).await)
     }
 }
