@@ -58,6 +58,18 @@ pub(crate) enum EngineError {
     RegisterTimeout(std::time::Duration),
 }
 
+impl EngineError {
+    /// Whether an AWS call failed because what it names does not exist (a
+    /// deleted queue, say), alone or as a whole batch.
+    pub(crate) fn not_found(&self) -> bool {
+        match self {
+            EngineError::Aws(e) => e.kind == AwsErrorKind::NotFound,
+            EngineError::Batch { source, .. } => source.kind == AwsErrorKind::NotFound,
+            _ => false,
+        }
+    }
+}
+
 /// The class of an AWS failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AwsErrorKind {
@@ -177,5 +189,31 @@ mod tests {
         // A code that merely contains a known one is not that one.
         assert_eq!(kind_of_code(Some("NotFoundish")), AwsErrorKind::Service);
         assert_eq!(kind_of_code(None), AwsErrorKind::Service);
+    }
+
+    #[test]
+    fn not_found_holds_alone_or_for_a_whole_batch_never_for_an_entry() {
+        let aws = |kind| AwsError {
+            service: "sqs",
+            operation: "SendMessageBatch",
+            kind,
+            source: None,
+        };
+        assert!(EngineError::Aws(aws(AwsErrorKind::NotFound)).not_found());
+        assert!(!EngineError::Aws(aws(AwsErrorKind::Unreachable)).not_found());
+        let batch = |kind| EngineError::Batch {
+            service: "sqs",
+            operation: "SendMessageBatch",
+            source: std::sync::Arc::new(aws(kind)),
+        };
+        assert!(batch(AwsErrorKind::NotFound).not_found());
+        assert!(!batch(AwsErrorKind::Timeout).not_found());
+        let refused = EngineError::EntryRefused {
+            service: "sqs",
+            operation: "SendMessageBatch",
+            code: "AWS.SimpleQueueService.NonExistentQueue".into(),
+            message: String::new(),
+        };
+        assert!(!refused.not_found());
     }
 }

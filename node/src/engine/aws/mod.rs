@@ -217,6 +217,7 @@ pub(crate) async fn engine(
             row_ttl: config.limits.max_connection + Duration::from_secs(3600),
             write_timeout: cfg.register_timeout,
             receive_visibility: cfg.notification_visibility,
+            batch_linger: cfg.batch_linger,
         },
         &clients,
         cluster,

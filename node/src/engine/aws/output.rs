@@ -153,23 +153,70 @@ async fn send_batch(
             .build()
             .ok()
     });
+    sqs_send_batch(metrics, sqs, queue_url, messages.len(), entries.collect()).await
+}
+
+/// Sends plain bodies (no attributes) to a queue in one `SendMessageBatch`
+/// (at most [`SQS_BATCH`]), one result per body, in order: the mesh's
+/// envelopes to another node's inbox.
+pub(crate) async fn send_bodies(
+    metrics: &Metrics,
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    bodies: Vec<String>,
+) -> Vec<Result<(), EngineError>> {
+    use aws_sdk_sqs::types::SendMessageBatchRequestEntry as E;
+    let n = bodies.len();
+    let entries = bodies.into_iter().enumerate().filter_map(|(i, body)| {
+        E::builder()
+            .id(i.to_string())
+            .message_body(body)
+            .build()
+            .ok()
+    });
+    sqs_send_batch(metrics, sqs, queue_url, n, entries.collect()).await
+}
+
+/// One `SendMessageBatch` of `entries` (ids are the indexes of `n` items; an
+/// entry that could not be built is missing, and its item is answered as
+/// refused by AWS would be: never as sent).
+async fn sqs_send_batch(
+    metrics: &Metrics,
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    n: usize,
+    entries: Vec<aws_sdk_sqs::types::SendMessageBatchRequestEntry>,
+) -> Vec<Result<(), EngineError>> {
+    let built: std::collections::HashSet<String> =
+        entries.iter().map(|e| e.id().to_string()).collect();
     let request = sqs
         .send_message_batch()
         .queue_url(queue_url)
-        .set_entries(Some(entries.collect()))
+        .set_entries(Some(entries))
         .send();
     let outcome = call(metrics, "sqs", "SendMessageBatch", request)
         .await
         .map(|out| {
+            let unbuilt = (0..n)
+                .map(|i| i.to_string())
+                .filter(|id| !built.contains(id))
+                .map(|id| {
+                    (
+                        id,
+                        "Unbuilt".to_string(),
+                        "entry could not be built".to_string(),
+                    )
+                });
             out.failed()
                 .iter()
                 .map(|f| {
                     let message = f.message().unwrap_or_default().to_string();
                     (f.id().to_string(), f.code().to_string(), message)
                 })
+                .chain(unbuilt)
                 .collect()
         });
-    batch_results(messages.len(), "sqs", "SendMessageBatch", outcome)
+    batch_results(n, "sqs", "SendMessageBatch", outcome)
 }
 
 impl SnsSqsOutput {
@@ -258,5 +305,97 @@ mod tests {
         };
         let r = batch_results(2, "sqs", "Op", Err(down));
         assert!(r.iter().all(|x| x.is_err()));
+    }
+}
+
+/// Against the real emulator (the full gate; the fast tier skips
+/// `emulator_tests::`): what one `SendMessageBatch` of the mesh's envelopes
+/// answers per body, for a batch that goes through, one that AWS refuses
+/// in part, and one whose queue is gone.
+#[cfg(test)]
+mod emulator_tests {
+    use super::*;
+    use crate::config::{Config, EngineKind, Options};
+    use crate::engine::aws::clients::Clients;
+
+    async fn clients(emulator: &sumu_testkit::Emulator) -> Clients {
+        let config = Config::resolve(Options {
+            dev: Some(true),
+            engine: Some(EngineKind::Aws),
+            aws_endpoint: Some(emulator.endpoint.clone()),
+            ..Options::default()
+        })
+        .unwrap();
+        Clients::new(&config.aws, Default::default()).await
+    }
+
+    async fn received(sqs: &aws_sdk_sqs::Client, url: &str, want: usize) -> Vec<String> {
+        let mut bodies = Vec::new();
+        for _ in 0..20 {
+            let out = sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            bodies.extend(
+                out.messages()
+                    .iter()
+                    .filter_map(|m| m.body().map(str::to_string)),
+            );
+            if bodies.len() >= want {
+                break;
+            }
+        }
+        bodies.sort();
+        bodies
+    }
+
+    #[actix::test]
+    async fn emulator_answers_each_envelope_of_a_batch() {
+        let emulator = sumu_testkit::Emulator::start();
+        let c = clients(&emulator).await;
+        let url = c
+            .sqs
+            .create_queue()
+            .queue_name("TestInbox")
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string();
+        let bodies: Vec<String> = (0..10).map(|i| format!("envelope {i}")).collect();
+        let r = send_bodies(&c.metrics, &c.sqs, &url, bodies.clone()).await;
+        assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+        assert_eq!(received(&c.sqs, &url, 10).await, bodies);
+
+        // A body SQS does not accept (U+0000 is outside its character set)
+        // is refused alone: the others are sent, and answered as sent.
+        let mixed = vec![
+            "first".to_string(),
+            "bad \u{0} body".to_string(),
+            "third".to_string(),
+        ];
+        let r = send_bodies(&c.metrics, &c.sqs, &url, mixed).await;
+        assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
+        assert!(
+            matches!(r[1], Err(EngineError::EntryRefused { .. })),
+            "{:?}",
+            r[1]
+        );
+        assert_eq!(received(&c.sqs, &url, 2).await, vec!["first", "third"]);
+
+        // The queue gone (the node left): every body fails, as "not found",
+        // which sends the mesh back to the node's row for its new inbox.
+        c.sqs.delete_queue().queue_url(&url).send().await.unwrap();
+        let r = send_bodies(&c.metrics, &c.sqs, &url, vec!["a".into(), "b".into()]).await;
+        assert_eq!(r.len(), 2);
+        for x in &r {
+            let e = x.as_ref().unwrap_err();
+            assert!(e.not_found(), "{e:?}");
+        }
     }
 }

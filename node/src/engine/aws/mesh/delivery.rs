@@ -17,12 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::Mesh;
 use crate::clock::now_ms;
+use crate::engine::aws::batcher::Batcher;
 use crate::engine::aws::clients::call;
 use crate::engine::aws::deleter::{linger_for, Deleter};
 use crate::engine::aws::delivered::{request_of_share, Delivered};
+use crate::engine::aws::output::{send_bodies, SQS_BATCH};
 use crate::engine::aws::periodic::pause;
 use crate::engine::aws::queue::{sent_at, Poll};
-use crate::engine::{AwsErrorKind, EngineError};
+use crate::engine::EngineError;
 use crate::hub::{LocalDelivery, Stamp};
 use crate::logging::chain;
 use crate::metrics::{ms_between, Hop, RoutePath};
@@ -114,13 +116,14 @@ impl Mesh {
         // A cached inbox may be stale (the node restarted or rejoined with a
         // new one): on "no such queue", look it up once more.
         let mut tried: Option<String> = None;
-        'lookup: loop {
+        loop {
             let Some(inbox) = self.cluster.inbox_of(node_id).await? else {
                 tracing::info!(
                     node_id,
                     rows = rows.len(),
                     "rows of a node with no cluster row: pruning"
                 );
+                self.drop_inbox_sender(node_id);
                 self.store.prune(
                     rows.into_iter()
                         .map(|r| (r.user_id, r.connection_id))
@@ -132,25 +135,63 @@ impl Mesh {
                 tracing::info!(node_id, "inbox gone: node left");
                 return Ok(false);
             }
-            for body in &bodies {
-                let request = self
-                    .sqs
-                    .send_message()
-                    .queue_url(&inbox)
-                    .message_body(body.clone())
-                    .send();
-                if let Err(e) = call(&self.metrics, "sqs", "SendMessage", request).await {
+            // Every envelope at once: the ones for one node share a batch
+            // call (with other requests' envelopes for that node in flight).
+            let sender = self.inbox_sender(node_id, &inbox);
+            let sent =
+                futures_util::future::join_all(bodies.iter().map(|b| sender.submit(b.clone())))
+                    .await;
+            match sent.into_iter().find_map(Result::err) {
+                None => {
+                    self.metrics.hop(Hop::InboxSend, started.elapsed());
+                    return Ok(true);
+                }
+                Some(e) => {
                     self.cluster.forget(node_id);
-                    if e.kind == AwsErrorKind::NotFound {
-                        tried = Some(inbox);
-                        continue 'lookup;
+                    self.drop_inbox_sender(node_id);
+                    if !e.not_found() {
+                        return Err(e);
                     }
-                    return Err(e.into());
+                    tried = Some(inbox);
                 }
             }
-            self.metrics.hop(Hop::InboxSend, started.elapsed());
-            return Ok(true);
         }
+    }
+
+    /// The batcher of `node_id`'s inbox at `inbox` (a new one when the node's
+    /// inbox changed): its envelopes go in `SendMessageBatch` calls, sent at
+    /// once when no call to that inbox is in flight, else lingering up to
+    /// `--batch-linger-ms` for companions.
+    fn inbox_sender(&self, node_id: &str, inbox: &str) -> Batcher<String, ()> {
+        let mut senders = self.inbox_senders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((url, sender)) = senders.get(node_id) {
+            if url == inbox {
+                return sender.clone();
+            }
+        }
+        let (sqs, url, metrics) = (self.sqs.clone(), inbox.to_string(), self.metrics.clone());
+        let sender = Batcher::spawn_sized(
+            "inbox sends",
+            SQS_BATCH,
+            self.settings.batch_linger,
+            self.inbox_budget.clone(),
+            String::len,
+            move |bodies| {
+                let (sqs, url, metrics) = (sqs.clone(), url.clone(), metrics.clone());
+                async move { send_bodies(&metrics, &sqs, &url, bodies).await }
+            },
+        );
+        senders.insert(node_id.to_string(), (inbox.to_string(), sender.clone()));
+        sender
+    }
+
+    /// Forgets a node's inbox batcher (its task ends once its last call is
+    /// answered).
+    fn drop_inbox_sender(&self, node_id: &str) {
+        self.inbox_senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node_id);
     }
 
     /// One publish to the mesh topic: every node delivers to its sockets

@@ -9,10 +9,12 @@
 //! membership; delivery reads it (the inbox to poll) and tells membership
 //! through `lost_inbox` + `reaped` when the inbox is gone.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::batcher::{Batcher, Budget};
 use super::clients::Clients;
 use super::cluster::{Cluster, NodeRow};
 use super::store::DynamoStore;
@@ -41,7 +43,18 @@ pub(crate) struct MeshSettings {
     /// this node that died with a receive in flight (then restarted with the
     /// same id, on the same inbox) delays those envelopes only this long.
     pub(crate) receive_visibility: Duration,
+    /// How long an inbox send waits for companions while another call to
+    /// the same inbox is in flight (`--batch-linger-ms`).
+    pub(crate) batch_linger: Duration,
 }
+
+/// Another node's inbox URL and the batcher of sends to it.
+type InboxSender = (String, Batcher<String, ()>);
+
+/// Bytes of envelopes that may wait for (or be in) inbox sends at once, all
+/// inboxes together: past it a send is refused at once (`Overloaded`) and
+/// its request comes back from the queue later.
+const INBOX_SEND_BUDGET: usize = 32 << 20;
 
 pub(crate) struct Mesh {
     settings: MeshSettings,
@@ -62,6 +75,9 @@ pub(crate) struct Mesh {
     /// Rejoins so far (each gets a fresh inbox name: SQS refuses to create
     /// a queue with the name of one deleted less than 60 s ago).
     rejoins: AtomicU32,
+    /// Per other node: its inbox's URL and the batcher of sends to it.
+    inbox_senders: Mutex<HashMap<String, InboxSender>>,
+    inbox_budget: Arc<Budget>,
     metrics: Arc<Metrics>,
 }
 
@@ -87,6 +103,8 @@ impl Mesh {
             reaped: tokio::sync::Notify::new(),
             inbox_changed: tokio::sync::Notify::new(),
             rejoins: AtomicU32::new(0),
+            inbox_senders: Mutex::new(HashMap::new()),
+            inbox_budget: Budget::new(INBOX_SEND_BUDGET),
             metrics: clients.metrics.clone(),
         }
     }
