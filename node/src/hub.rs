@@ -9,7 +9,8 @@
 //! dependencies point one way (hub → engine → session), and holds no actor
 //! address per plain socket: an entry is the user id and the queue.
 //!
-//! The hub also sweeps its sockets once a [`SWEEP_PERIOD`]: a socket whose
+//! The hub also sweeps its sockets once a sweep period (a tenth of the
+//! shortest timer, 1-10 s: [`FrozenRule::sweep_period`]): a socket whose
 //! session has not run for longer than its timers allow (its writes block,
 //! so its actor is never polled) is killed for that timer
 //! ([`crate::outbound::frozen_due`]); one pass over the map, no timer per
@@ -37,7 +38,7 @@ use tokio::sync::watch;
 
 use crate::close::CloseReason;
 use crate::metrics::Metrics;
-use crate::outbound::{mono_ms, text_frame, FrozenRule, Outbound, ToSession, SWEEP_PERIOD};
+use crate::outbound::{mono_ms, text_frame, FrozenRule, Outbound, ToSession};
 
 /// What the hub tells a recovering socket's `Resumer` (an actor message;
 /// plain sockets get frames in their queue instead).
@@ -260,7 +261,7 @@ struct Connections;
 #[rtype(result = "Vec<String>")]
 struct Missing(Vec<String>);
 
-/// Sweep for frozen sessions once a [`SWEEP_PERIOD`] from now on.
+/// Sweep for frozen sessions once a [`FrozenRule::sweep_period`] from now on.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct StartSweep(FrozenRule);
@@ -501,7 +502,7 @@ impl Handler<StartSweep> for Hub {
 
     fn handle(&mut self, msg: StartSweep, ctx: &mut Self::Context) {
         let rule = msg.0;
-        ctx.run_interval(SWEEP_PERIOD, move |hub, _| hub.sweep(&rule));
+        ctx.run_interval(rule.sweep_period(), move |hub, _| hub.sweep(&rule));
     }
 }
 

@@ -103,8 +103,12 @@ pub(crate) fn text_frame(payload: &str) -> Bytes {
 /// it (so a session that can run always closes its socket itself first).
 pub(crate) const SWEEP_SLACK: Duration = Duration::from_secs(1);
 
-/// How often the hub's sweep looks for sessions that cannot run.
+/// How often, at the most, the hub's sweep looks for sessions that cannot
+/// run (see [`FrozenRule::sweep_period`]).
 pub(crate) const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+
+/// How long the hub's sweep may wait between two passes, at the longest.
+pub(crate) const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(10);
 
 pub(crate) struct Outbound {
     /// Bytes reserved and not yet taken by the HTTP layer.
@@ -366,6 +370,20 @@ impl FrozenRule {
             slack: SWEEP_SLACK,
         }
     }
+
+    /// How often the hub sweeps: a tenth of the shortest deadline a frozen
+    /// session can run out (idle timeout, two ping intervals, max
+    /// duration), between [`SWEEP_PERIOD`] and [`MAX_SWEEP_PERIOD`]. A pass
+    /// visits every socket, so at the defaults (pings every 30 s: 6 s) an
+    /// idle node pays a sixth of a once-a-second sweep, and a frozen socket
+    /// is still cut off within a tenth of its timer after the deadline.
+    pub(crate) fn sweep_period(&self) -> Duration {
+        let shortest = self
+            .idle_timeout
+            .min(2 * self.ping_interval)
+            .min(self.max_connection);
+        (shortest / 10).clamp(SWEEP_PERIOD, MAX_SWEEP_PERIOD)
+    }
 }
 
 /// The timers of a session whose response stream was last polled at
@@ -503,6 +521,22 @@ impl Stream for SessionInbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweep_period_is_a_tenth_of_the_shortest_timer_within_1_to_10_s() {
+        let rule = |idle, max, ping| FrozenRule {
+            idle_timeout: Duration::from_secs(idle),
+            max_connection: Duration::from_secs(max),
+            ping_interval: Duration::from_secs(ping),
+            slack: SWEEP_SLACK,
+        };
+        // The defaults: pings every 30 s, so two intervals (60 s) are the shortest.
+        assert_eq!(rule(600, 7200, 30).sweep_period(), Duration::from_secs(6));
+        assert_eq!(rule(40, 7200, 30).sweep_period(), Duration::from_secs(4));
+        assert_eq!(rule(600, 7200, 1).sweep_period(), SWEEP_PERIOD);
+        assert_eq!(rule(3, 7200, 30).sweep_period(), SWEEP_PERIOD);
+        assert_eq!(rule(86_400, 86_400, 3600).sweep_period(), MAX_SWEEP_PERIOD);
+    }
     use crate::sys::counting_alloc::held;
 
     #[test]

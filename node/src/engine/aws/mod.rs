@@ -51,8 +51,9 @@ use sockets_metric::SocketsMetric;
 use store::DynamoStore;
 use sweeper::Sweeper;
 
-/// How often a node sweeps its own stale rows.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often a node sweeps its own stale rows when no delete failed (a pass
+/// reads all of the node's rows: see `sweeper.rs`).
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 struct AwsBackground {
     clients: Clients,
@@ -121,6 +122,7 @@ impl Background for AwsBackground {
             node_id: self.node_id.clone(),
             local: self.local.clone(),
             every: SWEEP_EVERY,
+            after_failed_delete: sweeper::AFTER_FAILED_DELETE,
         };
         tasks.spawn(sweeper.run(stop.clone()));
         let sockets_metric = self

@@ -39,6 +39,9 @@ pub(crate) struct DynamoStore {
     table: String,
     puts: Batcher<ConnectionRecord, ()>,
     deletes: Batcher<(String, String), ()>,
+    /// Woken when a row could not be deleted: the sweeper removes it soon
+    /// instead of at its next periodic pass.
+    failed_deletes: Arc<tokio::sync::Notify>,
     metrics: Arc<Metrics>,
 }
 
@@ -226,8 +229,14 @@ impl DynamoStore {
             table,
             puts,
             deletes,
+            failed_deletes: Arc::new(tokio::sync::Notify::new()),
             metrics,
         }
+    }
+
+    /// Notified (one stored permit) each time a row could not be deleted.
+    pub(crate) fn failed_deletes(&self) -> Arc<tokio::sync::Notify> {
+        self.failed_deletes.clone()
     }
 
     /// Every connection of one user (strongly consistent).
@@ -275,9 +284,14 @@ impl DynamoStore {
         user_id: &str,
         connection_id: &str,
     ) -> Result<(), EngineError> {
-        self.deletes
+        let deleted = self
+            .deletes
             .submit((user_id.to_string(), connection_id.to_string()))
-            .await
+            .await;
+        if deleted.is_err() {
+            self.failed_deletes.notify_one();
+        }
+        deleted
     }
 
     /// Deletes `rows` only while `fence` holds: in transactions of 99
