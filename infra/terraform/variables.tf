@@ -315,6 +315,50 @@ variable "recovery_window_seconds" {
   }
 }
 
+variable "connections_capacity" {
+  type        = string
+  default     = "on-demand"
+  description = "Capacity mode of the connections table and its by_node index: \"on-demand\" (pay per request) or \"provisioned\" (read and write capacity auto scaled between connections_min_capacity and connections_max_capacity to connections_target_utilization). Provisioned is cheaper for a steady fleet of long-lived sockets, whose reconnects write rows at a steady rate (README: Sizing and cost); a burst above what is provisioned (every socket of the fleet reconnecting at once) is throttled until auto scaling catches up, and those connects are refused with 503 register_failed, which clients retry."
+
+  validation {
+    condition     = contains(["on-demand", "provisioned"], var.connections_capacity)
+    error_message = "connections_capacity must be \"on-demand\" or \"provisioned\"."
+  }
+}
+
+variable "connections_min_capacity" {
+  type        = number
+  default     = 25
+  description = "With connections_capacity = \"provisioned\": the fewest read and write capacity units auto scaling leaves on the connections table and on its by_node index (each)."
+
+  validation {
+    condition     = var.connections_min_capacity >= 1 && var.connections_min_capacity <= 40000 && floor(var.connections_min_capacity) == var.connections_min_capacity
+    error_message = "connections_min_capacity must be an integer between 1 and 40000."
+  }
+}
+
+variable "connections_max_capacity" {
+  type        = number
+  default     = 10000
+  description = "With connections_capacity = \"provisioned\": the most read and write capacity units auto scaling may set on the connections table and on its by_node index (each). Must be at least connections_min_capacity."
+
+  validation {
+    condition     = var.connections_max_capacity >= 1 && var.connections_max_capacity <= 40000 && floor(var.connections_max_capacity) == var.connections_max_capacity
+    error_message = "connections_max_capacity must be an integer between 1 and 40000."
+  }
+}
+
+variable "connections_target_utilization" {
+  type        = number
+  default     = 70
+  description = "With connections_capacity = \"provisioned\": the percentage of provisioned capacity auto scaling keeps in use (target tracking on DynamoDB's consumed/provisioned ratio)."
+
+  validation {
+    condition     = var.connections_target_utilization >= 20 && var.connections_target_utilization <= 90
+    error_message = "connections_target_utilization must be between 20 and 90 (percent)."
+  }
+}
+
 variable "enable_ssm_session_manager" {
   type        = bool
   default     = true

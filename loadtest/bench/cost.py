@@ -44,7 +44,7 @@ def unit_price(op, p):
         if name in ("PutItem", "DeleteItem", "UpdateItem"):
             return p["dynamodb"]["write_request_units_per_million"] / 1e6, "1 WRU"
         if name == "BatchWriteItem":
-            # Connection rows are priced per item below (2 WRU per connect); a batch
+            # Connection rows are priced per item below (row_writes_per_connect); a batch
             # call itself has no price of its own.
             return 0.0, "per item, see connects"
         if name in ("GetItem", "Query", "Scan", "BatchGetItem"):
@@ -110,7 +110,10 @@ def main():
     if not isinstance(lifetimes, list):
         lifetimes = [lifetimes]
 
-    def sumu_idle(sockets, lifetime):
+    row_writes = a["row_writes_per_connect"]
+    rows_label = f"connection rows ({row_writes} WRU per connect)"
+
+    def sumu_idle(sockets, lifetime, capacity="on-demand"):
         nodes = max(a["min_nodes"], math.ceil(sockets / per_node))
         ec2 = nodes * p["ec2"]["hour"] * hours
         per_lcu = (p["nlb"]["active_tls_per_lcu"] if a["tls_at"] == "nlb"
@@ -123,12 +126,38 @@ def main():
         # The Sockets metric and the leader's PresenceStreamIteratorAge.
         metrics = 2 * p["cloudwatch"]["metric_month"]
         connects = sockets * hours / lifetime
-        rows = connects * 2 * p["dynamodb"]["write_request_units_per_million"] / 1e6
-        connect_calls = cost_of(measured["calls_per_connect"], p) * connects
+        per_connect = dict(measured["calls_per_connect"])
+        # Each node's periodic row sweep reads all its rows through the by_node index
+        # (eventually consistent: half a read unit per 4 KB).
+        sweeps = hours * 60 / a["row_sweep_minutes"]
+        sweep_units = sockets * a["row_bytes"] / 4096 * 0.5 * sweeps
+        if capacity == "provisioned":
+            # The connections table (and its index) on provisioned capacity, auto scaled to
+            # the target utilization: the steady write and read rates of the reconnects
+            # (each connect's rows, and the presence Queries, which read that table), paid
+            # per capacity-hour instead of per request.
+            q = p["dynamodb_provisioned"]
+            util = a["provisioned_target_utilization"]
+            wcu = new_per_s * row_writes / util
+            rcu = new_per_s * per_connect.pop("dynamodb.Query", 0) / util
+            rcu += sweep_units / secs / util
+            rows = wcu * q["wcu_hour"] * hours
+            reads = rcu * q["rcu_hour"] * hours
+            connect_calls = cost_of(per_connect, p) * connects
+            return {"nodes": nodes, "EC2": ec2, "NLB": nlb, "NLB LCUs": lcus,
+                    "background AWS calls": background,
+                    "CloudWatch metrics": metrics,
+                    f"connection rows ({wcu:,.0f} WCU provisioned)": rows,
+                    f"presence Queries and row sweeps ({rcu:,.0f} RCU provisioned)": reads,
+                    "other calls per connect (presence)": connect_calls}
+        rows = connects * row_writes * p["dynamodb"]["write_request_units_per_million"] / 1e6
+        connect_calls = cost_of(per_connect, p) * connects
+        sweep = sweep_units * p["dynamodb"]["read_request_units_per_million"] / 1e6
         return {"nodes": nodes, "EC2": ec2, "NLB": nlb, "NLB LCUs": lcus,
                 "background AWS calls": background,
                 "CloudWatch metrics": metrics,
-                "connection rows (2 WRU per connect)": rows,
+                rows_label: rows,
+                f"row sweeps (every {a['row_sweep_minutes']} min)": sweep,
                 "other calls per connect (presence)": connect_calls}
 
     def apigw_idle(sockets):
@@ -164,17 +193,19 @@ def main():
     out.append("|---|---:|---:|---:|")
     for sockets in (100_000, 1_000_000):
         for lifetime in lifetimes:
-            s = sumu_idle(sockets, lifetime)
-            g = apigw_idle(sockets)
-            s_total = sum(v for k, v in s.items() if k not in ("nodes", "NLB LCUs"))
-            g_total = sum(g.values())
-            detail = ", ".join(f"{k} {v:,.0f}" for k, v in s.items()
-                               if k not in ("nodes", "NLB LCUs"))
-            gdetail = ", ".join(f"{k} {v:,.0f}" for k, v in g.items())
-            out.append(f"| {sockets:,} always-connected idle sockets, sumu lifetime {lifetime} h | "
-                       f"**{s_total:,.0f}** ({s['nodes']} nodes, {s['NLB LCUs']:.1f} NLB LCUs; "
-                       f"{detail}) | **{g_total:,.0f}** ({gdetail}) | "
-                       f"**{g_total / s_total:.1f}x** |")
+            for capacity in ("on-demand", "provisioned"):
+                s = sumu_idle(sockets, lifetime, capacity)
+                g = apigw_idle(sockets)
+                s_total = sum(v for k, v in s.items() if k not in ("nodes", "NLB LCUs"))
+                g_total = sum(g.values())
+                detail = ", ".join(f"{k} {v:,.0f}" for k, v in s.items()
+                                   if k not in ("nodes", "NLB LCUs"))
+                gdetail = ", ".join(f"{k} {v:,.0f}" for k, v in g.items())
+                out.append(f"| {sockets:,} always-connected idle sockets, sumu lifetime "
+                           f"{lifetime} h, connections table {capacity} | "
+                           f"**{s_total:,.0f}** ({s['nodes']} nodes, {s['NLB LCUs']:.1f} NLB "
+                           f"LCUs; {detail}) | **{g_total:,.0f}** ({gdetail}) | "
+                           f"**{g_total / s_total:.1f}x** |")
     d = a["deliveries_per_month"]
     gd = apigw_deliveries(d)
     # 1 billion a month is ~380 requests/s on average: the high-rate run is the nearer one.
@@ -196,8 +227,9 @@ def main():
                    f"in the history, about 3 writes), plus the backend's SendMessage per request | "
                    f"**{sd:,.0f}** | API Gateway has no recovery | - |")
     out.append("")
-    out.append("Price per operation used (calls priced individually; BatchWriteItem of "
-               "connection rows priced per item as 2 WRU per connect):\n")
+    out.append(f"Price per operation used (calls priced individually; BatchWriteItem of "
+               f"connection rows priced per item as {row_writes} WRU per connect, or as "
+               f"provisioned capacity where the row says so):\n")
     ops = sorted(set(measured["background_calls_per_node_s"]) | set(measured["calls_per_connect"])
                  | set(measured["calls_per_request"])
                  | set(measured.get("calls_per_request_recovery", {})))

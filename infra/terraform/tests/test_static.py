@@ -212,7 +212,8 @@ def test_connections_table_keys_and_gsi(tf):
     t = res(tf, "aws_dynamodb_table", "connections")
     assert t["hash_key"] == "user_id"
     assert t["range_key"] == "connection_id"
-    assert t["billing_mode"] == "PAY_PER_REQUEST"
+    # On-demand unless connections_capacity = "provisioned".
+    assert t["billing_mode"] == '${local.connections_provisioned ? "PROVISIONED" : "PAY_PER_REQUEST"}'
     # Only key attributes may be declared, and each must be a string.
     assert _attributes(t) == {"user_id": "S", "connection_id": "S", "node_id": "S"}
     gsi = block(t, "global_secondary_index")
@@ -220,6 +221,36 @@ def test_connections_table_keys_and_gsi(tf):
     assert gsi["hash_key"] == "node_id"
     assert gsi["range_key"] == "connection_id"
     assert gsi["projection_type"] in ("ALL", "KEYS_ONLY")
+
+
+def test_connections_capacity_provisioned_is_auto_scaled(tf):
+    """connections_capacity = "provisioned": the table and its by_node index get the
+    minimum capacity, and target tracking on each of their read and write capacities;
+    an apply leaves what auto scaling set alone."""
+    t = res(tf, "aws_dynamodb_table", "connections")
+    minimum = '${local.connections_provisioned ? var.connections_min_capacity : null}'
+    assert t["read_capacity"] == minimum and t["write_capacity"] == minimum
+    gsi = block(t, "global_secondary_index")
+    assert gsi["read_capacity"] == minimum and gsi["write_capacity"] == minimum
+    ignored = block(t, "lifecycle")["ignore_changes"]
+    assert set(ignored) >= {"read_capacity", "write_capacity", "global_secondary_index"}, ignored
+    loc = tf["locals"]
+    assert loc["connections_provisioned"] == '${var.connections_capacity == "provisioned"}'
+    scaling = loc["connections_scaling"]
+    dims = re.findall(r'dimension\s*[:=]\s*"?(dynamodb:(?:table|index):(?:Read|Write)CapacityUnits)', str(scaling))
+    assert sorted(dims) == sorted(["dynamodb:table:ReadCapacityUnits", "dynamodb:table:WriteCapacityUnits",
+                                   "dynamodb:index:ReadCapacityUnits", "dynamodb:index:WriteCapacityUnits"]), scaling
+    assert "index/by_node" in str(scaling)
+    target = res(tf, "aws_appautoscaling_target", "connections")
+    assert target["for_each"] == "${local.connections_scaling}"
+    assert target["service_namespace"] == "dynamodb"
+    assert target["min_capacity"] == "${var.connections_min_capacity}"
+    policy = res(tf, "aws_appautoscaling_policy", "connections")
+    assert policy["for_each"] == "${local.connections_scaling}"
+    assert policy["policy_type"] == "TargetTrackingScaling"
+    cfg = block(policy, "target_tracking_scaling_policy_configuration")
+    assert cfg["target_value"] == "${var.connections_target_utilization}"
+    assert tf["variable"]["connections_capacity"]["default"] == "on-demand"
 
 
 def test_connections_table_stream_ttl_pitr_encryption(tf):
@@ -951,6 +982,10 @@ VALIDATION_CASES = {
     "node_port": ([8080, 1024, 65535], [80, 65536, 8080.5]),
     "drain_seconds": ([1, 60, 3600], [0, 3601, 1.5]),
     "recovery_window_seconds": ([0, 120, 604800], [-1, 604801, 1.5]),
+    "connections_capacity": (["on-demand", "provisioned"], ["PROVISIONED", "PAY_PER_REQUEST", ""]),
+    "connections_min_capacity": ([1, 25, 40000], [0, 40001, 2.5]),
+    "connections_max_capacity": ([1, 10000, 40000], [0, 40001, 2.5]),
+    "connections_target_utilization": ([20, 70, 90], [19, 91]),
     "extra_environment": ([{}, {"SUMU_ALLOWED_ORIGINS": "https://a"}],
                           [{"PATH": "/bin"}, {"SUMU_API_KEY": "secret"}, {"sumu_x": "1"}]),
     "issuer_jwks_uri": (["https://idp.example.com/.well-known/jwks.json"], ["http://idp.example.com/jwks", "idp.example.com", "https://a b"]),
