@@ -125,10 +125,11 @@ impl Session {
         ctx.stop();
     }
 
-    /// One timer per socket: it fires at the earliest deadline, handles
-    /// what is due, and re-arms itself.
+    /// One timer per socket: it fires at the earliest deadline (on the
+    /// process's tick grid, so sockets due together wake the node once),
+    /// handles what is due, and re-arms itself.
     fn schedule_tick(&self, ctx: &mut ws::WebsocketContext<Self>) {
-        let next = self.timers.next_wake(&self.env.lifetimes());
+        let next = self.timers.wake_at(&self.env.lifetimes());
         ctx.run_later(
             next.saturating_duration_since(Instant::now()),
             |act, ctx| act.tick(ctx),

@@ -3,9 +3,31 @@
 //! close for idleness, drop for a missing pong, or send a ping). The
 //! session actor only asks; tests drive them with synthetic instants.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::close::CloseReason;
+
+/// Every socket's timer fires on one grid of this step: the sockets due
+/// within a step wake together (one turn of the timer wheel, one burst of
+/// pings, their pongs back in a burst), instead of one wake of the node per
+/// socket. A timer fires at most this much after its deadline.
+pub(crate) const TICK_GRID: Duration = Duration::from_millis(100);
+
+/// The first grid point at or after `at`, on a grid of `step` from `base`.
+pub(crate) fn on_grid(at: Instant, base: Instant, step: Duration) -> Instant {
+    let step_ns = step.as_nanos().max(1);
+    let since = at.saturating_duration_since(base).as_nanos();
+    let steps = since.div_ceil(step_ns);
+    let ns = u64::try_from(steps * step_ns).unwrap_or(u64::MAX);
+    base + Duration::from_nanos(ns)
+}
+
+/// The grid's origin: one for the whole process.
+fn grid_base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
 
 /// The three lifetimes that apply to every socket.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +76,12 @@ impl Timers {
             .min(self.opened + life.max_connection)
     }
 
+    /// When the socket's timer is set to fire: [`Timers::next_wake`] on the
+    /// process's [`TICK_GRID`].
+    pub(crate) fn wake_at(&self, life: &Lifetimes) -> Instant {
+        on_grid(self.next_wake(life), grid_base(), TICK_GRID)
+    }
+
     /// What is due at `now`. Max duration wins over idleness, idleness over
     /// liveness; a ping is due only for a socket that is still alive.
     pub(crate) fn due(&self, now: Instant, life: &Lifetimes) -> Due {
@@ -81,6 +109,32 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timers_fire_on_a_shared_grid_never_before_their_deadline() {
+        let base = Instant::now();
+        let step = Duration::from_millis(100);
+        let ms = |n| base + Duration::from_millis(n);
+        assert_eq!(on_grid(ms(0), base, step), ms(0));
+        assert_eq!(on_grid(ms(1), base, step), ms(100));
+        assert_eq!(on_grid(ms(100), base, step), ms(100));
+        assert_eq!(on_grid(ms(30_050), base, step), ms(30_100));
+        // Two sockets due 40 ms apart within one step wake at the same instant.
+        assert_eq!(
+            on_grid(ms(1_210), base, step),
+            on_grid(ms(1_250), base, step)
+        );
+        // A deadline before the grid's origin fires at the origin (at once).
+        assert_eq!(on_grid(base, ms(5), step), ms(5));
+        let life = Lifetimes {
+            idle_timeout: Duration::from_secs(600),
+            max_connection: Duration::from_secs(7200),
+            ping_interval: Duration::from_secs(30),
+        };
+        let t = Timers::new(Instant::now(), &life);
+        let wake = t.wake_at(&life);
+        assert!(wake >= t.next_wake(&life) && wake < t.next_wake(&life) + TICK_GRID);
+    }
 
     const LIFE: Lifetimes = Lifetimes {
         idle_timeout: Duration::from_secs(600),
