@@ -299,7 +299,8 @@ S3="$OUT/three/http-split.json"
   echo
   echo "| fleet | run | emulator (SNS+SQS$( [ "$EMULATORS" = one ] && echo ", all"; [ "$EMULATORS" = fauxqs ] && echo ": fauxqs")) | emulator-data (DynamoDB) | nodes | HAProxy | machine busy % | load | bound by |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---|"
-  for fl in three one; do
+  # recovery: the third fleet (--recovery-window-secs), whose history writes load DynamoDB most.
+  for fl in three one recovery; do
     for r in idle unicast multicast broadcast saturate http-split; do cpu_row "$fl" "$r"; done
   done
   echo
