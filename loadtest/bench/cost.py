@@ -111,20 +111,21 @@ def main():
         lifetimes = [lifetimes]
 
     row_writes = a["row_writes_per_connect"]
-    rows_label = f"connection rows ({row_writes} WRU per connect)"
 
     def sumu_idle(sockets, lifetime, capacity="on-demand"):
         nodes = max(a["min_nodes"], math.ceil(sockets / per_node))
-        ec2 = nodes * p["ec2"]["hour"] * hours
         per_lcu = (p["nlb"]["active_tls_per_lcu"] if a["tls_at"] == "nlb"
                    else p["nlb"]["active_tcp_per_lcu"])
         new_per_s = sockets / (lifetime * 3600)
         new_per_lcu = 50 if a["tls_at"] == "nlb" else 800
         lcus = max(sockets / per_lcu, new_per_s / new_per_lcu, 1.0)
-        nlb = p["nlb"]["hour"] * hours + lcus * p["nlb"]["lcu_hour"] * hours
-        background = cost_of(measured["background_calls_per_node_s"], p) * nodes * secs
-        # The Sockets metric and the leader's PresenceStreamIteratorAge.
-        metrics = 2 * p["cloudwatch"]["metric_month"]
+        bill = {"nodes": nodes, "EC2": nodes * p["ec2"]["hour"] * hours,
+                "NLB": p["nlb"]["hour"] * hours + lcus * p["nlb"]["lcu_hour"] * hours,
+                "NLB LCUs": lcus,
+                "background AWS calls":
+                    cost_of(measured["background_calls_per_node_s"], p) * nodes * secs,
+                # The Sockets metric and the leader's PresenceStreamIteratorAge.
+                "CloudWatch metrics": 2 * p["cloudwatch"]["metric_month"]}
         connects = sockets * hours / lifetime
         per_connect = dict(measured["calls_per_connect"])
         # Each node's periodic row sweep reads all its rows through the by_node index
@@ -141,24 +142,17 @@ def main():
             wcu = new_per_s * row_writes / util
             rcu = new_per_s * per_connect.pop("dynamodb.Query", 0) / util
             rcu += sweep_units / secs / util
-            rows = wcu * q["wcu_hour"] * hours
-            reads = rcu * q["rcu_hour"] * hours
-            connect_calls = cost_of(per_connect, p) * connects
-            return {"nodes": nodes, "EC2": ec2, "NLB": nlb, "NLB LCUs": lcus,
-                    "background AWS calls": background,
-                    "CloudWatch metrics": metrics,
-                    f"connection rows ({wcu:,.0f} WCU provisioned)": rows,
-                    f"presence Queries and row sweeps ({rcu:,.0f} RCU provisioned)": reads,
-                    "other calls per connect (presence)": connect_calls}
-        rows = connects * row_writes * p["dynamodb"]["write_request_units_per_million"] / 1e6
-        connect_calls = cost_of(per_connect, p) * connects
-        sweep = sweep_units * p["dynamodb"]["read_request_units_per_million"] / 1e6
-        return {"nodes": nodes, "EC2": ec2, "NLB": nlb, "NLB LCUs": lcus,
-                "background AWS calls": background,
-                "CloudWatch metrics": metrics,
-                rows_label: rows,
-                f"row sweeps (every {a['row_sweep_minutes']} min)": sweep,
-                "other calls per connect (presence)": connect_calls}
+            bill[f"connection rows ({wcu:,.0f} WCU provisioned)"] = wcu * q["wcu_hour"] * hours
+            bill[f"presence Queries and row sweeps ({rcu:,.0f} RCU provisioned)"] = (
+                rcu * q["rcu_hour"] * hours)
+        else:
+            d = p["dynamodb"]
+            bill[f"connection rows ({row_writes} WRU per connect)"] = (
+                connects * row_writes * d["write_request_units_per_million"] / 1e6)
+            bill[f"row sweeps (every {a['row_sweep_minutes']} min)"] = (
+                sweep_units * d["read_request_units_per_million"] / 1e6)
+        bill["other calls per connect (presence)"] = cost_of(per_connect, p) * connects
+        return bill
 
     def apigw_idle(sockets):
         minutes = sockets * hours * 60

@@ -36,6 +36,24 @@ pub(crate) struct Clients {
 }
 
 impl Clients {
+    /// For the `emulator_tests` modules: a dev config of the aws engine
+    /// pointed at `emulator`, and its clients.
+    #[cfg(test)]
+    pub(crate) async fn for_emulator(
+        emulator: &sumu_testkit::Emulator,
+    ) -> (crate::config::Config, Clients) {
+        use crate::config::{Config, EngineKind, Options};
+        let config = Config::resolve(Options {
+            dev: Some(true),
+            engine: Some(EngineKind::Aws),
+            aws_endpoint: Some(emulator.endpoint.clone()),
+            ..Options::default()
+        })
+        .unwrap();
+        let clients = Clients::new(&config.aws, Default::default()).await;
+        (config, clients)
+    }
+
     pub(crate) async fn new(cfg: &AwsConfig, metrics: Arc<Metrics>) -> Clients {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::standard().with_max_attempts(4))

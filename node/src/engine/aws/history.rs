@@ -783,7 +783,6 @@ impl History for AwsHistory {
 #[cfg(test)]
 mod emulator_tests {
     use super::*;
-    use crate::config::{Config, EngineKind, Options};
     use crate::engine::aws::clients::Clients;
     use crate::engine::aws::resources::create_history_table;
     use crate::engine::history::{resume, Resumed};
@@ -797,14 +796,7 @@ mod emulator_tests {
 
     async fn fixture(window: Duration) -> Fixture {
         let emulator = sumu_testkit::Emulator::start();
-        let config = Config::resolve(Options {
-            dev: Some(true),
-            engine: Some(EngineKind::Aws),
-            aws_endpoint: Some(emulator.endpoint.clone()),
-            ..Options::default()
-        })
-        .unwrap();
-        let clients = Clients::new(&config.aws, Default::default()).await;
+        let (_, clients) = Clients::for_emulator(&emulator).await;
         create_history_table(&clients, "TestHistory").await.unwrap();
         Fixture {
             _emulator: emulator,

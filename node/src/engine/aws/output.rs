@@ -315,19 +315,7 @@ mod tests {
 #[cfg(test)]
 mod emulator_tests {
     use super::*;
-    use crate::config::{Config, EngineKind, Options};
     use crate::engine::aws::clients::Clients;
-
-    async fn clients(emulator: &sumu_testkit::Emulator) -> Clients {
-        let config = Config::resolve(Options {
-            dev: Some(true),
-            engine: Some(EngineKind::Aws),
-            aws_endpoint: Some(emulator.endpoint.clone()),
-            ..Options::default()
-        })
-        .unwrap();
-        Clients::new(&config.aws, Default::default()).await
-    }
 
     async fn received(sqs: &aws_sdk_sqs::Client, url: &str, want: usize) -> Vec<String> {
         let mut bodies = Vec::new();
@@ -356,7 +344,7 @@ mod emulator_tests {
     #[actix::test]
     async fn emulator_answers_each_envelope_of_a_batch() {
         let emulator = sumu_testkit::Emulator::start();
-        let c = clients(&emulator).await;
+        let (_, c) = Clients::for_emulator(&emulator).await;
         let url = c
             .sqs
             .create_queue()

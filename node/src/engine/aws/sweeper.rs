@@ -99,7 +99,6 @@ mod emulator_tests {
     use aws_sdk_dynamodb::types::AttributeValue;
 
     use super::*;
-    use crate::config::{Config, EngineKind, Options};
     use crate::engine::aws::clients::Clients;
     use crate::engine::aws::resources::bootstrap;
     use crate::metrics::Metrics;
@@ -117,14 +116,7 @@ mod emulator_tests {
     #[actix::test]
     async fn emulator_a_failed_delete_wakes_the_sweeper() {
         let emulator = sumu_testkit::Emulator::start();
-        let config = Config::resolve(Options {
-            dev: Some(true),
-            engine: Some(EngineKind::Aws),
-            aws_endpoint: Some(emulator.endpoint.clone()),
-            ..Options::default()
-        })
-        .unwrap();
-        let clients = Clients::new(&config.aws, Default::default()).await;
+        let (config, clients) = Clients::for_emulator(&emulator).await;
         bootstrap(&clients, &config.aws).await.unwrap();
         let table = config.aws.connections_table.clone();
         let metrics = Arc::new(Metrics::new());
